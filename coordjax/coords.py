@@ -1,0 +1,239 @@
+"""Coordinate channels as pure functions: the core of CoordConv.
+
+Liu et al. 2018 (arXiv:1807.03247, section 3) give a convolution access to its own input
+coordinates by concatenating one channel per spatial axis, each a linear ramp scaled to [-1, 1],
+and optionally a radius channel. Everything here is channels-last and works for any number of
+spatial dimensions through one code path.
+
+Conventions (see DESIGN.md):
+  * Channel order ``"ij"`` (default, the paper's): the first channel indexes the first spatial axis
+    (rows), the second channel the second axis (columns), and so on. ``"xy"`` reverses the axis
+    order, which for 2-D images gives the reference code's column-first order.
+  * Ranges, per axis of size ``n`` and index ``i``:
+      ``"corners"`` ``2*i/(n-1) - 1`` in [-1, 1] (default); ``"centers"`` ``(2*i+1)/n - 1``, pixel
+      centres in (-1, 1); ``"unit"`` ``i/(n-1)`` in [0, 1]; ``"pixels"`` ``i``. A size-1 axis gives
+      the centre value of its range (0 for "corners"/"centers"), never NaN.
+  * Radius: Euclidean distance from the grid centre in the chosen units, zero at the centre of an
+    odd-sized grid; ``normalize_r=True`` divides by its largest value so it lies in [0, 1].
+  * Coordinates are computed in float32 and cast to the input's dtype. When that dtype cannot tell
+    two neighbouring coordinates apart (bf16 on grids wider than a few hundred pixels), a
+    ``CoordinatePrecisionWarning`` is raised at trace time; pass ``dtype=jnp.float32`` to keep
+    float32 coordinates (the output then follows the usual promotion of the concatenation).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Order = Literal["ij", "xy"]
+Range = Literal["corners", "centers", "unit", "pixels"]
+Position = Literal["append", "prepend"]
+
+ORDERS = ("ij", "xy")
+RANGES = ("corners", "centers", "unit", "pixels")
+POSITIONS = ("append", "prepend")
+
+
+class CoordinatePrecisionWarning(UserWarning):
+    """The output dtype cannot represent every distinct coordinate of the grid."""
+
+
+def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def _normalise_axes(axes: Sequence[int] | None, spatial_ndim: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(spatial_ndim))
+    if isinstance(axes, int):
+        axes = (axes,)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise TypeError(f"axes must be integers indexing the spatial axes; got {axes!r}")
+        if not -spatial_ndim <= a < spatial_ndim:
+            raise ValueError(
+                f"axes entry {a} is out of range for {spatial_ndim} spatial dimension(s); "
+                f"allowed: {-spatial_ndim}..{spatial_ndim - 1}"
+            )
+        out.append(int(a) % spatial_ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axes must not repeat an axis; got {axes!r}")
+    if not out:
+        raise ValueError("axes must name at least one spatial axis; got an empty sequence")
+    return tuple(out)
+
+
+def _ramp(n: int, coord_range: str) -> tuple[np.ndarray, float, float]:
+    """1-D float32 coordinates of an axis of size n, its centre value and its largest offset.
+
+    Built with NumPy: sizes are static, so the ramp is a small trace-time constant (also under
+    jit) that XLA broadcasts to the grid.
+    """
+    i = np.arange(n, dtype=np.float64)
+    if coord_range == "pixels":
+        ramp, centre, reach = i, (n - 1) / 2, (n - 1) / 2
+    elif coord_range == "centers":
+        ramp, centre, reach = (2 * i + 1) / n - 1, 0.0, 1 - 1 / n
+    # Corner-aligned ranges divide by n - 1; a single sample sits at the centre of the range.
+    elif coord_range == "corners":
+        ramp = 2 * i / (n - 1) - 1 if n > 1 else np.zeros(1)
+        centre, reach = 0.0, 1.0 if n > 1 else 0.0
+    else:
+        ramp = i / (n - 1) if n > 1 else np.full(1, 0.5)
+        centre, reach = 0.5, 0.5 if n > 1 else 0.0
+    return ramp.astype(np.float32), centre, reach
+
+
+def num_coord_channels(spatial_ndim: int, *, with_r: bool = False, axes=None) -> int:
+    """Number of channels ``add_coords`` adds: one per selected axis, plus one for the radius."""
+    return len(_normalise_axes(axes, spatial_ndim)) + int(bool(with_r))
+
+
+def coord_channels(
+    spatial_shape: Sequence[int],
+    *,
+    with_r: bool = False,
+    normalize_r: bool = False,
+    order: Order = "ij",
+    coord_range: Range = "corners",
+    axes: Sequence[int] | None = None,
+    dtype=jnp.float32,
+) -> jax.Array:
+    """The coordinate grid of a spatial shape.
+
+    Args:
+      spatial_shape: ``(n_0, ..., n_{k-1})``, k >= 1 positive static sizes.
+      with_r: append a radius channel, the distance from the grid centre.
+      normalize_r: scale the radius to [0, 1] by its largest value on the grid.
+      order: ``"ij"`` (first spatial axis first, the paper's) or ``"xy"`` (reversed axis order,
+        the reference code's column-first order for images).
+      coord_range: ``"corners"``, ``"centers"``, ``"unit"`` or ``"pixels"`` (module docstring).
+      axes: which spatial axes get a channel (default: all); the radius uses the same axes.
+      dtype: dtype of the result; values are computed in float32 first.
+
+    Returns:
+      ``(*spatial_shape, d)`` with ``d = len(axes) + with_r``; channel ``c`` varies along its own
+      axis only and is constant along the others.
+
+    >>> coord_channels((3, 2))[..., 0].tolist()
+    [[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]
+    """
+    if isinstance(spatial_shape, (int, np.integer)):
+        spatial_shape = (spatial_shape,)
+    try:
+        shape = tuple(int(n) for n in spatial_shape)
+    except TypeError as err:
+        raise TypeError(
+            f"spatial_shape must be a sequence of static ints; got {spatial_shape!r}"
+        ) from err
+    if not shape:
+        raise ValueError("spatial_shape must have at least one spatial dimension; got ()")
+    if any(n < 1 for n in shape):
+        raise ValueError(f"spatial_shape sizes must be >= 1; got {shape}")
+    _check_choice("order", order, ORDERS)
+    _check_choice("coord_range", coord_range, RANGES)
+    selected = _normalise_axes(axes, len(shape))
+    if order == "xy":
+        selected = tuple(reversed(selected))
+
+    channels, centred_sq = [], []
+    max_sq = 0.0
+    for axis in selected:
+        ramp, centre, reach = _ramp(shape[axis], coord_range)
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        channels.append(jnp.broadcast_to(jnp.asarray(ramp).reshape(view), shape))
+        centred_sq.append(jnp.asarray(np.square(ramp - np.float32(centre)).reshape(view)))
+        max_sq += reach**2
+    if with_r:
+        r = jnp.sqrt(jnp.broadcast_to(sum(centred_sq[1:], centred_sq[0]), shape))
+        if normalize_r:
+            r = r / np.float32(max_sq**0.5) if max_sq > 0 else jnp.zeros_like(r)
+        channels.append(r)
+    _warn_if_unresolvable(shape, selected, coord_range, dtype)
+    return jnp.stack(channels, axis=-1).astype(dtype)
+
+
+def _warn_if_unresolvable(shape, selected, coord_range, dtype) -> None:
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype; got {dtype}")
+    if dtype.itemsize >= 4:
+        return
+    for axis in selected:
+        ramp = _ramp(shape[axis], coord_range)[0]
+        if np.unique(ramp.astype(dtype)).size < ramp.size:
+            warnings.warn(
+                f"{dtype} cannot distinguish all {shape[axis]} coordinates of spatial axis {axis} "
+                f"(coord_range={coord_range!r}); pass dtype=jnp.float32 to keep float32 "
+                "coordinates.",
+                CoordinatePrecisionWarning,
+                stacklevel=3,
+            )
+
+
+def add_coords(
+    x: jax.Array,
+    *,
+    spatial_ndim: int = 2,
+    with_r: bool = False,
+    normalize_r: bool = False,
+    order: Order = "ij",
+    coord_range: Range = "corners",
+    axes: Sequence[int] | None = None,
+    position: Position = "append",
+    dtype=None,
+) -> jax.Array:
+    """Concatenates coordinate channels to a channels-last array.
+
+    Args:
+      x: ``(*batch, *spatial, C)``: any number of leading batch dims (or none), then
+        ``spatial_ndim`` spatial dims, then channels. Floating dtype.
+      spatial_ndim: number of spatial dims (1 for sequences, 2 for images, 3 for volumes, ...).
+      with_r, normalize_r, order, coord_range, axes: as in :func:`coord_channels`.
+      position: ``"append"`` (after the input channels, default) or ``"prepend"``.
+      dtype: dtype of the coordinate channels; default ``x.dtype``.
+
+    Returns:
+      ``(*batch, *spatial, C + d)`` (or ``d + C`` when prepended). The grid is built once and
+      broadcast over the batch dims, not computed per example.
+
+    >>> add_coords(jnp.zeros((8, 64, 64, 3))).shape
+    (8, 64, 64, 5)
+    """
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        raise TypeError(f"x must be a jax or numpy array; got {type(x).__name__}")
+    if not isinstance(spatial_ndim, (int, np.integer)) or spatial_ndim < 1:
+        raise ValueError(f"spatial_ndim must be an int >= 1; got {spatial_ndim!r}")
+    if x.ndim < spatial_ndim + 1:
+        raise ValueError(
+            f"x must have shape (*batch, *spatial, C) with {spatial_ndim} spatial dim(s), i.e. "
+            f"rank >= {spatial_ndim + 1}; got shape {tuple(x.shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must have a floating dtype; got {x.dtype}")
+    _check_choice("position", position, POSITIONS)
+    spatial = tuple(x.shape[x.ndim - 1 - spatial_ndim : x.ndim - 1])
+    grid = coord_channels(
+        spatial,
+        with_r=with_r,
+        normalize_r=normalize_r,
+        order=order,
+        coord_range=coord_range,
+        axes=axes,
+        dtype=x.dtype if dtype is None else dtype,
+    )
+    grid = jnp.broadcast_to(grid, (*x.shape[:-1], grid.shape[-1]))
+    if grid.dtype != x.dtype:
+        x = x.astype(jnp.result_type(x.dtype, grid.dtype))
+        grid = grid.astype(x.dtype)
+    parts = (x, grid) if position == "append" else (grid, x)
+    return jnp.concatenate(parts, axis=-1)
