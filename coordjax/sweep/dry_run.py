@@ -1,0 +1,84 @@
+"""The plan of a sweep, without training: buckets, compiles, steps, estimated FLOPs and memory."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from coordjax import datasets
+from coordjax.sweep.engine import EngineOptions, make_setup, stack_runs
+from coordjax.sweep.grid import Sweep
+from coordjax.sweep.planner import Bucket, plan
+from coordjax.train import DeviceData, evaluate, init_state, train_step
+
+
+def _abstract_data(setup) -> DeviceData:
+    examples = datasets.all_examples()
+    shape = lambda field: getattr(examples, field).shape  # noqa: E731
+    return DeviceData(
+        jax.ShapeDtypeStruct(shape(setup.task.input_field), np.float32),
+        jax.ShapeDtypeStruct(shape(setup.task.target_field), np.float32),
+    )
+
+
+def bucket_costs(bucket: Bucket) -> dict[str, float]:
+    """Per-model costs from XLA's cost analysis of the lowered (not compiled) programs.
+
+    Returns flops per train step, flops per evaluation, and the bytes of one model's state
+    (parameters, BatchNorm statistics and Adam moments).
+    """
+    setup = make_setup(bucket)
+    data = _abstract_data(setup)
+    run = jax.tree.map(lambda x: x[0], stack_runs(list(bucket.runs[:1])))
+    state = jax.eval_shape(functools.partial(init_state, setup), data, run)
+    idx = jax.ShapeDtypeStruct((setup.batch_size,), np.int32)
+    mask = jax.ShapeDtypeStruct((setup.batch_size,), bool)
+    step = jax.jit(functools.partial(train_step, setup)).lower(data, run, state, idx, mask)
+    evaluation = jax.jit(functools.partial(evaluate, setup)).lower(data, run, state)
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    return {
+        "step_flops": float(step.cost_analysis().get("flops", float("nan"))),
+        "eval_flops": float(evaluation.cost_analysis().get("flops", float("nan"))),
+        "state_bytes": float(state_bytes),
+    }
+
+
+def plan_text(sweep: Sweep, options: EngineOptions) -> str:
+    """A table of the plan, one line per bucket, and totals."""
+    buckets = plan(sweep.expand(), max_models=options.max_models)
+    header = (
+        f"{'bucket':<34} {'models':>6} {'bs':>4} {'epochs':>6} {'steps':>8} {'compiles':>8} "
+        f"{'TFLOP':>10} {'state MB':>9}"
+    )
+    lines = [f"sweep {sweep.name}: {sum(b.num_models for b in buckets)} models in "
+             f"{len(buckets)} buckets", header]  # fmt: skip
+    total_flops = total_steps = compiles = 0.0
+    shapes_seen = set()
+    for bucket in buckets:
+        costs = bucket_costs(bucket)
+        evals = len(bucket.chunks)
+        flops = bucket.num_models * (
+            bucket.total_steps * costs["step_flops"] + evals * costs["eval_flops"]
+        )
+        shape_key = (bucket.bucket_id.split("-p")[0], bucket.num_models)
+        n_compiles = 0 if shape_key in shapes_seen else 1 + len(set(bucket.chunks))
+        shapes_seen.add(shape_key)
+        total_flops += flops
+        total_steps += bucket.num_models * bucket.total_steps
+        compiles += n_compiles
+        lines.append(
+            f"{bucket.bucket_id:<34} {bucket.num_models:>6} {bucket.static['batch_size']:>4} "
+            f"{bucket.static['epochs']:>6} {bucket.total_steps:>8} {n_compiles:>8} "
+            f"{flops / 1e12:>10.2f} {bucket.num_models * costs['state_bytes'] / 2**20:>9.1f}"
+        )
+        lines.append(
+            "    " + ", ".join(f"{k}={v}" for k, v in bucket.static.items() if k != "model")
+        )
+    lines.append(
+        f"total: {total_steps:,.0f} model-steps, {int(compiles)} compiles "
+        f"(init + one per distinct chunk length), {total_flops / 1e12:,.1f} TFLOP "
+        f"(XLA cost analysis; train steps + evaluations); strategy={options.strategy}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,318 @@
+"""The sweep engine: whole training runs vmapped over a bucket's models, chunk by chunk.
+
+For each bucket (one compiled program) the host loop runs over *chunks* of ``eval_every`` epochs:
+``jit(shard_map(vmap(train_chunk)))`` trains every model of the bucket for the chunk and evaluates
+it; then, on the host, the chunk's metrics come back in one ``device_get``, the results table is
+rewritten atomically, and the stacked state is checkpointed. Nothing runs per step on the host.
+
+Rerunning on the same workdir resumes each bucket from its latest checkpoint and skips finished
+buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
+recomputed, which gives the same numbers because every key derives from the run's seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from coordjax import models, tasks
+from coordjax.sweep import workdir as wd
+from coordjax.sweep.checkpoints import BucketCheckpoints
+from coordjax.sweep.grid import Sweep
+from coordjax.sweep.planner import Bucket, plan
+from coordjax.train import (
+    RunSpec,
+    TrainSetup,
+    device_data,
+    init_state,
+    make_hparams,
+    split_indices,
+    stack_hparams,
+    stack_splits,
+    train_chunk,
+)
+
+logger = logging.getLogger("coordjax.sweep")
+
+MODEL_AXIS = "model"
+STRATEGIES = ("vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """How a sweep is executed; none of these change a model's numbers beyond float noise.
+
+    Attributes:
+      strategy: how the model axis is lowered inside a device: ``"vmap"`` (one batched program;
+        vmapped convolutions become grouped convolutions) or ``"map"`` (``lax.map`` over slices of
+        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups).
+      map_batch_size: models per slice for ``"map"``.
+      max_models: at most this many models per program (larger buckets are split).
+      shard: shard the model axis over all local devices (``shard_map``; each device runs the
+        single-device program on its slice of models).
+      progress: show a progress bar (tqdm) on stderr.
+    """
+
+    strategy: str = "vmap"
+    map_batch_size: int = 4
+    max_models: int | None = None
+    shard: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(STRATEGIES)}; got {self.strategy!r}")
+        if not isinstance(self.map_batch_size, int) or self.map_batch_size < 1:
+            raise ValueError(f"map_batch_size must be a positive int; got {self.map_batch_size!r}")
+
+
+def make_setup(bucket: Bucket) -> TrainSetup:
+    """The static training setup shared by a bucket's models."""
+    static = bucket.static
+    task_options = {} if static["loss"] == "default" else {"loss": static["loss"]}
+    return TrainSetup(
+        model=models.build(static["model"], **bucket.model_kwargs),
+        task=tasks.get(static["task"], **task_options),
+        batch_size=static["batch_size"],
+        steps_per_epoch=bucket.steps_per_epoch,
+    )
+
+
+def stack_runs(configs: list[dict[str, Any]]) -> RunSpec:
+    """The bucket's per-model arrays: hyperparameters, seeds and splits, stacked."""
+    hparams = stack_hparams(
+        [
+            make_hparams(
+                c["lr"], c["l2"], schedule=c["schedule"], lr_decay=c["lr_decay"],
+                lr_decay_every=c["lr_decay_every"], lr_max_decays=c["lr_max_decays"],
+                weight_decay=c["weight_decay"],
+            )  # fmt: skip
+            for c in configs
+        ]
+    )
+    splits = stack_splits([split_indices(c["split"]) for c in configs])
+    seeds = np.asarray([c["seed"] for c in configs], dtype=np.int32)
+    return RunSpec(hparams=hparams, seed=seeds, split=splits)
+
+
+def _mesh(shard: bool) -> jax.sharding.Mesh | None:
+    devices = jax.devices()
+    if not shard or len(devices) == 1:
+        return None
+    return jax.make_mesh((len(devices),), (MODEL_AXIS,), devices=devices)
+
+
+def _per_device(fn: Callable, strategy: str, map_batch_size: int) -> Callable:
+    """Lifts a single-model ``fn(data, run, state)`` to a stack of models on one device."""
+    if strategy == "vmap":
+        return jax.vmap(fn, in_axes=(None, 0, 0))
+
+    def mapped(data, runs, states):
+        return jax.lax.map(lambda rs: fn(data, *rs), (runs, states), batch_size=map_batch_size)
+
+    return mapped
+
+
+def _distribute(fn: Callable, mesh) -> Callable:
+    if mesh is None:
+        return fn
+    return jax.shard_map(
+        fn, mesh=mesh, in_specs=(P(), P(MODEL_AXIS), P(MODEL_AXIS)), out_specs=P(MODEL_AXIS)
+    )
+
+
+@functools.cache
+def compiled_chunk(setup: TrainSetup, num_epochs: int, strategy: str, map_batch_size: int, mesh):
+    """``jit(shard_map(vmap(train_chunk)))`` for one bucket shape; state buffers are donated."""
+    chunk = functools.partial(train_chunk, setup, num_epochs=num_epochs)
+    fn = _distribute(_per_device(chunk, strategy, map_batch_size), mesh)
+    return jax.jit(fn, donate_argnums=(2,))
+
+
+@functools.cache
+def compiled_init(setup: TrainSetup, mesh):
+    def init(data, runs, _):
+        return jax.vmap(functools.partial(init_state, setup), in_axes=(None, 0))(data, runs)
+
+    return jax.jit(_distribute(init, mesh))
+
+
+def _padded(configs: list[dict[str, Any]], multiple: int) -> list[dict[str, Any]]:
+    """Pads the model list to a multiple of the device count with copies of the last run."""
+    extra = -len(configs) % multiple
+    return configs + [configs[-1]] * extra
+
+
+def _place(tree, mesh, spec):
+    if mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
+@dataclasses.dataclass
+class _Progress:
+    bar: Any
+    done: int = 0
+
+    def advance(self, model_steps: int, seconds: float) -> None:
+        self.done += model_steps
+        if self.bar is not None:
+            self.bar.update(model_steps)
+            self.bar.set_postfix_str(f"{model_steps / max(seconds, 1e-9):,.0f} model-steps/s")
+
+
+def run_sweep(
+    sweep: Sweep,
+    workdir: str | pathlib.Path,
+    *,
+    preset: str = "",
+    options: EngineOptions | None = None,
+    restart: bool = False,
+) -> pd.DataFrame:
+    """Trains every run of ``sweep``, resumably, and returns the results table.
+
+    Args:
+      sweep: the sweep definition.
+      workdir: where config, results and checkpoints live; rerunning resumes.
+      preset: the preset's name (recorded; part of the workdir's identity).
+      options: execution options.
+      restart: move a workdir holding a different sweep aside and start over.
+
+    Returns:
+      The results table (also in ``workdir/results.csv``): one row per model per evaluation.
+    """
+    options = options or EngineOptions()
+    workdir = pathlib.Path(workdir)
+    runs = sweep.expand()
+    buckets = plan(runs, max_models=options.max_models)
+    identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
+    with wd.locked(workdir):
+        wd.check_same_sweep(workdir, identity, restart=restart)
+        wd.write_config(workdir, _config(identity, buckets, options))
+        results = wd.read_results(workdir)
+        mesh = _mesh(options.shard)
+        progress = _Progress(_progress_bar(buckets, options))
+        try:
+            for bucket in buckets:
+                results = _run_bucket(bucket, workdir, results, mesh, options, progress)
+        finally:
+            if progress.bar is not None:
+                progress.bar.close()
+    return results
+
+
+def _progress_bar(buckets: list[Bucket], options: EngineOptions):
+    if not options.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    total = sum(b.num_models * b.total_steps for b in buckets)
+    return tqdm(total=total, unit="model-step", unit_scale=True, desc="sweep", smoothing=0.1)
+
+
+def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFrame:
+    setup = make_setup(bucket)
+    n_devices = 1 if mesh is None else mesh.size
+    configs = _padded(list(bucket.runs), n_devices)
+    data = _place(device_data(setup.task), mesh, P())
+    runs = _place(stack_runs(configs), mesh, P(MODEL_AXIS))
+    state = compiled_init(setup, mesh)(data, runs, None)
+    param_count = models.count_params(jax.tree.map(lambda x: x[0], state.params))
+
+    checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
+    try:
+        start_epoch = checkpoints.latest_epoch() or 0
+        results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
+        if start_epoch:
+            state = checkpoints.restore(start_epoch, state)
+            logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
+        wall = _bucket_wall_time(results, bucket.bucket_id)
+        progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch, 1.0)
+        epoch = 0
+        for num_epochs in bucket.chunks:
+            epoch += num_epochs
+            if epoch <= start_epoch:
+                continue
+            program = compiled_chunk(
+                setup, num_epochs, options.strategy, options.map_batch_size, mesh
+            )
+            tick = time.perf_counter()
+            state, metrics = program(data, runs, state)
+            metrics, epochs, steps = jax.device_get((metrics, state.epoch, state.step))
+            seconds = time.perf_counter() - tick
+            wall += seconds
+            rows = _rows(bucket, metrics, epochs, steps, wall, param_count)
+            results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+            wd.write_results(workdir, results)
+            checkpoints.save(epoch, state)
+            progress.advance(bucket.num_models * num_epochs * bucket.steps_per_epoch, seconds)
+    finally:
+        checkpoints.close()
+    return results
+
+
+def _rows(bucket, metrics, epochs, steps, wall, param_count) -> list[dict[str, Any]]:
+    rows = []
+    for i, config in enumerate(bucket.runs):  # padding models (beyond the real runs) dropped
+        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_count}
+        row.update(epoch=int(epochs[i]), step=int(steps[i]), wall_time=wall)
+        for key, value in metrics.items():
+            value = np.asarray(value[i])
+            row[key] = value[-1].item() if key == "epoch_train_loss" else value.item()
+        rows.append(row)
+    return rows
+
+
+def _drop_rows_after(results: pd.DataFrame, bucket_id: str, epoch: int) -> pd.DataFrame:
+    if results.empty:
+        return results
+    stale = (results["bucket_id"] == bucket_id) & (results["epoch"] > epoch)
+    return results.loc[~stale].reset_index(drop=True)
+
+
+def _bucket_wall_time(results: pd.DataFrame, bucket_id: str) -> float:
+    if results.empty:
+        return 0.0
+    mine = results.loc[results["bucket_id"] == bucket_id, "wall_time"]
+    return float(mine.max()) if len(mine) else 0.0
+
+
+def _config(identity, buckets, options) -> dict[str, Any]:
+    import flax
+    import optax
+    import orbax.checkpoint
+
+    return {
+        "identity": identity,
+        "engine": dataclasses.asdict(options),
+        "versions": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax-checkpoint": orbax.checkpoint.__version__,
+            "numpy": np.__version__,
+        },
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "plan": [
+            {
+                "bucket_id": b.bucket_id,
+                "static": b.static,
+                "num_models": b.num_models,
+                "steps_per_epoch": b.steps_per_epoch,
+                "run_ids": [r["run_id"] for r in b.runs],
+            }
+            for b in buckets
+        ],
+    }

@@ -1,0 +1,122 @@
+"""Splits a sweep's runs into buckets: one compiled program per distinct shape.
+
+Axes that change array shapes (task, loss, model, filter size, channel multiplier, batch size) and
+axes that change the program's length (epochs, evaluation interval) are *static*: each distinct
+combination is a bucket. Everything else (lr, l2, weight decay, schedule, seed, split) is
+*vmapped*: an array leaf with a leading model axis inside the bucket's program. Splits with
+different numbers of examples share a program through padded index arrays (coordjax.train.data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from coordjax import datasets, models
+from coordjax.train import steps_per_epoch
+
+STATIC_KEYS = (
+    "task", "loss", "model", "filter_size", "channel_mult", "batch_size", "epochs", "eval_every"
+)  # fmt: skip
+VMAPPED_KEYS = (
+    "lr", "l2", "weight_decay", "schedule", "lr_decay", "lr_decay_every", "lr_max_decays",
+    "seed", "split",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """Runs sharing one compiled program.
+
+    Attributes:
+      bucket_id: stable id from the static config (``<model>-<8 hex digits>``).
+      static: the static config values (STATIC_KEYS).
+      runs: the run configs, in sweep order.
+      steps_per_epoch: max over runs of ``ceil(n_train / batch_size)``.
+    """
+
+    bucket_id: str
+    static: dict[str, Any]
+    runs: tuple[dict[str, Any], ...]
+    steps_per_epoch: int
+
+    @property
+    def num_models(self) -> int:
+        return len(self.runs)
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Shape kwargs the model's builder accepts (those the config sets)."""
+        spec = models.MODELS[self.static["model"]]
+        return {k: self.static[k] for k in spec.shape_args if k in self.static}
+
+    @property
+    def total_steps(self) -> int:
+        return self.static["epochs"] * self.steps_per_epoch
+
+    @property
+    def chunks(self) -> list[int]:
+        """Epochs per compiled chunk: ``eval_every`` each, the last one possibly shorter."""
+        epochs, every = self.static["epochs"], self.static["eval_every"]
+        return [every] * (epochs // every) + ([epochs % every] if epochs % every else [])
+
+
+def validate_run(config: dict[str, Any]) -> None:
+    """Raises ValueError naming the key when a run config is not runnable."""
+    if config["model"] not in models.MODELS:
+        raise ValueError(f"model must be one of {sorted(models.MODELS)}; got {config['model']!r}")
+    if config["split"] not in datasets.SPLITS:
+        raise ValueError(f"split must be one of {list(datasets.SPLITS)}; got {config['split']!r}")
+    for key in ("batch_size", "epochs", "eval_every", "filter_size", "channel_mult"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key} must be a positive int; got {config[key]!r}")
+    if config["schedule"] not in ("constant", "step"):
+        raise ValueError(f"schedule must be 'constant' or 'step'; got {config['schedule']!r}")
+    for key in ("lr", "l2", "weight_decay"):
+        if not isinstance(config[key], (int, float)) or config[key] < 0:
+            raise ValueError(f"{key} must be a non-negative number; got {config[key]!r}")
+    if config["lr"] <= 0:
+        raise ValueError(f"lr must be > 0; got {config['lr']!r}")
+
+
+def plan(runs: Sequence[dict[str, Any]], *, max_models: int | None = None) -> list[Bucket]:
+    """Groups runs by their static config, in order of first appearance.
+
+    Args:
+      runs: run configs (from ``Sweep.expand``).
+      max_models: split a group into programs of at most this many models (bounds memory); the
+        parts share one compiled program when they have the same size.
+    """
+    if max_models is not None and (not isinstance(max_models, int) or max_models < 1):
+        raise ValueError(f"max_models must be a positive int or None; got {max_models!r}")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    statics: dict[str, dict[str, Any]] = {}
+    for config in runs:
+        validate_run(config)
+        static = {k: config[k] for k in STATIC_KEYS}
+        key = bucket_id(static)
+        groups.setdefault(key, []).append(config)
+        statics[key] = static
+    buckets = []
+    for key, group in groups.items():
+        n_train = max(len(datasets.split_indices(c["split"])[0]) for c in group)
+        size = max_models or len(group)
+        parts = [group[i : i + size] for i in range(0, len(group), size)]
+        for i, part in enumerate(parts):
+            buckets.append(
+                Bucket(
+                    bucket_id=key if len(parts) == 1 else f"{key}-p{i}",
+                    static=statics[key],
+                    runs=tuple(part),
+                    steps_per_epoch=steps_per_epoch(n_train, statics[key]["batch_size"]),
+                )
+            )
+    return buckets
+
+
+def bucket_id(static: dict[str, Any]) -> str:
+    digest = hashlib.sha1(json.dumps(static, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{static['model']}-{digest}"

@@ -1,0 +1,64 @@
+"""A one-screen summary of a results table: best model per family and split."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# The metric that ranks models of each task, and whether larger is better.
+PRIMARY_METRIC = {
+    "classification": ("test_accuracy", True),
+    "rendering": ("test_iou", True),
+    "regression": ("test_pixel_error", False),
+}
+
+
+def final_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run."""
+    if results.empty:
+        return results
+    last = results.groupby("run_id")["epoch"].transform("max")
+    return results.loc[results["epoch"] == last]
+
+
+def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
+    """Best final model per (task, grid, split) by the task's primary metric."""
+    final = final_rows(results)
+    rows = []
+    for (task, grid, split), group in final.groupby(["task", "grid", "split"], sort=True):
+        metric, larger = PRIMARY_METRIC[task]
+        best = group.loc[group[metric].idxmax() if larger else group[metric].idxmin()]
+        rows.append(
+            {
+                "task": task,
+                "grid": grid,
+                "split": split,
+                "models": len(group),
+                "best_run": best["run_id"],
+                "params": int(best["param_count"]),
+                "lr": best["lr"],
+                "l2": best["l2"],
+                "epoch": int(best["epoch"]),
+                metric: best[metric],
+                metric.replace("test_", "train_"): best[metric.replace("test_", "train_")],
+                "diverged": int(group["diverged"].astype(bool).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summary_text(results: pd.DataFrame, wall_seconds: float | None = None) -> str:
+    """Best model per family and split, diverged count and wall time, as plain text."""
+    if results.empty:
+        return "no results"
+    final = final_rows(results)
+    lines = [
+        best_per_family(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+        "",
+        f"models: {final['run_id'].nunique()}   "
+        f"diverged: {int(final['diverged'].astype(bool).sum())}   "
+        f"training wall time (sum over buckets): "
+        f"{final.groupby('bucket_id')['wall_time'].max().sum():.1f}s",
+    ]
+    if wall_seconds is not None:
+        lines[-1] += f"   command wall time: {wall_seconds:.1f}s"
+    return "\n".join(lines)

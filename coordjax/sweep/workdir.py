@@ -1,0 +1,108 @@
+"""The workdir: the only contract between training and reporting.
+
+Layout::
+
+    workdir/
+      config.json          sweep definition, preset, engine options, versions, device, plan
+      results.csv          one row per model per evaluation (pandas.read_csv reads it)
+      checkpoints/<bucket_id>/<epoch>/   orbax checkpoints of each bucket's stacked state
+      .lock                held (flock) while a sweep runs
+
+Every file is replaced atomically (write to a temporary file, then ``os.replace``), so a process
+killed at any moment leaves readable files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import pandas as pd
+
+CONFIG = "config.json"
+RESULTS = "results.csv"
+CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
+
+
+class WorkdirError(RuntimeError):
+    """The workdir is in use, or holds a different sweep."""
+
+
+@contextlib.contextmanager
+def locked(workdir: pathlib.Path):
+    """Holds an exclusive lock on the workdir; refuses at once if another process holds it.
+
+    flock locks die with their process, so a killed sweep never leaves a stale lock.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise WorkdirError(
+                f"workdir {workdir} is in use by another sweep (its lock is held); wait for it "
+                "to finish or choose another --workdir"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def read_config(workdir: pathlib.Path) -> dict[str, Any] | None:
+    path = pathlib.Path(workdir) / CONFIG
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_config(workdir: pathlib.Path, config: dict[str, Any]) -> None:
+    atomic_write_text(pathlib.Path(workdir) / CONFIG, json.dumps(config, indent=2, default=str))
+
+
+def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart: bool) -> None:
+    """Refuses a workdir that holds a different sweep, unless ``restart``.
+
+    On restart the old workdir is moved aside (``<workdir>.old-<timestamp>``), never deleted.
+    """
+    existing = read_config(workdir)
+    if existing is None:
+        return
+    if existing.get("identity") == json.loads(json.dumps(identity, default=str)):
+        return
+    if not restart:
+        raise WorkdirError(
+            f"workdir {workdir} holds a different sweep ({existing.get('identity', {}).get('sweep')}"
+            f", preset {existing.get('identity', {}).get('preset')}); pass --restart to move it "
+            "aside and start over, or choose another --workdir"
+        )
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    backup = workdir.with_name(f"{workdir.name}.old-{stamp}")
+    for item in list(workdir.iterdir()):
+        if item.name == LOCK:
+            continue
+        backup.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(item), backup / item.name)
+
+
+def read_results(workdir: pathlib.Path) -> pd.DataFrame:
+    path = pathlib.Path(workdir) / RESULTS
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def write_results(workdir: pathlib.Path, results: pd.DataFrame) -> None:
+    atomic_write_text(pathlib.Path(workdir) / RESULTS, results.to_csv(index=False))

@@ -1,0 +1,90 @@
+"""The dataset on the device once, and each model's split as padded index arrays.
+
+Every model of a sweep reads the same 3136 Not-so-Clevr examples; what differs between models is
+which of them are its train and test examples. A split is therefore a pair of index arrays,
+padded to a common length and paired with the true counts, so models on different splits (with
+different numbers of examples) share one compiled program and batches are gathered by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from coordjax import datasets
+from coordjax.tasks import Task
+
+
+class DeviceData(NamedTuple):
+    """All examples in generation order, in the form the task feeds the model.
+
+    inputs: (N, ...) float32 model inputs; targets: (N, ...) float32 targets.
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+
+
+class SplitIndices(NamedTuple):
+    """One model's split: indices into :class:`DeviceData`, padded with zeros.
+
+    train_idx: (P_train,) int32, valid for the first ``n_train`` entries; likewise for test.
+    """
+
+    train_idx: jax.Array
+    n_train: jax.Array
+    test_idx: jax.Array
+    n_test: jax.Array
+
+
+def device_data(task: Task) -> DeviceData:
+    """Puts the task's view of all Not-so-Clevr examples on the default device."""
+    examples = datasets.all_examples()
+    inputs = np.asarray(getattr(examples, task.input_field), dtype=np.float32)
+    targets = np.asarray(getattr(examples, task.target_field), dtype=np.float32)
+    return DeviceData(jnp.asarray(inputs), jnp.asarray(targets))
+
+
+def split_indices(
+    split: str | datasets.NotSoClevr,
+    *,
+    pad_train: int | None = None,
+    pad_test: int | None = None,
+    seed: int = 0,
+) -> SplitIndices:
+    """Index arrays of a named split (or of a ``NotSoClevr`` object), padded to the given sizes."""
+    if isinstance(split, str):
+        train, test = datasets.split_indices(split, seed=seed)
+    else:
+        train, test = split.train.indices, split.test.indices
+    return SplitIndices(
+        train_idx=jnp.asarray(_pad(train, pad_train, "pad_train")),
+        n_train=jnp.asarray(len(train), jnp.int32),
+        test_idx=jnp.asarray(_pad(test, pad_test, "pad_test")),
+        n_test=jnp.asarray(len(test), jnp.int32),
+    )
+
+
+def stack_splits(splits: Sequence[SplitIndices]) -> SplitIndices:
+    """Pads a list of splits to common lengths and stacks them along a leading model axis."""
+    p_train = max(int(s.train_idx.shape[0]) for s in splits)
+    p_test = max(int(s.test_idx.shape[0]) for s in splits)
+    return SplitIndices(
+        train_idx=jnp.stack([_pad(np.asarray(s.train_idx), p_train) for s in splits]),
+        n_train=jnp.stack([s.n_train for s in splits]),
+        test_idx=jnp.stack([_pad(np.asarray(s.test_idx), p_test) for s in splits]),
+        n_test=jnp.stack([s.n_test for s in splits]),
+    )
+
+
+def _pad(idx: np.ndarray, size: int | None, name: str = "size") -> np.ndarray:
+    idx = np.asarray(idx, dtype=np.int32)
+    if size is None:
+        return idx
+    if size < len(idx):
+        raise ValueError(f"{name} must be >= the split size {len(idx)}; got {size}")
+    return np.pad(idx, (0, size - len(idx)))

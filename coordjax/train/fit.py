@@ -1,0 +1,97 @@
+"""Single-model training: the same step functions the sweep engine vmaps, run for one model."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from coordjax import datasets
+from coordjax.tasks import Task
+from coordjax.train.data import device_data, split_indices
+from coordjax.train.hparams import Hparams
+from coordjax.train.step import RunSpec, TrainSetup, TrainState, init_state, steps_per_epoch
+from coordjax.train.step import train_chunk as _train_chunk
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    state: the final :class:`TrainState` (params, batch_stats, ...).
+    history: one entry per evaluation, each a dict of floats: ``epoch``, ``step``, ``wall_time``,
+      ``train_loss``, ``train_<metric>``, ``test_loss``, ``test_<metric>``, ``epoch_train_loss``
+      (mean training-mode loss of the last epoch), ``diverged``.
+    """
+
+    state: TrainState
+    history: list[dict[str, Any]]
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    data: datasets.NotSoClevr,
+    hparams: Hparams,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    eval_every: int | None = None,
+) -> FitResult:
+    """Trains one model on a Not-so-Clevr split with the paper's recipe.
+
+    Args:
+      model: a :mod:`coordjax.models` module.
+      task: a :mod:`coordjax.tasks` task.
+      data: a split from :func:`coordjax.datasets.not_so_clevr`.
+      hparams: from :func:`coordjax.train.make_hparams`.
+      seed: the model's seed (init and data order derive from ``jax.random.key(seed)``).
+      epochs: number of epochs, >= 1.
+      batch_size: minibatch size, >= 1.
+      eval_every: evaluate on the full train and test splits every this many epochs (and after
+        the last one); default: only at the end.
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int; got {epochs!r}")
+    eval_every = epochs if eval_every is None else eval_every
+    if not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive int; got {eval_every!r}")
+    setup = TrainSetup(
+        model=model,
+        task=task,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch(len(data.train), batch_size),
+    )
+    device = device_data(task)
+    run = RunSpec(hparams=hparams, seed=np.int32(seed), split=split_indices(data))
+    state = jax.jit(init_state, static_argnums=0)(setup, device, run)
+    history, start = [], time.perf_counter()
+    for chunk in _chunks(epochs, eval_every):
+        state, metrics = _compiled_chunk(setup, chunk)(device, run, state)
+        metrics = jax.device_get(metrics)
+        row = {k: float(v) for k, v in metrics.items() if k != "epoch_train_loss"}
+        row.update(
+            epoch=int(state.epoch),
+            step=int(state.step),
+            wall_time=time.perf_counter() - start,
+            epoch_train_loss=float(metrics["epoch_train_loss"][-1]),
+            diverged=bool(metrics["diverged"]),
+        )
+        history.append(row)
+    return FitResult(state=state, history=history)
+
+
+def _chunks(epochs: int, every: int) -> list[int]:
+    return [every] * (epochs // every) + ([epochs % every] if epochs % every else [])
+
+
+@functools.cache
+def _compiled_chunk(setup: TrainSetup, num_epochs: int):
+    return jax.jit(functools.partial(_train_chunk, setup, num_epochs=num_epochs))

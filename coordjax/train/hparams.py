@@ -1,0 +1,82 @@
+"""Training hyperparameters as data: a pytree of float32 arrays, so one compiled program serves
+every value and a sweep can stack them along a leading model axis."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCHEDULES = ("constant", "step")
+
+
+class Hparams(NamedTuple):
+    """Per-model hyperparameters; every field is a float32 array of shape () (or (M,) stacked).
+
+    The defaults are the paper's recipe (experiments_spec.md §3.3): L2 penalty ``l2·Σw²`` on
+    kernels added to the loss; no decoupled weight decay. (Adam's β1 0.9, β2 0.99, ε 1e-8 are
+    recipe constants in :class:`coordjax.train.TrainSetup`, not swept.)
+    The learning rate at epoch e is ``lr · lr_decay ** min(floor(e / lr_decay_every),
+    lr_max_decays)``: the deconv schedule is (0.1, 200, 4), a constant lr has lr_max_decays 0.
+    """
+
+    lr: jax.Array
+    l2: jax.Array
+    weight_decay: jax.Array  # decoupled (AdamW-style, scaled by lr); 0 in the paper's recipe
+    lr_decay: jax.Array
+    lr_decay_every: jax.Array  # in epochs
+    lr_max_decays: jax.Array
+
+
+def make_hparams(
+    lr: float,
+    l2: float = 0.0,
+    *,
+    schedule: str = "constant",
+    lr_decay: float = 0.1,
+    lr_decay_every: float = 200,
+    lr_max_decays: float = 4,
+    weight_decay: float = 0.0,
+) -> Hparams:
+    """Builds validated :class:`Hparams` for one model.
+
+    Args:
+      lr: base learning rate, > 0.
+      l2: coefficient of the L2 penalty ``l2·Σ w²`` on regularised kernels, >= 0.
+      schedule: ``"constant"`` or ``"step"`` (×``lr_decay`` every ``lr_decay_every`` epochs, at
+        most ``lr_max_decays`` times; defaults are the paper's deconv schedule).
+      weight_decay: decoupled weight decay (AdamW), >= 0; 0 is the paper's recipe.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {schedule!r}")
+    checks = {
+        "lr": lr > 0,
+        "l2": l2 >= 0,
+        "weight_decay": weight_decay >= 0,
+        "lr_decay": lr_decay > 0,
+        "lr_decay_every": lr_decay_every >= 1,
+        "lr_max_decays": lr_max_decays >= 0,
+    }
+    values = dict(
+        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
+        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+    )  # fmt: skip
+    for name, ok in checks.items():
+        if not (ok and np.isfinite(values[name])):
+            raise ValueError(f"{name} is out of range: got {values[name]!r}")
+    if schedule == "constant":
+        values["lr_max_decays"] = 0
+    return Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+
+
+def stack_hparams(hparams: list[Hparams]) -> Hparams:
+    """Stacks per-model hparams into one pytree with a leading model axis (M,)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *hparams)
+
+
+def learning_rate(hp: Hparams, epoch: jax.Array) -> jax.Array:
+    """The learning rate in force during ``epoch`` (0-based), a traced float32 scalar."""
+    steps = jnp.minimum(jnp.floor(epoch.astype(jnp.float32) / hp.lr_decay_every), hp.lr_max_decays)
+    return hp.lr * hp.lr_decay**steps

@@ -1,0 +1,312 @@
+"""The training recipe as pure functions of (setup, data, run, state).
+
+``setup`` is static (model, task, batch size: it fixes shapes and is closed over); ``data`` is the
+dataset on the device; ``run`` holds one model's hyperparameters, seed and split as arrays; and
+``state`` is one model's training state. Nothing here knows about a model axis: the sweep engine
+vmaps these functions, and :func:`coordjax.train.fit` calls them for a single model, so both run
+the same code.
+
+Recipe (experiments_spec.md §3.3, faithful by default):
+  * loss = masked mean of the task's per-example loss + ``l2 · Σ w²`` over regularised kernels;
+  * Adam (β1 0.9, β2 0.99, ε 1e-8, optax's ε placement), lr from :func:`learning_rate` by epoch;
+    optional decoupled weight decay (AdamW style, off by default);
+  * a fresh permutation of the model's train split every epoch from ``fold_in(data_key, epoch)``;
+    batches of ``batch_size``; the last partial batch is kept, padded and masked (the reference
+    kept it too), so masked examples contribute nothing to the loss or to BatchNorm statistics;
+  * a step whose loss or new parameters are not finite marks the model diverged; from then on its
+    state is frozen (no update is applied), which never affects any other model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from coordjax import models
+from coordjax.tasks import Task
+from coordjax.train.data import DeviceData, SplitIndices
+from coordjax.train.hparams import Hparams, learning_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    """The static part of a training run: everything that fixes array shapes.
+
+    Attributes:
+      model: a module from :mod:`coordjax.models` (called as ``model(x, train=, mask=)``).
+      task: the task (loss and metrics).
+      batch_size: training minibatch size.
+      steps_per_epoch: steps run per epoch; at least ``ceil(n_train / batch_size)`` for every
+        model sharing this setup (models with fewer examples run no-op steps at the end).
+      eval_batch_size: examples per evaluation batch (memory bound only; no effect on values).
+      adam_b1, adam_b2, adam_eps: Adam constants of the recipe.
+    """
+
+    model: nn.Module
+    task: Task
+    batch_size: int
+    steps_per_epoch: int
+    eval_batch_size: int = 256
+    adam_b1: float = 0.9
+    adam_b2: float = 0.99
+    adam_eps: float = 1e-8
+
+    def __post_init__(self):
+        for name in ("batch_size", "steps_per_epoch", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam's moment estimates; the lr (a traced hyperparameter) is applied separately."""
+        return optax.scale_by_adam(b1=self.adam_b1, b2=self.adam_b2, eps=self.adam_eps)
+
+
+class RunSpec(NamedTuple):
+    """One model's per-run data; a sweep stacks these along a leading model axis."""
+
+    hparams: Hparams
+    seed: jax.Array  # int32 (): the model's root key is jax.random.key(seed)
+    split: SplitIndices
+
+
+class TrainState(NamedTuple):
+    """One model's training state.
+
+    params / batch_stats: the Flax variable collections ({} when the model has no BatchNorm).
+    epoch, step: epochs completed and updates applied (int32). diverged: bool; diverged_step: the
+    step at which a non-finite loss or update appeared (-1 while finite).
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    epoch: jax.Array
+    step: jax.Array
+    diverged: jax.Array
+    diverged_step: jax.Array
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """``ceil(n_train / batch_size)``: the last partial batch is kept."""
+    return -(-n_train // batch_size)
+
+
+def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(init_key, data_key), split once from the model's root key."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    return init_key, data_key
+
+
+def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
+    """Initialises parameters (from ``seed``), BatchNorm statistics and Adam moments."""
+    init_key, _ = _keys(run.seed)
+    variables = setup.model.init(init_key, data.inputs[:1], train=False)
+    params = variables["params"]
+    return TrainState(
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=setup.optimizer.init(params),
+        epoch=jnp.zeros((), jnp.int32),
+        step=jnp.zeros((), jnp.int32),
+        diverged=jnp.zeros((), bool),
+        diverged_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def l2_penalty(params: Any) -> jax.Array:
+    """``Σ w²`` over the kernels that carry the paper's L2 (``models.l2_mask``)."""
+    mask = models.l2_mask(params)
+    terms = [jnp.sum(jnp.square(w)) for w, m in zip(_leaves(params), _leaves(mask)) if m]
+    return sum(terms, jnp.zeros((), jnp.float32))
+
+
+def _leaves(tree):
+    return jax.tree.leaves(tree)
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    count = jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
+    return jnp.sum(jnp.where(mask, values, 0.0)) / count
+
+
+def _variables(state: TrainState, params=None) -> dict:
+    variables = {"params": state.params if params is None else params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
+def loss_fn(setup, params, state, hparams, x, y, mask):
+    """Training-mode loss on one masked batch: (total, (new_batch_stats, data_loss))."""
+    outputs, updates = setup.model.apply(
+        _variables(state, params), x, train=True, mask=mask, mutable=["batch_stats"]
+    )
+    data_loss = _masked_mean(setup.task.loss(outputs, y), mask)
+    total = data_loss + hparams.l2 * l2_penalty(params)
+    return total, (updates.get("batch_stats", {}), data_loss)
+
+
+def train_step(
+    setup: TrainSetup,
+    data: DeviceData,
+    run: RunSpec,
+    state: TrainState,
+    idx: jax.Array,
+    mask: jax.Array,
+) -> tuple[TrainState, jax.Array]:
+    """One Adam step on the examples ``idx`` (B,) where ``mask`` (B,) is True.
+
+    A step with no valid example is a no-op (the state, Adam's count included, is unchanged).
+    Returns the new state and the batch's data loss (NaN-free: 0 for a no-op step).
+    """
+    x, y = data.inputs[idx], data.targets[idx]
+    grads, (batch_stats, data_loss) = jax.grad(loss_fn, argnums=1, has_aux=True)(
+        setup, state.params, state, run.hparams, x, y, mask
+    )
+    # optax's bias correction raises a float to the int32 step count, which strict promotion
+    # (used by our tests and by careful users) rejects; the promotion is exact here.
+    with jax.numpy_dtype_promotion("standard"):
+        moments, opt_state = setup.optimizer.update(grads, state.opt_state)
+    lr = learning_rate(run.hparams, state.epoch)
+    decay_mask = models.l2_mask(state.params)
+    params = jax.tree.map(
+        lambda w, u, m: w - lr * u - (lr * run.hparams.weight_decay * w if m else 0.0),
+        state.params,
+        moments,
+        decay_mask,
+    )
+    new = state._replace(
+        params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1
+    )
+    finite = jnp.isfinite(data_loss) & _all_finite((params, batch_stats))
+    active = jnp.any(mask) & ~state.diverged
+    take = active & finite
+    state = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, state)
+    diverges = active & ~finite
+    state = state._replace(
+        diverged=state.diverged | diverges,
+        diverged_step=jnp.where(diverges, state.step, state.diverged_step),
+    )
+    return state, jnp.where(take, data_loss, 0.0)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def epoch_order(run: RunSpec, epoch: jax.Array, padded_size: int) -> tuple[jax.Array, jax.Array]:
+    """This epoch's order of the model's train examples, padded to ``padded_size``.
+
+    Returns (idx, valid): (padded_size,) example indices and a mask; the valid entries are a
+    uniformly random permutation of the model's ``n_train`` examples, keyed by
+    ``fold_in(data_key, epoch)``.
+    """
+    _, data_key = _keys(run.seed)
+    slots = run.split.train_idx.shape[0]
+    noise = jax.random.uniform(jax.random.fold_in(data_key, epoch), (slots,))
+    valid = jnp.arange(slots) < run.split.n_train
+    order = jnp.argsort(jnp.where(valid, noise, 2.0))  # padding slots sort last
+    idx = run.split.train_idx[order]
+    pad = padded_size - slots
+    if pad < 0:
+        raise ValueError(
+            f"steps_per_epoch * batch_size ({padded_size}) must cover the train split's "
+            f"{slots} slots; use steps_per_epoch >= ceil(n_train / batch_size)"
+        )
+    idx = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)])
+    valid = jnp.arange(padded_size) < run.split.n_train
+    return idx, valid
+
+
+def train_epoch(
+    setup: TrainSetup, data: DeviceData, run: RunSpec, state: TrainState
+) -> tuple[TrainState, jax.Array]:
+    """One epoch of ``setup.steps_per_epoch`` steps (a ``lax.scan``).
+
+    Returns the new state and the epoch's mean training-mode data loss over its examples.
+    """
+    b = setup.batch_size
+    idx, valid = epoch_order(run, state.epoch, setup.steps_per_epoch * b)
+    idx = idx.reshape(setup.steps_per_epoch, b)
+    valid = valid.reshape(setup.steps_per_epoch, b)
+
+    def body(state, batch):
+        batch_idx, batch_mask = batch
+        state, loss = train_step(setup, data, run, state, batch_idx, batch_mask)
+        return state, loss * jnp.sum(batch_mask.astype(jnp.float32))
+
+    state, weighted = jax.lax.scan(body, state, (idx, valid))
+    n = jnp.maximum(run.split.n_train.astype(jnp.float32), 1.0)
+    return state._replace(epoch=state.epoch + 1), jnp.sum(weighted) / n
+
+
+def evaluate(
+    setup: TrainSetup, data: DeviceData, run: RunSpec, state: TrainState
+) -> dict[str, jax.Array]:
+    """Loss and metrics on the model's full train and test splits, in inference mode.
+
+    Returns ``{"train_loss": (), "train_<metric>": (), ..., "test_loss": (), ...}``; the loss is
+    the data loss (no L2 term).
+    """
+    out = {}
+    for prefix, idx, n in (
+        ("train", run.split.train_idx, run.split.n_train),
+        ("test", run.split.test_idx, run.split.n_test),
+    ):
+        sums = _eval_sums(setup, data, state, idx, n)
+        count = jnp.maximum(n.astype(jnp.float32), 1.0)
+        out.update({f"{prefix}_{k}": v / count for k, v in sums.items()})
+    return out
+
+
+def _eval_sums(setup, data, state, idx, n):
+    size = setup.eval_batch_size
+    chunks = -(-idx.shape[0] // size)
+    padded = jnp.concatenate([idx, jnp.zeros((chunks * size - idx.shape[0],), idx.dtype)])
+    valid = jnp.arange(chunks * size) < n
+
+    def chunk_sums(batch):
+        batch_idx, batch_mask = batch
+        x, y = data.inputs[batch_idx], data.targets[batch_idx]
+        outputs = setup.model.apply(_variables(state), x, train=False)
+        values = {"loss": setup.task.loss(outputs, y), **setup.task.metrics(outputs, y)}
+        return {k: jnp.sum(jnp.where(batch_mask, v, 0.0)) for k, v in values.items()}
+
+    per_chunk = jax.lax.map(
+        chunk_sums, (padded.reshape(chunks, size), valid.reshape(chunks, size))
+    )
+    return {k: jnp.sum(v) for k, v in per_chunk.items()}
+
+
+def train_chunk(
+    setup: TrainSetup,
+    data: DeviceData,
+    run: RunSpec,
+    state: TrainState,
+    *,
+    num_epochs: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``num_epochs`` epochs (a ``lax.scan``), then one evaluation.
+
+    Returns the new state and metrics: ``epoch_train_loss`` (num_epochs,) training-mode losses,
+    plus the scalar evaluation metrics of :func:`evaluate`, ``diverged`` and ``diverged_step``.
+    """
+
+    def body(state, _):
+        return train_epoch(setup, data, run, state)
+
+    state, epoch_losses = jax.lax.scan(body, state, None, length=num_epochs)
+    metrics = evaluate(setup, data, run, state)
+    metrics.update(
+        epoch_train_loss=epoch_losses,
+        diverged=state.diverged,
+        diverged_step=state.diverged_step,
+    )
+    return state, metrics

@@ -1,0 +1,259 @@
+"""The training recipe: schedule, L2, Adam step, masking of partial batches, divergence, fit."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from coordjax import datasets, models, tasks
+from coordjax.train import (
+    DeviceData,
+    RunSpec,
+    SplitIndices,
+    TrainSetup,
+    device_data,
+    fit,
+    init_state,
+    learning_rate,
+    make_hparams,
+    split_indices,
+    train_chunk,
+    train_step,
+)
+from coordjax.train.step import epoch_order, l2_penalty
+
+TASK = tasks.get("classification")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return device_data(TASK)
+
+
+def _setup(model=None, batch_size=256, steps=10):
+    return TrainSetup(
+        model=model or models.build("tiny"), task=TASK, batch_size=batch_size, steps_per_epoch=steps
+    )
+
+
+def _run(lr=0.01, l2=0.001, seed=0, split="quadrant", **kw):
+    return RunSpec(make_hparams(lr, l2, **kw), np.int32(seed), split_indices(split))
+
+
+# -- hyperparameters ------------------------------------------------------------------------
+
+
+def test_step_schedule_matches_numpy():
+    hp = make_hparams(0.01, schedule="step")  # ×0.1 every 200 epochs, at most 4 times
+    epochs = np.array([0, 1, 199, 200, 399, 400, 600, 799, 800, 999, 5000])
+    expected = 0.01 * 0.1 ** np.minimum(epochs // 200, 4)
+    got = jax.vmap(lambda e: learning_rate(hp, e))(jnp.asarray(epochs, jnp.int32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_constant_schedule_ignores_decay():
+    hp = make_hparams(0.005, schedule="constant", lr_decay_every=1)
+    assert float(learning_rate(hp, jnp.int32(900))) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(lr=0.0), "lr"),
+        (dict(lr=1e-3, l2=-1.0), "l2"),
+        (dict(lr=1e-3, schedule="cosine"), "schedule"),
+        (dict(lr=1e-3, lr_decay_every=0), "lr_decay_every"),
+        (dict(lr=float("nan")), "lr"),
+    ],
+)
+def test_make_hparams_rejects_bad_values(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        make_hparams(**kwargs)
+
+
+def test_hparams_are_traced_not_baked(data):
+    """A different lr reuses the compiled chunk: hyperparameters are array leaves."""
+    setup = _setup()
+    traces = []
+
+    def chunk(data, run, state):
+        traces.append(1)
+        return train_chunk(setup, data, run, state, num_epochs=1)
+
+    compiled = jax.jit(chunk)
+    run = _run()
+    state = init_state(setup, data, run)
+    compiled(data, run, state)
+    compiled(data, run._replace(hparams=make_hparams(0.5, 0.1, schedule="step")), state)
+    assert len(traces) == 1
+
+
+# -- the step against an independent reference -------------------------------------------------
+
+
+def test_l2_penalty_is_sum_of_squared_regularised_kernels(data):
+    setup = _setup(models.build("deconv_painter", filter_size=2, channel_mult=1))
+    params = init_state(setup, data, _run()).params
+    expected = sum(
+        float(np.sum(np.square(params[f"deconv_{i}"]["kernel"]))) for i in range(6)
+    )  # kernels only: no biases, no BatchNorm scale/bias
+    assert float(l2_penalty(params)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_step_equals_optax_adam_on_penalised_loss(data):
+    """One step == optax.adam(lr, 0.9, 0.99, 1e-8) on mean loss + l2·Σw² (written here)."""
+    model = models.build("coordconv_classifier")
+    setup = _setup(model, batch_size=4)
+    run = _run(lr=0.003, l2=0.01)
+    state = init_state(setup, data, run)
+    idx = jnp.asarray([5, 17, 1000, 2000], jnp.int32)
+    mask = jnp.ones((4,), bool)
+    new_state, _ = train_step(setup, data, run, state, idx, mask)
+
+    def reference_loss(params):
+        logits = model.apply({"params": params}, data.inputs[idx], train=True)
+        flat = logits.reshape(4, -1)
+        xent = -jnp.sum(jax.nn.log_softmax(flat) * data.targets[idx].reshape(4, -1), axis=-1)
+        kernels = [v for p, v in jax.tree_util.tree_leaves_with_path(params) if "kernel" in str(p)]
+        return jnp.mean(xent) + 0.01 * sum(jnp.sum(k**2) for k in kernels)
+
+    adam = optax.adam(0.003, b1=0.9, b2=0.99, eps=1e-8)
+    grads = jax.grad(reference_loss)(state.params)
+    with jax.numpy_dtype_promotion("standard"):  # optax: float ** int32 step count
+        updates, _ = adam.update(grads, adam.init(state.params))
+    expected = optax.apply_updates(state.params, updates)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        new_state.params,
+        expected,
+    )
+    assert int(new_state.step) == 1
+
+
+def test_masked_partial_batch_equals_unpadded_batch(data):
+    """Padding examples (mask False) change nothing: same params and BatchNorm statistics as
+    the true smaller batch."""
+    run = _run()
+    padded_setup = _setup(batch_size=5)
+    small_setup = _setup(batch_size=2)
+    state = init_state(padded_setup, data, run)
+    real = [12, 345]
+    padded, _ = train_step(
+        padded_setup, data, run, state,
+        jnp.asarray(real + [0, 7, 3000], jnp.int32), jnp.asarray([True, True, False, False, False]),
+    )  # fmt: skip
+    small, _ = train_step(
+        small_setup, data, run, state, jnp.asarray(real, jnp.int32), jnp.ones((2,), bool)
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        (padded.params, padded.batch_stats, padded.opt_state),
+        (small.params, small.batch_stats, small.opt_state),
+    )
+
+
+def test_step_without_examples_is_a_no_op(data):
+    setup, run = _setup(), _run()
+    state = init_state(setup, data, run)
+    new, loss = train_step(setup, data, run, state, jnp.zeros((4,), jnp.int32), jnp.zeros(4, bool))
+    jax.tree.map(np.testing.assert_array_equal, new, state)
+    assert float(loss) == 0.0
+
+
+def test_divergence_is_flagged_and_frozen(data):
+    setup = _setup(models.build("coordconv_classifier"))
+    run = _run(lr=1e30)
+    state = init_state(setup, data, run)
+    idx, mask = jnp.asarray([1, 2, 3, 4], jnp.int32), jnp.ones(4, bool)
+    for _ in range(4):
+        state, _ = train_step(setup, data, run, state, idx, mask)
+    assert bool(state.diverged)
+    assert 0 <= int(state.diverged_step) < 4
+    frozen = state
+    state, _ = train_step(setup, data, run, state, idx, mask)
+    jax.tree.map(np.testing.assert_array_equal, state, frozen)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params))
+
+
+# -- data order --------------------------------------------------------------------------------
+
+
+def test_epoch_order_is_a_permutation_of_the_split_with_padding_last():
+    run = _run(split="quadrant")
+    n = int(run.split.n_train)
+    idx, valid = epoch_order(run, jnp.int32(3), 2432)
+    assert int(valid.sum()) == n and bool(valid[:n].all())
+    np.testing.assert_array_equal(np.sort(idx[:n]), np.asarray(run.split.train_idx[:n]))
+    other, _ = epoch_order(run, jnp.int32(4), 2432)
+    reseeded, _ = epoch_order(run._replace(seed=np.int32(1)), jnp.int32(3), 2432)
+    assert not np.array_equal(idx[:n], other[:n])
+    assert not np.array_equal(idx[:n], reseeded[:n])
+
+
+def test_epoch_order_ignores_padding_slots():
+    """Padding the split's index array (as a sweep does) leaves the order unchanged."""
+    run = _run(split="uniform")
+    padded = run._replace(split=split_indices("uniform", pad_train=2407, pad_test=768))
+    a, _ = epoch_order(run, jnp.int32(0), 2432)
+    b, _ = epoch_order(padded, jnp.int32(0), 2432)
+    n = int(run.split.n_train)
+    assert set(np.asarray(a[:n]).tolist()) == set(np.asarray(b[:n]).tolist())
+
+
+# -- fit --------------------------------------------------------------------------------------
+
+
+def test_fit_runs_and_reports_every_evaluation():
+    ds = datasets.not_so_clevr("quadrant")
+    result = fit(
+        models.build("tiny"), TASK, ds, make_hparams(0.05, 0.0),
+        seed=0, epochs=3, batch_size=256, eval_every=2,
+    )  # fmt: skip
+    assert [h["epoch"] for h in result.history] == [2, 3]
+    assert [h["step"] for h in result.history] == [20, 30]  # ceil(2407/256) = 10 steps/epoch
+    for key in ("train_loss", "test_loss", "train_accuracy", "test_eucl_dist", "wall_time"):
+        assert np.isfinite(result.history[-1][key])
+    assert result.history[-1]["train_loss"] < np.log(4096)
+
+
+def test_fit_is_deterministic_given_the_seed():
+    ds = datasets.not_so_clevr("uniform")
+    run = functools.partial(
+        fit, models.build("tiny"), TASK, ds, make_hparams(0.05), epochs=1, batch_size=512
+    )
+    a, b, c = run(seed=3), run(seed=3), run(seed=4)
+    jax.tree.map(np.testing.assert_array_equal, a.state.params, b.state.params)
+    assert not np.array_equal(
+        a.state.params["logits"]["kernel"], c.state.params["logits"]["kernel"]
+    )
+
+
+def test_evaluation_ignores_padding(data):
+    """Evaluating a split padded with junk indices gives the same metrics as the exact split."""
+    from coordjax.train import evaluate
+
+    setup, run = _setup(), _run(split="quadrant")
+    state = init_state(setup, data, run)
+    exact = evaluate(setup, data, run, state)
+    split = run.split
+    junk = SplitIndices(
+        train_idx=jnp.concatenate([split.train_idx, jnp.full((50,), 9, jnp.int32)]),
+        n_train=split.n_train,
+        test_idx=jnp.concatenate([split.test_idx, jnp.full((300,), 9, jnp.int32)]),
+        n_test=split.n_test,
+    )
+    padded = evaluate(setup, data, run._replace(split=junk), state)
+    for key in exact:
+        np.testing.assert_allclose(padded[key], exact[key], rtol=1e-5, err_msg=key)
+
+
+def test_device_data_follows_the_task():
+    regression = device_data(tasks.get("regression"))
+    assert isinstance(regression, DeviceData)
+    assert regression.inputs.shape == (3136, 64, 64, 1)
+    assert regression.targets.shape == (3136, 2)
+    examples = datasets.all_examples()
+    np.testing.assert_array_equal(regression.targets, examples.normalized_centers)
