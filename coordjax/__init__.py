@@ -7,8 +7,17 @@ Public surface::
     cj.coord_channels((64, 64))      # (64, 64, 2) grid
     cj.linen.CoordConv, cj.nnx.CoordConv, ...
     cj.datasets.not_so_clevr("uniform")
+    cj.models.build("coordconv_classifier"), cj.tasks.get("classification")
+    cj.train.fit(...)                # the paper's recipe, one model
+    coordjax.sweep.run_sweep(...)    # many models at once (import coordjax.sweep)
 """
 
+from coordjax import datasets as datasets
+from coordjax import linen as linen
+from coordjax import models as models
+from coordjax import nnx as nnx
+from coordjax import tasks as tasks
+from coordjax import train as train
 from coordjax.coords import CoordinatePrecisionWarning as CoordinatePrecisionWarning
 from coordjax.coords import add_coords as add_coords
 from coordjax.coords import coord_channels as coord_channels

@@ -1,7 +1,7 @@
 """The ``coordjax`` command line. It parses arguments and calls the library; no logic lives here.
 
-    coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
-    coordjax list
+coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
+coordjax list
 """
 
 from __future__ import annotations
@@ -46,20 +46,32 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--preset", default="smoke", help="which grid of the sweep (default smoke)")
     sweep.add_argument("--workdir", help="where config, results and checkpoints live")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    sweep.add_argument("--restart", action="store_true",
-                       help="move a workdir holding a different sweep aside and start over")
+    sweep.add_argument(
+        "--restart",
+        action="store_true",
+        help="move a workdir holding a different sweep aside and start over",
+    )
     sweep.add_argument("--seeds", type=int, help="replace the seed axis by seeds 0..N-1")
     sweep.add_argument("--only", help="keep runs whose grid name contains this string")
-    sweep.add_argument("--strategy", default="vmap", choices=("vmap", "map"),
-                       help="how a bucket's model axis is lowered (default vmap)")
-    sweep.add_argument("--map-batch-size", type=int, default=4,
-                       help="models per lax.map slice with --strategy map")
+    sweep.add_argument(
+        "--strategy",
+        default="vmap",
+        choices=("vmap", "map"),
+        help="how a bucket's model axis is lowered (default vmap)",
+    )
+    sweep.add_argument(
+        "--map-batch-size", type=int, default=4, help="models per lax.map slice with --strategy map"
+    )
     sweep.add_argument("--max-models", type=int, help="at most this many models per program")
-    sweep.add_argument("--no-shard", action="store_true",
-                       help="do not shard the model axis over local devices")
+    sweep.add_argument(
+        "--no-shard", action="store_true", help="do not shard the model axis over local devices"
+    )
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    sweep.add_argument("--distributed", action="store_true",
-                       help="call jax.distributed.initialize() first (multi-host runs)")
+    sweep.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host runs)",
+    )
 
     sub.add_parser("list", help="list sweeps and their presets")
     return parser

@@ -71,25 +71,31 @@ def _normalise_axes(axes: Sequence[int] | None, spatial_ndim: int) -> tuple[int,
     return tuple(out)
 
 
-def _ramp(n: int, coord_range: str) -> tuple[np.ndarray, float, float]:
-    """1-D float32 coordinates of an axis of size n, its centre value and its largest offset.
+def _ramp(n: int, coord_range: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """1-D float32 coordinates of an axis of size n, their offsets from the axis centre (float32)
+    and the largest offset.
 
     Built with NumPy: sizes are static, so the ramp is a small trace-time constant (also under
-    jit) that XLA broadcasts to the grid.
+    jit) that XLA broadcasts to the grid. The offsets are ``(2*i - (n-1)) / denominator``: an exact
+    integer numerator, so they are exactly antisymmetric (the radius is mirror-symmetric to the
+    last bit) and exactly 0 at the centre of an odd-sized axis, whatever the range.
     """
     i = np.arange(n, dtype=np.float64)
+    twice = 2 * i - (n - 1)  # 2 * (i - centre index), exact
     if coord_range == "pixels":
-        ramp, centre, reach = i, (n - 1) / 2, (n - 1) / 2
+        ramp, offset, reach = i, twice / 2, (n - 1) / 2
     elif coord_range == "centers":
-        ramp, centre, reach = (2 * i + 1) / n - 1, 0.0, 1 - 1 / n
+        ramp, offset, reach = (2 * i + 1) / n - 1, twice / n, 1 - 1 / n
     # Corner-aligned ranges divide by n - 1; a single sample sits at the centre of the range.
     elif coord_range == "corners":
         ramp = 2 * i / (n - 1) - 1 if n > 1 else np.zeros(1)
-        centre, reach = 0.0, 1.0 if n > 1 else 0.0
+        offset = twice / (n - 1) if n > 1 else np.zeros(1)
+        reach = 1.0 if n > 1 else 0.0
     else:
         ramp = i / (n - 1) if n > 1 else np.full(1, 0.5)
-        centre, reach = 0.5, 0.5 if n > 1 else 0.0
-    return ramp.astype(np.float32), centre, reach
+        offset = twice / (2 * (n - 1)) if n > 1 else np.zeros(1)
+        reach = 0.5 if n > 1 else 0.0
+    return ramp.astype(np.float32), offset.astype(np.float32), reach
 
 
 def num_coord_channels(spatial_ndim: int, *, with_r: bool = False, axes=None) -> int:
@@ -147,16 +153,23 @@ def coord_channels(
     channels, centred_sq = [], []
     max_sq = 0.0
     for axis in selected:
-        ramp, centre, reach = _ramp(shape[axis], coord_range)
+        ramp, offset, reach = _ramp(shape[axis], coord_range)
         view = [1] * len(shape)
         view[axis] = shape[axis]
         channels.append(jnp.broadcast_to(jnp.asarray(ramp).reshape(view), shape))
-        centred_sq.append(jnp.asarray(np.square(ramp - np.float32(centre)).reshape(view)))
+        centred_sq.append(jnp.asarray(np.square(offset).reshape(view)))
         max_sq += reach**2
     if with_r:
         r = jnp.sqrt(jnp.broadcast_to(sum(centred_sq[1:], centred_sq[0]), shape))
         if normalize_r:
-            r = r / np.float32(max_sq**0.5) if max_sq > 0 else jnp.zeros_like(r)
+            if max_sq > 0:
+                # Divide by the largest value itself. XLA's division is not correctly rounded on
+                # every backend (on CPU r / r can be 0.99999994), so the maximum is set to exactly
+                # 1 and the rest clipped to [0, 1].
+                r_max = jnp.max(r)
+                r = jnp.where(r < r_max, jnp.minimum(r / r_max, 1), 1)
+            else:
+                r = jnp.zeros_like(r)
         channels.append(r)
     _warn_if_unresolvable(shape, selected, coord_range, dtype)
     return jnp.stack(channels, axis=-1).astype(dtype)
@@ -215,12 +228,15 @@ def add_coords(
         raise ValueError(f"spatial_ndim must be an int >= 1; got {spatial_ndim!r}")
     if x.ndim < spatial_ndim + 1:
         raise ValueError(
-            f"x must have shape (*batch, *spatial, C) with {spatial_ndim} spatial dim(s), i.e. "
-            f"rank >= {spatial_ndim + 1}; got shape {tuple(x.shape)}"
+            f"x must have shape (*batch, *spatial, C) with spatial_ndim={spatial_ndim} spatial "
+            f"dim(s), i.e. rank >= {spatial_ndim + 1}; got shape {tuple(x.shape)}"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must have a floating dtype; got {x.dtype}")
     _check_choice("position", position, POSITIONS)
+    # A NumPy array (float64 by default) becomes a JAX array of the canonical dtype (float32
+    # unless x64 is enabled) before its dtype is used, as jnp.concatenate would do anyway.
+    x = jnp.asarray(x)
     spatial = tuple(x.shape[x.ndim - 1 - spatial_ndim : x.ndim - 1])
     grid = coord_channels(
         spatial,
@@ -233,7 +249,11 @@ def add_coords(
     )
     grid = jnp.broadcast_to(grid, (*x.shape[:-1], grid.shape[-1]))
     if grid.dtype != x.dtype:
-        x = x.astype(jnp.result_type(x.dtype, grid.dtype))
+        # The caller asked for this dtype explicitly: promote by the standard lattice, also
+        # under jax_numpy_dtype_promotion="strict".
+        with jax.numpy_dtype_promotion("standard"):
+            out_dtype = jnp.promote_types(x.dtype, grid.dtype)
+        x = x.astype(out_dtype)
         grid = grid.astype(x.dtype)
     parts = (x, grid) if position == "append" else (grid, x)
     return jnp.concatenate(parts, axis=-1)

@@ -22,34 +22,64 @@ from coordjax.sweep import Grid, union
 SPLITS = ["uniform", "quadrant"]
 LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
 
-DECONV = {"task": "classification", "model": "deconv_painter", "epochs": 1000, "eval_every": 50,
-          "schedule": "step", "lr_decay": 0.1, "lr_decay_every": 200, "lr_max_decays": 4}
-COORDCONV = {"task": "classification", "model": "coordconv_classifier", "channel_mult": 1,
-             "batch_size": 16, "epochs": 50, "eval_every": 5, "schedule": "constant"}
+DECONV = {
+    "task": "classification",
+    "model": "deconv_painter",
+    "epochs": 1000,
+    "eval_every": 50,
+    "schedule": "step",
+    "lr_decay": 0.1,
+    "lr_decay_every": 200,
+    "lr_max_decays": 4,
+}
+COORDCONV = {
+    "task": "classification",
+    "model": "coordconv_classifier",
+    "channel_mult": 1,
+    "batch_size": 16,
+    "epochs": 50,
+    "eval_every": 5,
+    "schedule": "constant",
+}
 
 
 def deconv_grid(l2s: list[float]) -> Grid:
     return Grid(
         "deconv",
         base=DECONV,
-        axes={"filter_size": [2, 3, 4], "channel_mult": [1, 2, 3], "batch_size": [16, 32],
-              "lr": LRS, "l2": l2s, "split": SPLITS},
+        axes={
+            "filter_size": [2, 3, 4],
+            "channel_mult": [1, 2, 3],
+            "batch_size": [16, 32],
+            "lr": LRS,
+            "l2": l2s,
+            "split": SPLITS,
+        },
     )
 
 
 def coordconv_grid() -> Grid:
-    return Grid("coordconv", base=COORDCONV,
-                axes={"lr": [0.01, 0.005, 0.001], "l2": [0.0, 0.001], "split": SPLITS})
+    return Grid(
+        "coordconv",
+        base=COORDCONV,
+        axes={"lr": [0.01, 0.005, 0.001], "l2": [0.0, 0.001], "split": SPLITS},
+    )
 
 
 def paper():
-    return union("classification", [deconv_grid([0.001, 0.01]), coordconv_grid()],
-                 "Fig S2 grid: deconv and CoordConv, both splits")
+    return union(
+        "classification",
+        [deconv_grid([0.001, 0.01]), coordconv_grid()],
+        "Fig S2 grid: deconv and CoordConv, both splits",
+    )
 
 
 def reference():
-    return union("classification", [deconv_grid([0.0, 0.001, 0.01]), coordconv_grid()],
-                 "the reference code's grid (experiment_logs.sh)")
+    return union(
+        "classification",
+        [deconv_grid([0.0, 0.001, 0.01]), coordconv_grid()],
+        "the reference code's grid (experiment_logs.sh)",
+    )
 
 
 def coordconv():
@@ -60,11 +90,24 @@ def smoke():
     return union(
         "classification",
         [
-            Grid("coordconv", base={**COORDCONV, "epochs": 4, "eval_every": 2, "batch_size": 32},
-                 axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS}),
-            Grid("deconv", base={**DECONV, "epochs": 4, "eval_every": 2, "filter_size": 2,
-                                 "channel_mult": 1, "batch_size": 32, "l2": 0.001},
-                 axes={"lr": [0.01, 0.002], "split": SPLITS}),
+            Grid(
+                "coordconv",
+                base={**COORDCONV, "epochs": 4, "eval_every": 2, "batch_size": 32},
+                axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS},
+            ),
+            Grid(
+                "deconv",
+                base={
+                    **DECONV,
+                    "epochs": 4,
+                    "eval_every": 2,
+                    "filter_size": 2,
+                    "channel_mult": 1,
+                    "batch_size": 32,
+                    "l2": 0.001,
+                },
+                axes={"lr": [0.01, 0.002], "split": SPLITS},
+            ),
         ],
         "a few minutes on a 2-core CPU",
     )

@@ -13,20 +13,34 @@ Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv nea
 
 from coordjax.sweep import Grid, union
 
-BASE = {"task": "regression", "batch_size": 256, "epochs": 100, "eval_every": 10,
-        "schedule": "constant"}
+BASE = {
+    "task": "regression",
+    "batch_size": 256,
+    "epochs": 100,
+    "eval_every": 10,
+    "schedule": "constant",
+}
 CONV_AXES = {"lr": [0.0005, 0.001, 0.01], "l2": [1e-5, 1e-4, 5e-4]}
 
 
 def _grids(epochs: int, eval_every: int, conv_axes: dict) -> list[Grid]:
     base = {**BASE, "epochs": epochs, "eval_every": eval_every}
     return [
-        Grid("conv", base={**base, "model": "conv_regressor_uniform", "split": "uniform"},
-             axes=conv_axes),
-        Grid("conv", base={**base, "model": "conv_regressor_quadrant", "split": "quadrant"},
-             axes=conv_axes),
-        Grid("coordconv", base={**base, "model": "coordconv_regressor", "lr": 0.01, "l2": 1e-5},
-             axes={"split": ["uniform", "quadrant"]}),
+        Grid(
+            "conv",
+            base={**base, "model": "conv_regressor_uniform", "split": "uniform"},
+            axes=conv_axes,
+        ),
+        Grid(
+            "conv",
+            base={**base, "model": "conv_regressor_quadrant", "split": "quadrant"},
+            axes=conv_axes,
+        ),
+        Grid(
+            "coordconv",
+            base={**base, "model": "coordconv_regressor", "lr": 0.01, "l2": 1e-5},
+            axes={"split": ["uniform", "quadrant"]},
+        ),
     ]
 
 
@@ -35,8 +49,11 @@ def paper():
 
 
 def smoke():
-    return union("regression", _grids(6, 3, {"lr": [0.001, 0.01], "l2": [1e-4]}),
-                 "a few minutes on a 2-core CPU")
+    return union(
+        "regression",
+        _grids(6, 3, {"lr": [0.001, 0.01], "l2": [1e-4]}),
+        "a few minutes on a 2-core CPU",
+    )
 
 
 PRESETS = {"paper": paper, "smoke": smoke}

@@ -19,48 +19,94 @@ from coordjax.sweep import Grid, union
 SPLITS = ["uniform", "quadrant"]
 LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
 
-DECONV = {"task": "rendering", "loss": "sigmoid", "model": "deconv_painter", "epochs": 1000,
-          "eval_every": 50, "schedule": "step", "lr_decay": 0.1, "lr_decay_every": 200,
-          "lr_max_decays": 4}
-COORDCONV = {"task": "rendering", "loss": "sigmoid", "model": "coordconv_renderer",
-             "channel_mult": 2, "filter_size": 1, "batch_size": 16, "epochs": 50,
-             "eval_every": 5, "schedule": "constant"}
+DECONV = {
+    "task": "rendering",
+    "loss": "sigmoid",
+    "model": "deconv_painter",
+    "epochs": 1000,
+    "eval_every": 50,
+    "schedule": "step",
+    "lr_decay": 0.1,
+    "lr_decay_every": 200,
+    "lr_max_decays": 4,
+}
+COORDCONV = {
+    "task": "rendering",
+    "loss": "sigmoid",
+    "model": "coordconv_renderer",
+    "channel_mult": 2,
+    "filter_size": 1,
+    "batch_size": 16,
+    "epochs": 50,
+    "eval_every": 5,
+    "schedule": "constant",
+}
 
 
 def deconv_grid(l2s: list[float], losses: list[str]) -> Grid:
     return Grid(
         "deconv",
         base=DECONV,
-        axes={"loss": losses, "filter_size": [2, 3, 4], "channel_mult": [1, 2, 3],
-              "batch_size": [16, 32], "lr": LRS, "l2": l2s, "split": SPLITS},
+        axes={
+            "loss": losses,
+            "filter_size": [2, 3, 4],
+            "channel_mult": [1, 2, 3],
+            "batch_size": [16, 32],
+            "lr": LRS,
+            "l2": l2s,
+            "split": SPLITS,
+        },
     )
 
 
 def paper():
-    coordconv = Grid("coordconv", base=COORDCONV,
-                     axes={"filter_size": [1, 2], "lr": [0.001, 0.005], "l2": [0.0, 0.001],
-                           "split": SPLITS})
-    return union("rendering", [deconv_grid([0.001, 0.01], ["sigmoid"]), coordconv],
-                 "Fig 6 / S4 grid: deconv and CoordConv renderers, both splits")
+    coordconv = Grid(
+        "coordconv",
+        base=COORDCONV,
+        axes={"filter_size": [1, 2], "lr": [0.001, 0.005], "l2": [0.0, 0.001], "split": SPLITS},
+    )
+    return union(
+        "rendering",
+        [deconv_grid([0.001, 0.01], ["sigmoid"]), coordconv],
+        "Fig 6 / S4 grid: deconv and CoordConv renderers, both splits",
+    )
 
 
 def reference():
-    coordconv = Grid("coordconv", base=COORDCONV,
-                     axes={"channel_mult": [1, 2], "lr": [0.001, 0.005], "l2": [0.0, 0.001],
-                           "split": SPLITS})
-    return union("rendering", [deconv_grid([0.0, 0.001, 0.01], ["sigmoid", "mse"]), coordconv],
-                 "the reference code's grid (experiment_logs.sh)")
+    coordconv = Grid(
+        "coordconv",
+        base=COORDCONV,
+        axes={"channel_mult": [1, 2], "lr": [0.001, 0.005], "l2": [0.0, 0.001], "split": SPLITS},
+    )
+    return union(
+        "rendering",
+        [deconv_grid([0.0, 0.001, 0.01], ["sigmoid", "mse"]), coordconv],
+        "the reference code's grid (experiment_logs.sh)",
+    )
 
 
 def smoke():
     return union(
         "rendering",
         [
-            Grid("coordconv", base={**COORDCONV, "epochs": 4, "eval_every": 2, "batch_size": 32},
-                 axes={"lr": [0.005, 0.001], "split": SPLITS}),
-            Grid("deconv", base={**DECONV, "epochs": 4, "eval_every": 2, "filter_size": 2,
-                                 "channel_mult": 1, "batch_size": 32, "l2": 0.001},
-                 axes={"lr": [0.01], "split": SPLITS}),
+            Grid(
+                "coordconv",
+                base={**COORDCONV, "epochs": 4, "eval_every": 2, "batch_size": 32},
+                axes={"lr": [0.005, 0.001], "split": SPLITS},
+            ),
+            Grid(
+                "deconv",
+                base={
+                    **DECONV,
+                    "epochs": 4,
+                    "eval_every": 2,
+                    "filter_size": 2,
+                    "channel_mult": 1,
+                    "batch_size": 32,
+                    "l2": 0.001,
+                },
+                axes={"lr": [0.01], "split": SPLITS},
+            ),
         ],
         "a few minutes on a 2-core CPU",
     )

@@ -1,5 +1,6 @@
 """Sweeps: grids as data, a planner that buckets by shape, and the vmapped, resumable engine."""
 
+from coordjax.sweep.checkpoints import load_run as load_run
 from coordjax.sweep.engine import EngineOptions as EngineOptions
 from coordjax.sweep.engine import run_sweep as run_sweep
 from coordjax.sweep.grid import DEFAULTS as DEFAULTS

@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -42,3 +43,36 @@ class BucketCheckpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None) -> dict:
+    """One model's saved training state from a sweep's workdir, as NumPy arrays.
+
+    Args:
+      workdir: a sweep's workdir.
+      run_id: the run (a ``run_id`` of the results table).
+      epoch: which checkpoint (default: the bucket's latest).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
+      (its slice of the bucket's stacked state), ready for ``model.apply``.
+    """
+    import json
+
+    workdir = pathlib.Path(workdir)
+    plan = json.loads((workdir / "config.json").read_text())["plan"]
+    for bucket in plan:
+        if run_id in bucket["run_ids"]:
+            position = bucket["run_ids"].index(run_id)
+            break
+    else:
+        raise ValueError(f"run_id {run_id!r} is not in the plan of workdir {workdir}")
+    checkpoints = BucketCheckpoints(workdir / "checkpoints" / bucket["bucket_id"])
+    try:
+        epoch = checkpoints.latest_epoch() if epoch is None else epoch
+        if epoch is None:
+            raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+        stacked = checkpoints._manager.restore(epoch, args=ocp.args.StandardRestore())
+    finally:
+        checkpoints.close()
+    return jax.tree.map(lambda x: np.asarray(x)[position], stacked)

@@ -94,8 +94,12 @@ def stack_runs(configs: list[dict[str, Any]]) -> RunSpec:
     hparams = stack_hparams(
         [
             make_hparams(
-                c["lr"], c["l2"], schedule=c["schedule"], lr_decay=c["lr_decay"],
-                lr_decay_every=c["lr_decay_every"], lr_max_decays=c["lr_max_decays"],
+                c["lr"],
+                c["l2"],
+                schedule=c["schedule"],
+                lr_decay=c["lr_decay"],
+                lr_decay_every=c["lr_decay_every"],
+                lr_max_decays=c["lr_max_decays"],
                 weight_decay=c["weight_decay"],
             )  # fmt: skip
             for c in configs
@@ -110,7 +114,11 @@ def _mesh(shard: bool) -> jax.sharding.Mesh | None:
     devices = jax.devices()
     if not shard or len(devices) == 1:
         return None
-    return jax.make_mesh((len(devices),), (MODEL_AXIS,), devices=devices)
+    # Auto axes: the model axis is split by shard_map explicitly; host-side indexing of the
+    # stacked results must not require sharding annotations.
+    return jax.make_mesh(
+        (len(devices),), (MODEL_AXIS,), (jax.sharding.AxisType.Auto,), devices=devices
+    )
 
 
 def _per_device(fn: Callable, strategy: str, map_batch_size: int) -> Callable:

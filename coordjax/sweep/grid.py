@@ -72,7 +72,7 @@ class Grid:
         rows = []
         keys = list(self.axes)
         for values in itertools.product(*(self.axes[k] for k in keys)):
-            config = {**DEFAULTS, **self.base, **dict(zip(keys, values))}
+            config = {**DEFAULTS, **self.base, **dict(zip(keys, values, strict=True))}
             rows.append({"grid": self.name, "run_id": run_id(config), **config})
         return rows
 
@@ -116,7 +116,7 @@ def union(name: str, grids: Iterable[Grid], description: str = "") -> Sweep:
 
 
 def customize(sweep: Sweep, *, seeds: int | None = None, only: str | None = None) -> Sweep:
-    """A variant of ``sweep``: grids whose name contains ``only``; seeds 0..seeds-1 on every grid."""
+    """A variant of ``sweep``: the grids whose name contains ``only``, with seeds 0..seeds-1."""
     grids = list(sweep.grids)
     if only:
         grids = [g for g in grids if only in g.name]

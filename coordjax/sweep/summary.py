@@ -26,7 +26,10 @@ def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, grid, split), group in final.groupby(["task", "grid", "split"], sort=True):
         metric, larger = PRIMARY_METRIC[task]
-        best = group.loc[group[metric].idxmax() if larger else group[metric].idxmin()]
+        ok = group.loc[~group["diverged"].astype(bool)]
+        if ok.empty:
+            continue
+        best = ok.loc[ok[metric].idxmax() if larger else ok[metric].idxmin()]
         rows.append(
             {
                 "task": task,

@@ -85,10 +85,11 @@ def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart
     if existing.get("identity") == json.loads(json.dumps(identity, default=str)):
         return
     if not restart:
+        held = existing.get("identity", {})
         raise WorkdirError(
-            f"workdir {workdir} holds a different sweep ({existing.get('identity', {}).get('sweep')}"
-            f", preset {existing.get('identity', {}).get('preset')}); pass --restart to move it "
-            "aside and start over, or choose another --workdir"
+            f"workdir {workdir} holds a different sweep ({held.get('sweep')}, preset "
+            f"{held.get('preset')}); pass --restart to move it aside and start over, or choose "
+            "another --workdir"
         )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     backup = workdir.with_name(f"{workdir.name}.old-{stamp}")

@@ -123,12 +123,8 @@ def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
 def l2_penalty(params: Any) -> jax.Array:
     """``Σ w²`` over the kernels that carry the paper's L2 (``models.l2_mask``)."""
     mask = models.l2_mask(params)
-    terms = [jnp.sum(jnp.square(w)) for w, m in zip(_leaves(params), _leaves(mask)) if m]
-    return sum(terms, jnp.zeros((), jnp.float32))
-
-
-def _leaves(tree):
-    return jax.tree.leaves(tree)
+    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
+    return sum((jnp.sum(jnp.square(w)) for w, m in pairs if m), jnp.zeros((), jnp.float32))
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -201,28 +197,33 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def epoch_order(run: RunSpec, epoch: jax.Array, padded_size: int) -> tuple[jax.Array, jax.Array]:
+def epoch_order(
+    run: RunSpec, epoch: jax.Array, padded_size: int, num_examples: int
+) -> tuple[jax.Array, jax.Array]:
     """This epoch's order of the model's train examples, padded to ``padded_size``.
 
+    Each of the ``num_examples`` examples of the dataset draws a uniform key from
+    ``fold_in(data_key, epoch)``; the model's train examples are sorted by it. The order thus
+    depends only on the seed, the epoch and the split's membership, not on how the split's index
+    array is stored or padded (a model trains identically alone or in any bucket).
+
     Returns (idx, valid): (padded_size,) example indices and a mask; the valid entries are a
-    uniformly random permutation of the model's ``n_train`` examples, keyed by
-    ``fold_in(data_key, epoch)``.
+    uniformly random permutation of the model's ``n_train`` examples.
     """
     _, data_key = _keys(run.seed)
     slots = run.split.train_idx.shape[0]
-    noise = jax.random.uniform(jax.random.fold_in(data_key, epoch), (slots,))
-    valid = jnp.arange(slots) < run.split.n_train
-    order = jnp.argsort(jnp.where(valid, noise, 2.0))  # padding slots sort last
-    idx = run.split.train_idx[order]
-    pad = padded_size - slots
-    if pad < 0:
+    if padded_size < slots:
         raise ValueError(
             f"steps_per_epoch * batch_size ({padded_size}) must cover the train split's "
             f"{slots} slots; use steps_per_epoch >= ceil(n_train / batch_size)"
         )
-    idx = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)])
-    valid = jnp.arange(padded_size) < run.split.n_train
-    return idx, valid
+    noise = jax.random.uniform(jax.random.fold_in(data_key, epoch), (num_examples,))
+    valid = jnp.arange(slots) < run.split.n_train
+    order = jnp.argsort(jnp.where(valid, noise[run.split.train_idx], 2.0))  # padding sorts last
+    idx = jnp.concatenate(
+        [run.split.train_idx[order], jnp.zeros((padded_size - slots,), jnp.int32)]
+    )
+    return idx, jnp.arange(padded_size) < run.split.n_train
 
 
 def train_epoch(
@@ -233,7 +234,7 @@ def train_epoch(
     Returns the new state and the epoch's mean training-mode data loss over its examples.
     """
     b = setup.batch_size
-    idx, valid = epoch_order(run, state.epoch, setup.steps_per_epoch * b)
+    idx, valid = epoch_order(run, state.epoch, setup.steps_per_epoch * b, data.inputs.shape[0])
     idx = idx.reshape(setup.steps_per_epoch, b)
     valid = valid.reshape(setup.steps_per_epoch, b)
 
@@ -279,9 +280,7 @@ def _eval_sums(setup, data, state, idx, n):
         values = {"loss": setup.task.loss(outputs, y), **setup.task.metrics(outputs, y)}
         return {k: jnp.sum(jnp.where(batch_mask, v, 0.0)) for k, v in values.items()}
 
-    per_chunk = jax.lax.map(
-        chunk_sums, (padded.reshape(chunks, size), valid.reshape(chunks, size))
-    )
+    per_chunk = jax.lax.map(chunk_sums, (padded.reshape(chunks, size), valid.reshape(chunks, size)))
     return {k: jnp.sum(v) for k, v in per_chunk.items()}
 
 
@@ -296,14 +295,20 @@ def train_chunk(
     """``num_epochs`` epochs (a ``lax.scan``), then one evaluation.
 
     Returns the new state and metrics: ``epoch_train_loss`` (num_epochs,) training-mode losses,
-    plus the scalar evaluation metrics of :func:`evaluate`, ``diverged`` and ``diverged_step``.
+    plus the scalar evaluation metrics of :func:`evaluate` (NaN once the model has diverged),
+    ``diverged`` and ``diverged_step``.
     """
 
     def body(state, _):
         return train_epoch(setup, data, run, state)
 
     state, epoch_losses = jax.lax.scan(body, state, None, length=num_epochs)
-    metrics = evaluate(setup, data, run, state)
+    # A diverged model's metrics are undefined (its frozen parameters may overflow): report NaN
+    # deliberately rather than whatever the frozen state happens to evaluate to.
+    metrics = {
+        k: jnp.where(state.diverged, jnp.nan, v)
+        for k, v in evaluate(setup, data, run, state).items()
+    }
     metrics.update(
         epoch_train_loss=epoch_losses,
         diverged=state.diverged,

@@ -1,0 +1,645 @@
+"""The paper's model zoo (flax.linen) and a registry of it by name.
+
+Liu et al. 2018 (arXiv:1807.03247), supplementary S1 (Figure S1) and S3 (Table S1), as implemented
+in the reference code (``uber-research/CoordConv:model_builders.py``); exact layer lists and
+parameter counts are in ``reference/experiments_spec.md`` sections 3-5.
+
+Every model is a ``flax.linen.Module`` applied as::
+
+    model.apply(variables, x, train=bool, mask=None, mutable=["batch_stats"])
+
+* ``x``: ``(B, 2)`` float raw pixel coordinates ``[x, y]`` (values 4..59, not normalised, as the
+  reference did: quirk B14) for painters, classifiers and renderers; ``(B, 64, 64, 1)`` one-hot
+  images for regressors. Non-float inputs are cast to float32.
+* Output: logits ``(B, 64, 64, 1)`` (``output_kind == "map"``) or ``(B, 2)`` (``"vector"``).
+* ``train``: BatchNorm uses batch statistics and updates ``"batch_stats"`` when True, running
+  averages when False (then each example's output depends only on that example).
+* ``mask``: optional ``(B,)`` bool example mask. In training, examples with ``mask == False``
+  (padding of the last partial batch) are left out of the BatchNorm batch statistics, so they
+  change neither the running averages nor the outputs of the real examples. At least one example
+  must be unmasked. Models without BatchNorm ignore it.
+
+Conventions shared by the zoo:
+
+* Kernels are he-normal (Keras ``he_normal``: truncated normal, variance ``2 / fan_in``), biases
+  zero. Transposed-conv kernels, shaped ``(fs, fs, in, out)`` in Flax, use Keras' fan-in
+  ``out * fs**2`` (quirk B15).
+* Every stride-1 1x1 convolution is written as a dense contraction over the channel axis
+  (``nn.Dense``, kernel ``(C_in, C_out)``): identical to a 1x1 ``nn.Conv`` with the kernel reshaped
+  to ``(1, 1, C_in, C_out)``, and faster on CPU and under vmap.
+* BatchNorm: momentum 0.9, epsilon 1e-5, running statistics in the ``"batch_stats"`` collection.
+* The first CoordConv layer (AddCoords followed by a 1x1 conv) is computed without materialising
+  the tiled input and the coordinate channels (:class:`CoordDense`); the coordinate channel layout
+  is the reference's ``[inputs..., xx (column), yy (row)]``.
+* L2: the reference puts ``l2 * sum(w**2)`` on every conv/deconv/1x1 kernel and on nothing else.
+  :func:`l2_mask` marks exactly those. Layers that must not carry L2 although they have a
+  ``kernel`` (the Dense head of ``conv_regressor_uniform``) are named with the reserved prefix
+  :data:`NO_L2_PREFIX`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.typing import Initializer
+
+from coordjax.coords import coord_channels
+
+__all__ = [
+    "BN_EPSILON",
+    "BN_MOMENTUM",
+    "CANVAS",
+    "GLOROT_UNIFORM",
+    "HE_NORMAL",
+    "HE_NORMAL_TRANSPOSED",
+    "MODELS",
+    "NO_L2_PREFIX",
+    "ConvRegressorQuadrant",
+    "ConvRegressorUniform",
+    "CoordConvClassifier",
+    "CoordConvRegressor",
+    "CoordConvRenderer",
+    "CoordDense",
+    "DeconvPainter",
+    "ModelSpec",
+    "TinyPainter",
+    "build",
+    "count_params",
+    "he_normal",
+    "l2_mask",
+]
+
+CANVAS = 64
+"""Side of the Not-so-Clevr canvas: painters output, and regressors read, 64x64 maps."""
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def he_normal(out_axis: int = -1) -> Initializer:
+    """Keras ``he_normal``: truncated normal (cut at 2 sd) with variance ``2 / fan_in``.
+
+    ``fan_in = size / shape[out_axis]``: the receptive field times the input channels. The values
+    are exactly those of ``nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal",
+    in_axis=<the other channel axis>, out_axis=out_axis)``; the draw is made as a flat vector
+    and reshaped (JAX's random bits depend only on the flat index), which compiles several times
+    faster on CPU than drawing a rank-4 kernel directly.
+
+    Args:
+      out_axis: the kernel axis that is *not* in the fan-in: ``-1`` for ``nn.Conv`` / ``nn.Dense``
+        kernels ``(..., in, out)``; ``-2`` for ``nn.ConvTranspose`` kernels ``(fs, fs, in, out)``,
+        whose Keras fan-in is ``out * fs**2`` (quirk B15).
+    """
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        shape = tuple(shape)
+        size = math.prod(shape)
+        variance = jnp.array(2.0 / (size // shape[out_axis]), dtype=dtype)
+        stddev = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)
+        return (jax.random.truncated_normal(key, -2, 2, (size,), dtype) * stddev).reshape(shape)
+
+    return init
+
+
+HE_NORMAL = he_normal()
+"""he-normal for ``nn.Conv`` and ``nn.Dense`` kernels ``(..., C_in, C_out)``."""
+
+HE_NORMAL_TRANSPOSED = he_normal(out_axis=-2)
+"""he-normal for ``nn.ConvTranspose`` kernels ``(fs, fs, in, out)``: fan_in ``out * fs**2``."""
+
+GLOROT_UNIFORM = nn.initializers.glorot_uniform()
+"""``tf.layers.dense`` default kernel init (used only by the conv_uniform regressor's head)."""
+
+NO_L2_PREFIX = "nol2_"
+"""Reserved submodule-name prefix: kernels below a module so named carry no L2 penalty."""
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def _coords_input(x: jax.Array, model: str) -> jax.Array:
+    x = _as_float(x)
+    if x.ndim != 2 or x.shape[-1] != 2:
+        raise ValueError(
+            f"{model} expects x of shape (B, 2) (raw pixel coordinates [x, y]); "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _image_input(x: jax.Array, model: str) -> jax.Array:
+    x = _as_float(x)
+    if x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(
+            f"{model} expects x of shape (B, H, W, 1) (one-hot images, H = W = {CANVAS} in the "
+            f"paper); got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _pointwise(features: int, name: str) -> nn.Dense:
+    """A stride-1 1x1 convolution as a dense contraction over the channel (last) axis."""
+    return nn.Dense(features, kernel_init=HE_NORMAL, name=name)
+
+
+def _conv(features: int, filter_size: int, name: str, stride: int = 1) -> nn.Module:
+    """A ``'SAME'`` convolution; a stride-1 1x1 one is built as :func:`_pointwise`."""
+    if filter_size == 1 and stride == 1:
+        return _pointwise(features, name)
+    return nn.Conv(
+        features,
+        (filter_size, filter_size),
+        strides=(stride, stride),
+        padding="SAME",
+        kernel_init=HE_NORMAL,
+        name=name,
+    )
+
+
+def _batch_norm(h: jax.Array, *, train: bool, mask: jax.Array | None, name: str) -> jax.Array:
+    """BatchNorm over all axes but the last; ``mask`` (B,) drops examples from the statistics."""
+    bn_mask = None
+    if train and mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != h.shape[:1]:
+            raise ValueError(
+                f"mask must have shape (B,) = {h.shape[:1]} (one flag per example); "
+                f"got shape {tuple(mask.shape)}"
+            )
+        bn_mask = jnp.broadcast_to(
+            mask.astype(bool).reshape(mask.shape + (1,) * (h.ndim - 1)), h.shape
+        )
+    bn = nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, use_fast_variance=False, name=name)
+    return bn(h, use_running_average=not train, mask=bn_mask)
+
+
+class CoordDense(nn.Module):
+    """AddCoords followed by a 1x1 convolution, computed without materialising its input.
+
+    Equivalent to ``Dense(features)(add_coords(tile(x), order="xy"))``: the input channels are
+    ``[x..., xx, yy]`` with ``xx`` the column and ``yy`` the row coordinate in ``[-1, 1]`` (the
+    reference's layout, which pairs the raw ``x`` with the column). The kernel ``(C + 2, F)`` is
+    split into its input rows and its coordinate rows, so the layer costs one small matmul on the
+    inputs plus a ``(H, W, F)`` coordinate term broadcast over the batch.
+
+    Attributes:
+      features: output channels ``F``.
+      spatial_shape: ``(H, W)`` of the grid a ``(B, C)`` input is tiled over (reference
+        ``skiptile=False``); ignored for ``(B, H, W, C)`` inputs (``skiptile=True``).
+      materialize: compute the straightforward way (tile, concatenate coordinates, contract).
+        Same parameters and the same math; used to test the factored form.
+    """
+
+    features: int
+    spatial_shape: tuple[int, int] = (CANVAS, CANVAS)
+    materialize: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the layer.
+
+        Args:
+          x: ``(B, C)`` (tiled over ``spatial_shape``) or ``(B, H, W, C)``.
+
+        Returns:
+          ``(B, H, W, F)``.
+        """
+        if x.ndim == 2:
+            spatial = tuple(self.spatial_shape)
+            x_map = x.reshape(x.shape[0], 1, 1, x.shape[1])
+        elif x.ndim == 4:
+            spatial = tuple(x.shape[1:3])
+            x_map = x
+        else:
+            raise ValueError(f"CoordDense expects (B, C) or (B, H, W, C); got {tuple(x.shape)}")
+        c = x.shape[-1]
+        kernel = self.param("kernel", HE_NORMAL, (c + 2, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x_map = x_map.astype(kernel.dtype)
+        grid = coord_channels(spatial, order="xy", dtype=kernel.dtype)  # (H, W, 2): xx, yy
+        bias4 = bias.reshape(1, 1, 1, -1)
+        if self.materialize:
+            tiled = jnp.broadcast_to(x_map, (x_map.shape[0], *spatial, c))
+            grid_b = jnp.broadcast_to(grid[None], (x_map.shape[0], *spatial, 2))
+            h = jnp.concatenate([tiled, grid_b], axis=-1)
+            return jnp.einsum("bhwc,cf->bhwf", h, kernel) + bias4
+        from_x = jnp.einsum("bhwc,cf->bhwf", x_map, kernel[:c])  # (B, 1, 1, F) when tiled
+        from_grid = jnp.einsum("hwc,cf->hwf", grid, kernel[c:])[None]  # (1, H, W, F)
+        return from_x + from_grid + bias4
+
+
+# --------------------------------------------------------------------------------------------
+# Supervised coordinate classification and rendering (coordinates -> 64x64 map)
+
+
+class DeconvPainter(nn.Module):
+    """The deconvolutional painter (Figure S1, top; reference ``DeconvPainter``).
+
+    ``(B, 2)`` is reshaped to ``(B, 1, 1, 2)`` and upsampled by six stride-2 ``'SAME'`` transposed
+    convolutions of widths ``64c, 64c, 64c, 32c, 32c`` (each followed by BatchNorm and ReLU) and
+    ``1`` (logits): ``1 -> 2 -> 4 -> 8 -> 16 -> 32 -> 64``. The same network serves coordinate
+    classification and rendering. Parameters (kernels, biases, BN scale and bias):
+    ``fs**2 * (11264 c**2 + 160 c) + 768 c + 1``, e.g. 103,585 at ``fs=3, c=1``.
+
+    Attributes:
+      filter_size: ``fs``, the transposed-conv kernel side (the paper sweeps 2, 3, 4).
+      channel_mult: ``c``, the width multiplier (the paper sweeps 1, 2, 3).
+    """
+
+    filter_size: int = 3
+    channel_mult: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Paints the centre (or square) logits.
+
+        Args:
+          x: ``(B, 2)`` raw pixel coordinates ``[x, y]``.
+          train: use and update batch statistics (True) or the running averages.
+          mask: optional ``(B,)`` bool; False rows are left out of the batch statistics.
+
+        Returns:
+          Logits ``(B, 64, 64, 1)``.
+        """
+        x = _coords_input(x, "DeconvPainter")
+        c, fs = self.channel_mult, self.filter_size
+        h = x.reshape(x.shape[0], 1, 1, 2)
+        widths = (64 * c, 64 * c, 64 * c, 32 * c, 32 * c, 1)
+        for i, width in enumerate(widths):
+            h = nn.ConvTranspose(
+                width,
+                (fs, fs),
+                strides=(2, 2),
+                padding="SAME",
+                kernel_init=HE_NORMAL_TRANSPOSED,
+                name=f"deconv_{i}",
+            )(h)
+            if i < len(widths) - 1:
+                h = nn.relu(_batch_norm(h, train=train, mask=mask, name=f"bn_{i}"))
+        return h
+
+
+class CoordConvClassifier(nn.Module):
+    """The CoordConv coordinate classifier (Figure S1; reference ``CoordConvPainter``).
+
+    ``(x, y)`` is tiled over 64x64, coordinates are added (channels ``[x, y, xx, yy]``), then
+    1x1 convolutions ``32c, 32c, 64c, 64c`` (ReLU) and ``1`` (logits). No BatchNorm. Parameters:
+    ``7168 c**2 + 384 c + 1`` (7,553 at ``c=1``).
+
+    Attributes:
+      channel_mult: ``c``, the width multiplier (the paper uses 1).
+    """
+
+    channel_mult: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Paints the centre logits.
+
+        Args:
+          x: ``(B, 2)`` raw pixel coordinates ``[x, y]``.
+          train, mask: accepted for the common interface; unused (no BatchNorm).
+
+        Returns:
+          Logits ``(B, 64, 64, 1)``.
+        """
+        del train, mask
+        x = _coords_input(x, "CoordConvClassifier")
+        c = self.channel_mult
+        h = nn.relu(CoordDense(32 * c, name="coord_1x1")(x))
+        for i, width in enumerate((32 * c, 64 * c, 64 * c), start=1):
+            h = nn.relu(_pointwise(width, name=f"conv1x1_{i}")(h))
+        return _pointwise(1, name="logits")(h)
+
+
+class CoordConvRenderer(nn.Module):
+    """The CoordConv renderer (Figure S1; reference ``CoordConvImagePainter``, 'working').
+
+    A fixed-width (``c=1``, 7,553 parameters) :class:`CoordConvClassifier` paints the centre
+    logits; a softmax over all 4096 positions sharpens them into a ``(B, 64, 64, 1)`` map, and
+    ``'SAME'`` convolutions ``fs x fs`` of widths ``8m, 8m, 16m, 16m`` (ReLU) and ``1`` turn it
+    into square logits (the sigmoid belongs to the loss). Parameters:
+    ``7553 + fs**2 (448 m**2 + 24 m) + 48 m + 1`` (9,490 at ``fs=1, m=2``).
+
+    Attributes:
+      filter_size: ``fs`` of the convolutions after the softmax (the paper sweeps 1, 2).
+      channel_mult: ``m``, their width multiplier (the paper sweeps 1, 2).
+    """
+
+    filter_size: int = 1
+    channel_mult: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Renders the square logits.
+
+        Args:
+          x: ``(B, 2)`` raw pixel coordinates ``[x, y]``.
+          train, mask: accepted for the common interface; unused (no BatchNorm).
+
+        Returns:
+          Logits ``(B, 64, 64, 1)`` (apply a sigmoid for pixel probabilities).
+        """
+        x = _coords_input(x, "CoordConvRenderer")
+        centre = CoordConvClassifier(channel_mult=1, name="coordconv")(x, train=train)
+        b = centre.shape[0]
+        h = jax.nn.softmax(centre.reshape(b, -1), axis=-1).reshape(centre.shape)
+        m, fs = self.channel_mult, self.filter_size
+        for i, width in enumerate((8 * m, 8 * m, 16 * m, 16 * m)):
+            h = nn.relu(_conv(width, fs, name=f"conv_{i}")(h))
+        return _conv(1, fs, name="logits")(h)
+
+
+# --------------------------------------------------------------------------------------------
+# Supervised coordinate regression (one-hot 64x64 image -> (x/64, y/64))
+
+
+class ConvRegressorUniform(nn.Module):
+    """Conv regressor for the uniform split (Table S1; reference ``big_conv``).
+
+    With ``c = 16 m``: four ``3x3 'SAME'`` convolutions of width ``c`` with ReLU, the first three
+    each followed by 2x2 max pooling (64 -> 32 -> 16 -> 8), then flatten (``8*8*c``), Dense 64,
+    ReLU, Dense 2. The Dense head uses glorot-uniform kernels and carries no L2 (its modules are
+    named with :data:`NO_L2_PREFIX`). Parameters: 72,850 at ``m=1``.
+
+    Attributes:
+      channel_mult: ``m`` (reference ``-mul``; the logged runs use 1).
+    """
+
+    channel_mult: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Regresses the centre.
+
+        Args:
+          x: ``(B, 64, 64, 1)`` one-hot images.
+          train, mask: accepted for the common interface; unused (no BatchNorm).
+
+        Returns:
+          ``(B, 2)`` predicted ``[x/64, y/64]``.
+        """
+        del train, mask
+        h = _image_input(x, "ConvRegressorUniform")
+        c = 16 * self.channel_mult
+        for i in range(4):
+            h = nn.relu(_conv(c, 3, name=f"conv_{i}")(h))
+            if i < 3:
+                h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+        h = h.reshape(h.shape[0], -1)
+        h = nn.relu(nn.Dense(64, kernel_init=GLOROT_UNIFORM, name=f"{NO_L2_PREFIX}dense_0")(h))
+        return nn.Dense(2, kernel_init=GLOROT_UNIFORM, name=f"{NO_L2_PREFIX}dense_1")(h)
+
+
+class ConvRegressorQuadrant(nn.Module):
+    """Fully convolutional regressor for the quadrant split (Table S1; reference ``big_conv2``).
+
+    With ``c = 16 m`` and ``'SAME'`` padding: 5x5/2 c, ReLU; 1x1 c, ReLU; BN; 3x3 c, ReLU;
+    3x3/2 c, ReLU; 3x3/2 c, BN, ReLU; 3x3/2 c, ReLU; 1x1 c, ReLU; 3x3/2 c, ReLU; 3x3 2, ReLU;
+    global average pool (64 -> 32 -> 16 -> 8 -> 4 -> 2 -> mean). Parameters: 12,914 at ``m=1``.
+
+    Attributes:
+      channel_mult: ``m`` (reference ``-mul``; the logged runs use 1).
+    """
+
+    channel_mult: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Regresses the centre.
+
+        Args:
+          x: ``(B, 64, 64, 1)`` one-hot images.
+          train: use and update batch statistics (True) or the running averages.
+          mask: optional ``(B,)`` bool; False rows are left out of the batch statistics.
+
+        Returns:
+          ``(B, 2)`` predicted ``[x/64, y/64]``.
+        """
+        h = _image_input(x, "ConvRegressorQuadrant")
+        c = 16 * self.channel_mult
+        h = nn.relu(_conv(c, 5, name="conv_0", stride=2)(h))
+        h = nn.relu(_conv(c, 1, name="conv_1")(h))
+        h = _batch_norm(h, train=train, mask=mask, name="bn_0")
+        h = nn.relu(_conv(c, 3, name="conv_2")(h))
+        h = nn.relu(_conv(c, 3, name="conv_3", stride=2)(h))
+        h = _conv(c, 3, name="conv_4", stride=2)(h)
+        h = nn.relu(_batch_norm(h, train=train, mask=mask, name="bn_1"))
+        h = nn.relu(_conv(c, 3, name="conv_5", stride=2)(h))
+        h = nn.relu(_conv(c, 1, name="conv_6")(h))
+        h = nn.relu(_conv(c, 3, name="conv_7", stride=2)(h))
+        h = nn.relu(_conv(2, 3, name="conv_8")(h))
+        return jnp.mean(h, axis=(1, 2))
+
+
+class CoordConvRegressor(nn.Module):
+    """The CoordConv regressor (Table S1; reference ``coordconv``), 906 parameters.
+
+    AddCoords on the 64x64 input (channels ``[onehot, xx, yy]``), 1x1 convs 8, 8, 8, 3x3 8,
+    3x3 2 (``'SAME'``), global **max** pool. There is no activation anywhere (quirk B13): the
+    network is linear up to the max.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Regresses the centre.
+
+        Args:
+          x: ``(B, H, W, 1)`` one-hot images (64x64 in the paper).
+          train, mask: accepted for the common interface; unused (no BatchNorm).
+
+        Returns:
+          ``(B, 2)`` predicted ``[x/64, y/64]``.
+        """
+        del train, mask
+        h = _image_input(x, "CoordConvRegressor")
+        h = CoordDense(8, name="coord_1x1")(h)
+        h = _pointwise(8, name="conv1x1_1")(h)
+        h = _pointwise(8, name="conv1x1_2")(h)
+        h = _conv(8, 3, name="conv_3")(h)
+        h = _conv(2, 3, name="conv_4")(h)
+        return jnp.max(h, axis=(1, 2))
+
+
+class TinyPainter(nn.Module):
+    """Test-only: a very small coordinates -> 64x64 logits model for fast engine tests.
+
+    :class:`CoordDense` of ``width`` channels, BatchNorm, ReLU, 1x1 to 1 logit. It exercises the
+    CoordConv and BatchNorm (masking, ``batch_stats``) code paths at a negligible cost:
+    ``8 * width + 1`` parameters (17 at ``width=2``). Not a paper model.
+
+    Attributes:
+      width: hidden channels.
+    """
+
+    width: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Paints logits.
+
+        Args:
+          x: ``(B, 2)`` raw pixel coordinates ``[x, y]``.
+          train: use and update batch statistics (True) or the running averages.
+          mask: optional ``(B,)`` bool; False rows are left out of the batch statistics.
+
+        Returns:
+          Logits ``(B, 64, 64, 1)``.
+        """
+        x = _coords_input(x, "TinyPainter")
+        h = CoordDense(self.width, name="coord_1x1")(x)
+        h = nn.relu(_batch_norm(h, train=train, mask=mask, name="bn_0"))
+        return _pointwise(1, name="logits")(h)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+
+class ModelSpec(NamedTuple):
+    """A registry entry.
+
+    Attributes:
+      name: registry key.
+      build: ``build(**shape_kwargs) -> nn.Module``.
+      input_kind: ``"coords"`` (``(B, 2)`` float pixel coordinates) or ``"onehot"``
+        (``(B, 64, 64, 1)``).
+      output_kind: ``"map"`` (``(B, 64, 64, 1)`` logits) or ``"vector"`` (``(B, 2)``).
+      shape_args: the keyword arguments of ``build``; each changes parameter shapes.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    input_kind: str
+    output_kind: str
+    shape_args: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-example input shape: ``(2,)`` or ``(64, 64, 1)``."""
+        return (2,) if self.input_kind == "coords" else (CANVAS, CANVAS, 1)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Per-example output shape: ``(64, 64, 1)`` or ``(2,)``."""
+        return (CANVAS, CANVAS, 1) if self.output_kind == "map" else (2,)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "deconv_painter", DeconvPainter, "coords", "map", ("filter_size", "channel_mult")
+        ),
+        ModelSpec("coordconv_classifier", CoordConvClassifier, "coords", "map", ("channel_mult",)),
+        ModelSpec(
+            "coordconv_renderer",
+            CoordConvRenderer,
+            "coords",
+            "map",
+            ("filter_size", "channel_mult"),
+        ),
+        ModelSpec(
+            "conv_regressor_uniform", ConvRegressorUniform, "onehot", "vector", ("channel_mult",)
+        ),
+        ModelSpec(
+            "conv_regressor_quadrant", ConvRegressorQuadrant, "onehot", "vector", ("channel_mult",)
+        ),
+        ModelSpec("coordconv_regressor", CoordConvRegressor, "onehot", "vector", ()),
+        ModelSpec("tiny", TinyPainter, "coords", "map", ("width",)),
+    )
+}
+"""The paper's models by name (plus ``"tiny"``, test-only)."""
+
+
+def build(name: str, **shape_kwargs: int) -> nn.Module:
+    """Builds a registry model.
+
+    Args:
+      name: a key of :data:`MODELS`.
+      **shape_kwargs: some of the entry's ``shape_args``, each a positive int.
+
+    Returns:
+      The (unbound) ``flax.linen`` module.
+
+    Raises:
+      ValueError: unknown name, unknown keyword, or a value that is not a positive int.
+
+    >>> build("deconv_painter", filter_size=4, channel_mult=2).filter_size
+    4
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
+    spec = MODELS[name]
+    for key, value in shape_kwargs.items():
+        if key not in spec.shape_args:
+            raise ValueError(
+                f"model {name!r} has no shape argument {key!r}; allowed: {list(spec.shape_args)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} of model {name!r} must be a positive int; got {value!r}")
+    return spec.build(**shape_kwargs)
+
+
+def _params_of(tree: Any) -> Any:
+    if isinstance(tree, Mapping) and "params" in tree:
+        return tree["params"]
+    return tree
+
+
+def count_params(variables_or_params: Any) -> int:
+    """Number of scalars in the ``"params"`` collection (kernels, biases, BN scale and bias).
+
+    Args:
+      variables_or_params: the variables dict of ``model.init`` (only its ``"params"`` are
+        counted; ``"batch_stats"`` are not) or a params tree of one model. Leaves may be arrays
+        or ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``).
+
+    Returns:
+      The count as a Python int.
+    """
+    leaves = jax.tree_util.tree_leaves(_params_of(variables_or_params))
+    return sum(math.prod(leaf.shape) for leaf in leaves)
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def l2_mask(params: Any) -> Any:
+    """Which leaves carry the reference's L2 penalty ``l2 * sum(w**2)``.
+
+    True exactly for conv, transposed-conv and 1x1 (Dense-form) kernels: leaves named ``kernel``
+    none of whose enclosing module names start with :data:`NO_L2_PREFIX`. False for biases,
+    BatchNorm scale/bias (and statistics) and the uniform regressor's Dense head.
+
+    Args:
+      params: a params tree (or any tree with the same naming, e.g. stacked over models).
+
+    Returns:
+      A tree of Python bools with the structure of ``params`` (usable with ``optax.masked``).
+    """
+
+    def mark(path, _leaf) -> bool:
+        names = [_key_name(p) for p in path]
+        return (
+            bool(names)
+            and names[-1] == "kernel"
+            and not any(n.startswith(NO_L2_PREFIX) for n in names[:-1])
+        )
+
+    return jax.tree_util.tree_map_with_path(mark, params)

@@ -1,0 +1,514 @@
+"""CoordConv layers for ``flax.nnx``: ``AddCoords``, ``CoordConv``, ``CoordConvTranspose``.
+
+Same layers, variants and numbers as :mod:`coordjax.linen` (see its module docstring for the
+``"concat"`` and ``"split"`` coordinate weights); the constructors mirror ``nnx.Conv`` and
+``nnx.ConvTranspose`` (``in_features``, ``out_features``, ``kernel_size``, ..., ``rngs=``) plus
+the coordinate options. ``in_features`` counts the data channels only; the ``d`` coordinate
+channels are added by the layer.
+
+Parameters (``nnx.Param``): concat ``kernel (*k, C / g + d, C')``, ``bias (C',)``; split
+``kernel (*k, C / g, C')``, ``coord_kernel (1, ..., 1, d, C')``, ``bias (C',)`` (no bias with
+``use_bias=False``). Random keys: ``kernel`` then ``bias`` are drawn from ``rngs.params()`` in the
+same order as ``nnx.Conv``; the coordinate weights, when drawn separately, use
+``fold_in(kernel_key, 1)``, so a CoordConv consumes the same keys as the plain layer it replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.nnx.nn import dtypes as _dtypes
+from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
+
+from coordjax.coords import Order, Position, Range, add_coords
+from coordjax.linen import (
+    COORD_WEIGHTS,
+    CoordWeights,
+    _check_input,
+    _forward,
+    _make_spec,
+    _param_specs,
+    _Spec,
+    default_bias_init,
+    default_kernel_init,
+    retrofit_conv_params,
+)
+
+__all__ = [
+    "COORD_WEIGHTS",
+    "AddCoords",
+    "CoordConv",
+    "CoordConvTranspose",
+    "CoordWeights",
+    "retrofit_conv",
+    "retrofit_conv_params",
+]
+
+
+class AddCoords(nnx.Module):
+    """Concatenates coordinate channels: a parameter-free module over :func:`coordjax.add_coords`.
+
+    ``x: (*batch, *spatial, C) → (*batch, *spatial, C + d)`` with ``d = len(axes) + with_r``
+    (``d + C`` with ``position="prepend"``).
+
+    Args:
+      spatial_ndim: number of spatial dims (1 sequences, 2 images, 3 volumes, ...).
+      with_r, normalize_r, order, coord_range, axes, position, dtype: as in
+        :func:`coordjax.add_coords` (``dtype`` is the coordinates' dtype; default ``x.dtype``).
+    """
+
+    def __init__(
+        self,
+        spatial_ndim: int = 2,
+        *,
+        with_r: bool = False,
+        normalize_r: bool = False,
+        order: Order = "ij",
+        coord_range: Range = "corners",
+        axes: Sequence[int] | None = None,
+        position: Position = "append",
+        dtype: Dtype | None = None,
+    ):
+        self.spatial_ndim = spatial_ndim
+        self.with_r = with_r
+        self.normalize_r = normalize_r
+        self.order = order
+        self.coord_range = coord_range
+        self.axes = _static_axes(axes)
+        self.position = position
+        self.dtype = dtype
+
+    def __call__(self, x: Array) -> Array:
+        """``(*batch, *spatial, C) → (*batch, *spatial, C + d)``."""
+        return add_coords(
+            x,
+            spatial_ndim=self.spatial_ndim,
+            with_r=self.with_r,
+            normalize_r=self.normalize_r,
+            order=self.order,
+            coord_range=self.coord_range,
+            axes=self.axes,
+            position=self.position,
+            dtype=self.dtype,
+        )
+
+
+def _static_axes(axes):
+    if axes is None:
+        return None
+    if isinstance(axes, (int, np.integer)):
+        return (axes,)
+    return tuple(axes)  # validated by _make_spec / add_coords
+
+
+class _CoordConvBase(nnx.Module):
+    """Parameter creation and the forward pass shared by the two NNX layers."""
+
+    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
+        raise NotImplementedError
+
+    def _init_params(
+        self,
+        spec: _Spec,
+        *,
+        kernel_init,
+        bias_init,
+        coord_kernel_init,
+        zero_init_coords,
+        rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any],
+        bias_metadata: Mapping[str, Any],
+    ) -> None:
+        specs = _param_specs(
+            spec,
+            self.in_features,
+            use_bias=self.use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            coord_kernel_init=coord_kernel_init,
+            zero_init_coords=zero_init_coords,
+        )
+        kernel_key = rngs.params()
+        init, shape = specs["kernel"]
+        self.kernel = nnx.Param(init(kernel_key, shape, self.param_dtype), **kernel_metadata)
+        self.bias: nnx.Param | None
+        if "bias" in specs:
+            init, shape = specs["bias"]
+            self.bias = nnx.Param(init(rngs.params(), shape, self.param_dtype), **bias_metadata)
+        else:
+            self.bias = nnx.data(None)
+        if "coord_kernel" in specs:
+            init, shape = specs["coord_kernel"]
+            key = jax.random.fold_in(kernel_key, 1)
+            self.coord_kernel = nnx.Param(init(key, shape, self.param_dtype), **kernel_metadata)
+
+    def _set_coord_options(self, *, with_r, normalize_r, order, coord_range, axes, position):
+        self.with_r = with_r
+        self.normalize_r = normalize_r
+        self.order = order
+        self.coord_range = coord_range
+        self.axes = _static_axes(axes)
+        self.position = position
+
+    def __call__(self, x: Array) -> Array:
+        """``(*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)``."""
+        spec = self._spec()
+        _check_input(spec, x, self.in_features)
+        params = {"kernel": self.kernel[...]}
+        if self.bias is not None:
+            params["bias"] = self.bias[...]
+        if spec.coord_weights == "split":
+            params["coord_kernel"] = self.coord_kernel[...]
+        return _forward(
+            spec,
+            x,
+            params,
+            mask=self.mask,
+            promote=lambda *a: self.promote_dtype(a, dtype=self.dtype),
+        )
+
+
+class CoordConv(_CoordConvBase):
+    """Convolution with coordinate channels (CoordConv), channels-last, any spatial rank.
+
+    ``x: (*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)``, where
+    ``spatial`` has ``len(kernel_size)`` dims and ``spatial_out`` is what ``nnx.Conv`` gives.
+    With ``coord_weights="concat"`` this is exactly
+    ``nnx.Conv(in_features + d, ...)(add_coords(x, ...))``.
+
+    Args:
+      in_features: data channels ``C`` (without the coordinates).
+      out_features: output channels ``C'``.
+      kernel_size, strides, padding, input_dilation, kernel_dilation, feature_group_count,
+        use_bias, mask, dtype, param_dtype, precision, kernel_init, bias_init, promote_dtype:
+        as in ``nnx.Conv``; ``mask`` has the shape of ``kernel``.
+      with_r, normalize_r, order, coord_range, axes, position: the coordinate channels, as in
+        :func:`coordjax.add_coords`.
+      coord_weights: ``"concat"`` or ``"split"`` (see :mod:`coordjax.linen`).
+      zero_init_coords: coordinate weights start at exactly zero; the data kernel is then the
+        kernel an ``nnx.Conv`` draws from the same ``rngs``, and the layer equals it at init.
+      coord_kernel_init: initializer of the coordinate weights (default ``kernel_init``;
+        exclusive with ``zero_init_coords``).
+      rngs: random streams; ``rngs.params()`` is drawn for the kernel and the bias.
+      kernel_metadata, bias_metadata: metadata (e.g. sharding) of the ``nnx.Param`` s, as in
+        ``nnx.Conv``; ``kernel_metadata`` also applies to ``coord_kernel``.
+
+    ``nnx.Conv``'s ``conv_general_dilated`` and ``preferred_element_type`` are not supported.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        strides: None | int | Sequence[int] = 1,
+        *,
+        padding: PaddingLike = "SAME",
+        input_dilation: None | int | Sequence[int] = 1,
+        kernel_dilation: None | int | Sequence[int] = 1,
+        feature_group_count: int = 1,
+        use_bias: bool = True,
+        mask: Array | None = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        promote_dtype: Callable[..., Any] = _dtypes.promote_dtype,
+        with_r: bool = False,
+        normalize_r: bool = False,
+        order: Order = "ij",
+        coord_range: Range = "corners",
+        axes: Sequence[int] | None = None,
+        position: Position = "append",
+        coord_weights: CoordWeights = "concat",
+        zero_init_coords: bool = False,
+        coord_kernel_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+    ):
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.input_dilation = input_dilation
+        self.kernel_dilation = kernel_dilation
+        self.feature_group_count = feature_group_count
+        self.use_bias = use_bias
+        self.mask = mask
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.promote_dtype = promote_dtype
+        self.coord_weights = coord_weights
+        self._set_coord_options(
+            with_r=with_r,
+            normalize_r=normalize_r,
+            order=order,
+            coord_range=coord_range,
+            axes=axes,
+            position=position,
+        )
+        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
+        self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
+        self._init_params(
+            spec,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            coord_kernel_init=coord_kernel_init,
+            zero_init_coords=zero_init_coords,
+            rngs=rngs,
+            kernel_metadata=kernel_metadata,
+            bias_metadata=bias_metadata,
+        )
+
+    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
+        return _make_spec(
+            transpose=False,
+            features=self.out_features,
+            kernel_size=self.kernel_size,
+            with_r=self.with_r,
+            normalize_r=self.normalize_r,
+            order=self.order,
+            coord_range=self.coord_range,
+            axes=self.axes,
+            position=self.position,
+            coord_weights=self.coord_weights,
+            zero_init_coords=zero_init_coords,
+            coord_kernel_init=coord_kernel_init,
+            feature_group_count=self.feature_group_count,
+            conv_options=dict(
+                strides=self.strides,
+                padding=self.padding,
+                input_dilation=self.input_dilation,
+                kernel_dilation=self.kernel_dilation,
+                precision=self.precision,
+            ),
+        )
+
+
+class CoordConvTranspose(_CoordConvBase):
+    """Transposed convolution with coordinate channels, channels-last, any spatial rank.
+
+    ``x: (*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)`` with
+    ``spatial_out`` what ``nnx.ConvTranspose`` gives; the coordinates are those of the input
+    grid. With ``coord_weights="concat"`` this is exactly
+    ``nnx.ConvTranspose(in_features + d, ...)(add_coords(x, ...))``.
+
+    Args:
+      in_features, out_features, kernel_size, strides, padding, kernel_dilation, use_bias, mask,
+        dtype, param_dtype, precision, kernel_init, bias_init, transpose_kernel, promote_dtype,
+        preferred_element_type: as in ``nnx.ConvTranspose`` (``in_features`` without the
+        coordinates). With ``transpose_kernel=True`` kernels are ``(*k, C', C_in)`` and the
+        coordinate rows are on the last axis.
+      with_r, normalize_r, order, coord_range, axes, position, coord_weights, zero_init_coords,
+        coord_kernel_init, rngs, kernel_metadata, bias_metadata: as in :class:`CoordConv`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] | None = None,
+        *,
+        padding: PaddingLike = "SAME",
+        kernel_dilation: int | Sequence[int] | None = None,
+        use_bias: bool = True,
+        mask: Array | None = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        transpose_kernel: bool = False,
+        promote_dtype: Callable[..., Any] = _dtypes.promote_dtype,
+        preferred_element_type: Dtype | None = None,
+        with_r: bool = False,
+        normalize_r: bool = False,
+        order: Order = "ij",
+        coord_range: Range = "corners",
+        axes: Sequence[int] | None = None,
+        position: Position = "append",
+        coord_weights: CoordWeights = "concat",
+        zero_init_coords: bool = False,
+        coord_kernel_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+    ):
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.kernel_dilation = kernel_dilation
+        self.use_bias = use_bias
+        self.mask = mask
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.transpose_kernel = transpose_kernel
+        self.promote_dtype = promote_dtype
+        self.preferred_element_type = preferred_element_type
+        self.coord_weights = coord_weights
+        self._set_coord_options(
+            with_r=with_r,
+            normalize_r=normalize_r,
+            order=order,
+            coord_range=coord_range,
+            axes=axes,
+            position=position,
+        )
+        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
+        self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
+        self._init_params(
+            spec,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            coord_kernel_init=coord_kernel_init,
+            zero_init_coords=zero_init_coords,
+            rngs=rngs,
+            kernel_metadata=kernel_metadata,
+            bias_metadata=bias_metadata,
+        )
+
+    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
+        return _make_spec(
+            transpose=True,
+            features=self.out_features,
+            kernel_size=self.kernel_size,
+            with_r=self.with_r,
+            normalize_r=self.normalize_r,
+            order=self.order,
+            coord_range=self.coord_range,
+            axes=self.axes,
+            position=self.position,
+            coord_weights=self.coord_weights,
+            zero_init_coords=zero_init_coords,
+            coord_kernel_init=coord_kernel_init,
+            transpose_kernel=self.transpose_kernel,
+            conv_options=dict(
+                strides=self.strides,
+                padding=self.padding,
+                kernel_dilation=self.kernel_dilation,
+                precision=self.precision,
+                preferred_element_type=self.preferred_element_type,
+            ),
+        )
+
+
+def retrofit_conv(
+    conv: nnx.Conv | nnx.ConvTranspose,
+    *,
+    coord_weights: CoordWeights = "concat",
+    with_r: bool = False,
+    normalize_r: bool = False,
+    order: Order = "ij",
+    coord_range: Range = "corners",
+    axes: Sequence[int] | None = None,
+    position: Position = "append",
+) -> CoordConv | CoordConvTranspose:
+    """A CoordConv computing the same function as a (trained) ``nnx.Conv`` / ``ConvTranspose``.
+
+    Copies the layer's configuration and weights and adds zero coordinate weights (see
+    :func:`coordjax.linen.retrofit_conv_params`); ``conv`` itself is left untouched. Draws no
+    random numbers.
+
+    Args:
+      conv: the plain layer, ``(*batch, *spatial, C) → (*batch, *spatial_out, C')``.
+      coord_weights, with_r, normalize_r, order, coord_range, axes, position: the new layer's
+        coordinate options.
+
+    Returns:
+      :class:`CoordConv` (for ``nnx.Conv``) or :class:`CoordConvTranspose`, same input and output
+      shapes, equal to ``conv`` until its coordinate weights are trained.
+    """
+    if isinstance(conv, nnx.Conv):
+        if conv.preferred_element_type is not None:
+            raise NotImplementedError(
+                "retrofit_conv: nnx.Conv with preferred_element_type is not supported by CoordConv"
+            )
+        if conv.conv_general_dilated is not jax.lax.conv_general_dilated:
+            raise NotImplementedError(
+                "retrofit_conv: nnx.Conv with a custom conv_general_dilated is not supported"
+            )
+        cls, groups = CoordConv, conv.feature_group_count
+        conv_args = dict(
+            padding=conv.padding,
+            input_dilation=conv.input_dilation,
+            kernel_dilation=conv.kernel_dilation,
+            feature_group_count=conv.feature_group_count,
+        )
+    elif isinstance(conv, nnx.ConvTranspose):
+        cls, groups = CoordConvTranspose, 1
+        conv_args = dict(
+            padding=conv.padding,
+            kernel_dilation=conv.kernel_dilation,
+            transpose_kernel=conv.transpose_kernel,
+            preferred_element_type=conv.preferred_element_type,
+        )
+    else:
+        raise TypeError(f"conv must be an nnx.Conv or nnx.ConvTranspose; got {type(conv).__name__}")
+    transpose_kernel = bool(getattr(conv, "transpose_kernel", False))
+    params = {"kernel": conv.kernel[...]}
+    if conv.bias is not None:
+        params["bias"] = conv.bias[...]
+    new_params = retrofit_conv_params(
+        params,
+        in_features=conv.in_features,
+        coord_weights=coord_weights,
+        with_r=with_r,
+        axes=axes,
+        position=position,
+        feature_group_count=groups,
+        transpose_kernel=transpose_kernel,
+    )
+    options = dict(
+        with_r=with_r,
+        normalize_r=normalize_r,
+        order=order,
+        coord_range=coord_range,
+        axes=axes,
+        position=position,
+        coord_weights=coord_weights,
+    )
+    mask = conv.mask
+    if mask is not None and coord_weights == "concat":
+        # The coordinate rows of the new kernel are not masked.
+        mask = jnp.asarray(mask)
+        axis = mask.ndim + (-1 if transpose_kernel else -2)
+        ones_shape = list(mask.shape)
+        ones_shape[axis] = new_params["kernel"].shape[axis] - mask.shape[axis]
+        ones = jnp.ones(ones_shape, mask.dtype)
+        mask = jnp.concatenate((mask, ones) if position == "append" else (ones, mask), axis=axis)
+
+    def build():
+        return cls(
+            conv.in_features,
+            conv.out_features,
+            conv.kernel_size,
+            conv.strides,
+            use_bias=conv.bias is not None,
+            dtype=conv.dtype,
+            param_dtype=conv.param_dtype,
+            precision=conv.precision,
+            promote_dtype=conv.promote_dtype,
+            rngs=nnx.Rngs(0),  # only shapes are built; every value is replaced below
+            **conv_args,
+            **options,
+        )
+
+    layer = nnx.eval_shape(build)  # abstract: no random draws, no wasted initialisation
+    nnx.update(layer, new_params)
+    if mask is not None:  # set after eval_shape, which would have made it abstract too
+        layer.mask = nnx.data(mask)
+    return layer
