@@ -13,6 +13,7 @@ Public surface::
 """
 
 from coordjax import datasets as datasets
+from coordjax import handbuilt as handbuilt
 from coordjax import linen as linen
 from coordjax import models as models
 from coordjax import nnx as nnx
