@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Initializer
 
+from coordjax import conv
 from coordjax.coords import coord_channels
 
 __all__ = [
@@ -163,6 +164,8 @@ def _conv(features: int, filter_size: int, name: str, stride: int = 1) -> nn.Mod
         strides=(stride, stride),
         padding="SAME",
         kernel_init=HE_NORMAL,
+        # Same values as lax's; its weight gradient stays fast inside the training scan (conv.py).
+        conv_general_dilated=conv.conv_general_dilated,
         name=name,
     )
 

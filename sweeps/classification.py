@@ -11,6 +11,8 @@ Presets:
   reference  the reference code's grid (experiment_logs.sh): as paper, deconv l2 {0, 1e-3, 1e-2}
              (648 models).
   coordconv  the CoordConv part of paper only.
+  evidence   CoordConv at the paper's three learning rates, l2 1e-3, batch 16, both splits,
+             seeds {0, 1}, 50 epochs, evaluated every 2 epochs.
   smoke      a small real sweep for a 2-core CPU (a few minutes): CoordConv at the paper's three
              learning rates and a small deconv grid, both splits, a few epochs.
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
@@ -113,7 +115,19 @@ def smoke():
     )
 
 
-PRESETS = {"paper": paper, "reference": reference, "coordconv": coordconv, "smoke": smoke}
+def evidence():
+    grid = Grid("coordconv", base={**COORDCONV, "l2": 0.001, "eval_every": 2},
+                axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS, "seed": [0, 1]})  # fmt: skip
+    return union("classification", [grid], "CoordConv, paper recipe, 3 lrs x 2 seeds")
+
+
+PRESETS = {
+    "paper": paper,
+    "reference": reference,
+    "coordconv": coordconv,
+    "smoke": smoke,
+    "evidence": evidence,
+}
 
 if __name__ == "__main__":
     import sys

@@ -12,6 +12,7 @@ recomputed, which gives the same numbers because every key derives from the run'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -173,11 +174,12 @@ class _Progress:
     bar: Any
     done: int = 0
 
-    def advance(self, model_steps: int, seconds: float) -> None:
+    def advance(self, model_steps: int, seconds: float | None = None) -> None:
         self.done += model_steps
         if self.bar is not None:
             self.bar.update(model_steps)
-            self.bar.set_postfix_str(f"{model_steps / max(seconds, 1e-9):,.0f} model-steps/s")
+            if seconds is not None:
+                self.bar.set_postfix_str(f"{model_steps / max(seconds, 1e-9):,.0f} model-steps/s")
 
 
 def run_sweep(
@@ -205,9 +207,13 @@ def run_sweep(
     runs = sweep.expand()
     buckets = plan(runs, max_models=options.max_models)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
-    with wd.locked(workdir):
-        wd.check_same_sweep(workdir, identity, restart=restart)
-        wd.write_config(workdir, _config(identity, buckets, options))
+    # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
+    # coordinates the checkpoint writes of all processes itself.
+    lead = jax.process_index() == 0
+    with wd.locked(workdir) if lead else contextlib.nullcontext():
+        if lead:
+            wd.check_same_sweep(workdir, identity, restart=restart)
+            wd.write_config(workdir, _config(identity, buckets, options))
         results = wd.read_results(workdir)
         mesh = _mesh(options.shard)
         progress = _Progress(_progress_bar(buckets, options))
@@ -246,7 +252,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             state = checkpoints.restore(start_epoch, state)
             logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
         wall = _bucket_wall_time(results, bucket.bucket_id)
-        progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch, 1.0)
+        progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch)
         epoch = 0
         for num_epochs in bucket.chunks:
             epoch += num_epochs
@@ -257,17 +263,27 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             )
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
-            metrics, epochs, steps = jax.device_get((metrics, state.epoch, state.step))
+            metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
             seconds = time.perf_counter() - tick
             wall += seconds
             rows = _rows(bucket, metrics, epochs, steps, wall, param_count)
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
-            wd.write_results(workdir, results)
+            if jax.process_index() == 0:
+                wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
             progress.advance(bucket.num_models * num_epochs * bucket.steps_per_epoch, seconds)
     finally:
         checkpoints.close()
     return results
+
+
+def _fetch(tree):
+    """The stacked arrays on the host: one transfer per chunk (gathered across processes)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _rows(bucket, metrics, epochs, steps, wall, param_count) -> list[dict[str, Any]]:
