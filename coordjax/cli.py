@@ -55,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--only", help="keep runs whose grid name contains this string")
     sweep.add_argument(
         "--strategy",
-        default="vmap",
-        choices=("vmap", "map"),
-        help="how a bucket's model axis is lowered (default vmap)",
+        default="auto",
+        choices=("auto", "vmap", "map"),
+        help="how a bucket's model axis is lowered (default auto: measured per bucket)",
     )
     sweep.add_argument(
         "--map-batch-size", type=int, default=4, help="models per lax.map slice with --strategy map"

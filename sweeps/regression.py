@@ -8,7 +8,7 @@ Presets:
              12,914 on quadrant) lr {5e-4, 1e-3, 1e-2} × l2 {1e-5, 1e-4, 5e-4}; CoordConv
              regressor (906 params) lr 1e-2, l2 1e-5; batch 256, 100 epochs, constant lr.
   smoke      the same models, a few epochs.
-  evidence   the CoordConv regressor alone, both splits, seeds {0, 1}, the paper's 100 epochs.
+  evidence   the CoordConv regressor alone, both splits, 20 epochs (a CPU-sized check).
 Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv near-perfect on both.
 """
 
@@ -58,11 +58,12 @@ def smoke():
 
 
 def evidence():
-    base = {**BASE, "model": "coordconv_regressor", "lr": 0.01, "l2": 1e-5}
+    base = {**BASE, "model": "coordconv_regressor", "lr": 0.01, "l2": 1e-5, "epochs": 20,
+            "eval_every": 5}  # fmt: skip
     return union(
         "regression",
-        [Grid("coordconv", base=base, axes={"split": ["uniform", "quadrant"], "seed": [0, 1]})],
-        "CoordConv regressor, paper recipe, 2 seeds (issue evidence)",
+        [Grid("coordconv", base=base, axes={"split": ["uniform", "quadrant"]})],
+        "CoordConv regressor, paper recipe, 20 epochs (a CPU-sized check)",
     )
 
 

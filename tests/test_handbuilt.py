@@ -17,9 +17,7 @@ def test_handbuilt_regressor_is_exact_on_all_3136_examples():
 
     examples = datasets.all_examples()
     apply = jax.jit(lambda x: model.apply({"params": params}, x, train=False))
-    predicted = np.concatenate(
-        [apply(examples.onehots[i : i + 512]) for i in range(0, 3136, 512)]
-    )
+    predicted = np.concatenate([apply(examples.onehots[i : i + 512]) for i in range(0, 3136, 512)])
     np.testing.assert_allclose(predicted, examples.normalized_centers, atol=1e-6, rtol=0)
     errors = tasks.get("regression").metrics(predicted, examples.normalized_centers)
     assert float(np.max(errors["pixel_error"])) < 1e-4  # pixels

@@ -28,7 +28,7 @@ from coordjax.sweep import (
 from coordjax.sweep import workdir as wd
 from coordjax.train import fit, make_hparams
 
-QUIET = EngineOptions(progress=False)
+QUIET = EngineOptions(progress=False, strategy="vmap")
 TINY = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2, "eval_every": 1}
 METRICS = ["train_loss", "train_accuracy", "train_eucl_dist", "test_loss", "test_accuracy",
            "test_eucl_dist", "epoch_train_loss"]  # fmt: skip
@@ -219,7 +219,9 @@ def test_vmapped_steps_equal_single_model_steps(name, shape):
 
 def test_sharded_equals_single_device(tmp_path, tiny_results):
     assert len(jax.devices()) > 1  # conftest provides fake CPU devices
-    single = run_sweep(tiny_sweep(), tmp_path, options=EngineOptions(shard=False, progress=False))
+    single = run_sweep(
+        tiny_sweep(), tmp_path, options=EngineOptions(shard=False, progress=False, strategy="vmap")
+    )
     assert_same_metrics(single, tiny_results)
 
 
@@ -319,10 +321,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     assert "resumed at epoch" in out
+    assert "strategy" in out  # the CLI's default strategy is measured ("auto")
 
     namespace = {}
     exec(textwrap.dedent(SWEEP_FILE), namespace)  # the same sweep, uninterrupted, in-process
     straight = run_sweep(namespace["PRESETS"]["t"](), tmp_path / "straight", preset="t",
                          options=QUIET)  # fmt: skip
     assert len(partial) < len(straight)
-    assert_same_metrics(pd.read_csv(tmp_path / "killed" / "results.csv"), straight)
+    resumed_results = pd.read_csv(tmp_path / "killed" / "results.csv")
+    assert set(resumed_results["strategy"]) <= {"vmap", "map"}
+    assert_same_metrics(resumed_results, straight)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding
@@ -42,12 +43,14 @@ from coordjax.train import (
     stack_hparams,
     stack_splits,
     train_chunk,
+    train_step,
 )
 
 logger = logging.getLogger("coordjax.sweep")
 
 MODEL_AXIS = "model"
-STRATEGIES = ("vmap", "map")
+STRATEGIES = ("auto", "vmap", "map")
+AUTO_PROBE_STEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +59,11 @@ class EngineOptions:
 
     Attributes:
       strategy: how the model axis is lowered inside a device: ``"vmap"`` (one batched program;
-        vmapped convolutions become grouped convolutions) or ``"map"`` (``lax.map`` over slices of
-        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups).
+        vmapped convolutions become grouped convolutions), ``"map"`` (``lax.map`` over slices of
+        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups), or
+        ``"auto"`` (default): per bucket, time a few training steps of ``"vmap"`` and of
+        ``"map"`` with slices of 1 on the bucket's own models and keep the faster (the choice is
+        recorded in the results' ``strategy`` column).
       map_batch_size: models per slice for ``"map"``.
       max_models: at most this many models per program (larger buckets are split).
       shard: shard the model axis over all local devices (``shard_map``; each device runs the
@@ -65,7 +71,7 @@ class EngineOptions:
       progress: show a progress bar (tqdm) on stderr.
     """
 
-    strategy: str = "vmap"
+    strategy: str = "auto"
     map_batch_size: int = 4
     max_models: int | None = None
     shard: bool = True
@@ -147,6 +153,40 @@ def compiled_chunk(setup: TrainSetup, num_epochs: int, strategy: str, map_batch_
     chunk = functools.partial(train_chunk, setup, num_epochs=num_epochs)
     fn = _distribute(_per_device(chunk, strategy, map_batch_size), mesh)
     return jax.jit(fn, donate_argnums=(2,))
+
+
+def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
+    """Times ``AUTO_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
+
+    Compile time is excluded (each candidate is compiled, run once, then timed); the probe's
+    results are discarded, so the choice never changes a model's numbers beyond float noise.
+    """
+    if options.strategy != "auto":
+        return options.strategy, options.map_batch_size
+    size = setup.batch_size
+    idx = jnp.arange(size, dtype=jnp.int32) % data.inputs.shape[0]
+    mask = jnp.ones((size,), bool)
+
+    def probe(data, run, state):
+        def body(state, _):
+            return train_step(setup, data, run, state, idx, mask)[0], None
+
+        return jax.lax.scan(body, state, None, length=AUTO_PROBE_STEPS)[0]
+
+    timings = {}
+    for candidate in (("vmap", options.map_batch_size), ("map", 1)):
+        program = jax.jit(_distribute(_per_device(probe, *candidate), mesh))
+        jax.block_until_ready(program(data, runs, state))
+        tick = time.perf_counter()
+        jax.block_until_ready(program(data, runs, state))
+        timings[candidate] = time.perf_counter() - tick
+    best = min(timings, key=timings.get)
+    logger.info(
+        "strategy %s (probe: %s)",
+        best[0],
+        ", ".join(f"{name}={seconds * 1e3:.0f}ms" for (name, _), seconds in timings.items()),
+    )
+    return best
 
 
 @functools.cache
@@ -253,20 +293,20 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
         wall = _bucket_wall_time(results, bucket.bucket_id)
         progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch)
-        epoch = 0
+        epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
             epoch += num_epochs
             if epoch <= start_epoch:
                 continue
-            program = compiled_chunk(
-                setup, num_epochs, options.strategy, options.map_batch_size, mesh
-            )
+            if strategy is None:
+                strategy = choose_strategy(setup, data, runs, state, mesh, options)
+            program = compiled_chunk(setup, num_epochs, *strategy, mesh)
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
             metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
             seconds = time.perf_counter() - tick
             wall += seconds
-            rows = _rows(bucket, metrics, epochs, steps, wall, param_count)
+            rows = _rows(bucket, metrics, epochs, steps, wall, param_count, strategy[0])
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
@@ -286,10 +326,11 @@ def _fetch(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _rows(bucket, metrics, epochs, steps, wall, param_count) -> list[dict[str, Any]]:
+def _rows(bucket, metrics, epochs, steps, wall, param_count, strategy) -> list[dict[str, Any]]:
     rows = []
     for i, config in enumerate(bucket.runs):  # padding models (beyond the real runs) dropped
         row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_count}
+        row["strategy"] = strategy
         row.update(epoch=int(epochs[i]), step=int(steps[i]), wall_time=wall)
         for key, value in metrics.items():
             value = np.asarray(value[i])
