@@ -14,8 +14,12 @@ Presets:
   evidence   CoordConv at the paper's three learning rates, l2 1e-3, batch 16, both splits,
              seeds {0, 1}, 50 epochs, evaluated every 2 epochs.
   evidence-deconv  deconv fs 2, c 1, batch 32, lr 2e-3, 3 epochs, both splits.
-  smoke      a small real sweep for a 2-core CPU (about 5 minutes): CoordConv (lr 1e-2, batch 16,
-             6 epochs) and a small deconv (fs 2, c 1, lr 2e-3, batch 32, 3 epochs), both splits.
+  smoke      a small real sweep for a 2-core CPU: CoordConv (lr 1e-2, batch 16, 6 epochs) and a
+             small deconv (fs 2, c 1, lr 2e-3, batch 32, 3 epochs), both splits. Measured: 3 min
+             17 s on 2 cores. It exercises the whole pipeline; it is too short to show the paper's
+             result: after 6 epochs the faithful CoordConv is still near 0 % test accuracy
+             (train loss ~5, from ln 4096 = 8.3), and the deconv reaches 4.3 px mean error on
+             uniform test vs 14 px on quadrant test.
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
 train and test on both splits.
 """
