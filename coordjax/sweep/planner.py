@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordjax import datasets, models
-from coordjax.train import steps_per_epoch
+from coordjax.train import chunk_lengths, steps_per_epoch
 
 STATIC_KEYS = (
     "task", "loss", "model", "filter_size", "channel_mult", "batch_size", "epochs", "eval_every"
@@ -60,8 +60,7 @@ class Bucket:
     @property
     def chunks(self) -> list[int]:
         """Epochs per compiled chunk: ``eval_every`` each, the last one possibly shorter."""
-        epochs, every = self.static["epochs"], self.static["eval_every"]
-        return [every] * (epochs // every) + ([epochs % every] if epochs % every else [])
+        return chunk_lengths(self.static["epochs"], self.static["eval_every"])
 
 
 def validate_run(config: dict[str, Any]) -> None:

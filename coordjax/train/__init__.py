@@ -14,6 +14,7 @@ from coordjax.train.hparams import stack_hparams as stack_hparams
 from coordjax.train.step import RunSpec as RunSpec
 from coordjax.train.step import TrainSetup as TrainSetup
 from coordjax.train.step import TrainState as TrainState
+from coordjax.train.step import chunk_lengths as chunk_lengths
 from coordjax.train.step import evaluate as evaluate
 from coordjax.train.step import init_state as init_state
 from coordjax.train.step import steps_per_epoch as steps_per_epoch

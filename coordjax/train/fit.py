@@ -14,7 +14,14 @@ from coordjax import datasets
 from coordjax.tasks import Task
 from coordjax.train.data import device_data, split_indices
 from coordjax.train.hparams import Hparams
-from coordjax.train.step import RunSpec, TrainSetup, TrainState, init_state, steps_per_epoch
+from coordjax.train.step import (
+    RunSpec,
+    TrainSetup,
+    TrainState,
+    chunk_lengths,
+    init_state,
+    steps_per_epoch,
+)
 from coordjax.train.step import train_chunk as _train_chunk
 
 
@@ -73,7 +80,7 @@ def fit(
     run = RunSpec(hparams=hparams, seed=np.int32(seed), split=split_indices(data))
     state = jax.jit(init_state, static_argnums=0)(setup, device, run)
     history, start = [], time.perf_counter()
-    for chunk in _chunks(epochs, eval_every):
+    for chunk in chunk_lengths(epochs, eval_every):
         state, metrics = _compiled_chunk(setup, chunk)(device, run, state)
         metrics = jax.device_get(metrics)
         row = {k: float(v) for k, v in metrics.items() if k != "epoch_train_loss"}
@@ -86,10 +93,6 @@ def fit(
         )
         history.append(row)
     return FitResult(state=state, history=history)
-
-
-def _chunks(epochs: int, every: int) -> list[int]:
-    return [every] * (epochs // every) + ([epochs % every] if epochs % every else [])
 
 
 @functools.cache

@@ -98,6 +98,13 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // batch_size)
 
 
+def chunk_lengths(epochs: int, eval_every: int) -> list[int]:
+    """Epochs per compiled chunk: ``eval_every`` each, the last one possibly shorter."""
+    return [eval_every] * (epochs // eval_every) + (
+        [epochs % eval_every] if epochs % eval_every else []
+    )
+
+
 def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(init_key, data_key), split once from the model's root key."""
     init_key, data_key = jax.random.split(jax.random.key(seed))
