@@ -254,6 +254,22 @@ def test_results_table_has_every_column(tiny_results, tmp_path):
     assert (tiny_results["param_count"] == 17).all()
 
 
+def test_summary_names_the_best_model_per_family(tiny_results):
+    from coordjax.sweep import summary_text
+    from coordjax.sweep.summary import best_per_family
+
+    text = summary_text(tiny_results)
+    assert "models: 4" in text and "diverged: 0" in text
+    assert "classification" in text and "test_iou" not in text  # only the task's own metrics
+    final = tiny_results[tiny_results["epoch"] == 2]
+    best = best_per_family(tiny_results).set_index("split")
+    for split, group in final.groupby("split"):
+        assert best.loc[split, "test_accuracy"] == group["test_accuracy"].max()
+        assert best.loc[split, "best_run"] in text
+    all_diverged = tiny_results.assign(diverged=True)
+    assert "no model finished without diverging" in summary_text(all_diverged)
+
+
 def test_rerun_skips_finished_buckets(tmp_path, monkeypatch):
     first = run_sweep(tiny_sweep(), tmp_path, options=QUIET)
 

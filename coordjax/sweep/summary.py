@@ -54,9 +54,13 @@ def summary_text(results: pd.DataFrame, wall_seconds: float | None = None) -> st
     if results.empty:
         return "no results"
     final = final_rows(results)
-    lines = [
-        best_per_family(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"),
-        "",
+    best = best_per_family(results)
+    lines = [] if len(best) else ["no model finished without diverging", ""]
+    # One table per task, with that task's own metrics.
+    for _, table in best.groupby("task", sort=True) if len(best) else ():
+        table = table.dropna(axis="columns", how="all")
+        lines += [table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
+    lines += [
         f"models: {final['run_id'].nunique()}   "
         f"diverged: {int(final['diverged'].astype(bool).sum())}   "
         f"training wall time (sum over buckets): "
