@@ -14,22 +14,14 @@ Targets are binary 0/1 squares (the paper's recipe; the reference's 0.502 target
 Expected (paper/blog): deconv test IoU ≤ 0.83 (uniform), ≤ 0.36 (quadrant); CoordConv IoU 1.0.
 """
 
+from coordjax.catalog.classification import DECONV as CLASSIFICATION_DECONV
+from coordjax.catalog.classification import LRS, SPLITS
+
 from coordjax.sweep import Grid, union
 
-SPLITS = ["uniform", "quadrant"]
-LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
-
-DECONV = {
-    "task": "rendering",
-    "loss": "sigmoid",
-    "model": "deconv_painter",
-    "epochs": 1000,
-    "eval_every": 50,
-    "schedule": "step",
-    "lr_decay": 0.1,
-    "lr_decay_every": 200,
-    "lr_max_decays": 4,
-}
+# The deconv grid is classification's Fig S2 grid (paper S4: "similar to Section S2") with the
+# pixelwise sigmoid loss.
+DECONV = {**CLASSIFICATION_DECONV, "task": "rendering", "loss": "sigmoid"}
 COORDCONV = {
     "task": "rendering",
     "loss": "sigmoid",
