@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--max-models", type=int, help="at most this many models per program")
     sweep.add_argument(
+        "--pad",
+        default="",
+        help="comma-separated shape axes (filter_size, channel_mult) to serve by padding: one "
+        "program per group trains its largest model and the smaller ones exactly inside it",
+    )
+    sweep.add_argument(
         "--no-shard", action="store_true", help="do not shard the model axis over local devices"
     )
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -104,13 +110,17 @@ def _sweep(args) -> int:
             f"choose from {list(module.PRESETS)}"
         )
     definition = sw.customize(module.PRESETS[args.preset](), seeds=args.seeds, only=args.only)
-    options = sw.EngineOptions(
-        strategy=args.strategy,
-        map_batch_size=args.map_batch_size,
-        max_models=args.max_models,
-        shard=not args.no_shard,
-        progress=not args.no_progress,
-    )
+    try:
+        options = sw.EngineOptions(
+            strategy=args.strategy,
+            map_batch_size=args.map_batch_size,
+            max_models=args.max_models,
+            shard=not args.no_shard,
+            progress=not args.no_progress,
+            pad=tuple(k.strip() for k in args.pad.split(",") if k.strip()),
+        )
+    except ValueError as err:
+        raise SystemExit(f"coordjax: {err}") from None
     if args.dry_run:
         print(dry_run.plan_text(definition, options))
         return 0

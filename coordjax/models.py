@@ -73,6 +73,8 @@ __all__ = [
     "count_params",
     "he_normal",
     "l2_mask",
+    "same_conv_offset",
+    "same_transposed_s2_offset",
 ]
 
 CANVAS = 64
@@ -478,15 +480,15 @@ class CoordConvRegressor(nn.Module):
 class TinyPainter(nn.Module):
     """Test-only: a very small coordinates -> 64x64 logits model for fast engine tests.
 
-    :class:`CoordDense` of ``width`` channels, BatchNorm, ReLU, 1x1 to 1 logit. It exercises the
+    :class:`CoordDense` of ``2 c`` channels, BatchNorm, ReLU, 1x1 to 1 logit. It exercises the
     CoordConv and BatchNorm (masking, ``batch_stats``) code paths at a negligible cost:
-    ``8 * width + 1`` parameters (17 at ``width=2``). Not a paper model.
+    ``16 c + 1`` parameters (17 at ``c=1``). Not a paper model.
 
     Attributes:
-      width: hidden channels.
+      channel_mult: ``c``; the hidden layer has ``2 c`` channels.
     """
 
-    width: int = 2
+    channel_mult: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -501,7 +503,7 @@ class TinyPainter(nn.Module):
           Logits ``(B, 64, 64, 1)``.
         """
         x = _coords_input(x, "TinyPainter")
-        h = CoordDense(self.width, name="coord_1x1")(x)
+        h = CoordDense(2 * self.channel_mult, name="coord_1x1")(x)
         h = nn.relu(_batch_norm(h, train=train, mask=mask, name="bn_0"))
         return _pointwise(1, name="logits")(h)
 
@@ -520,6 +522,12 @@ class ModelSpec(NamedTuple):
         (``(B, 64, 64, 1)``).
       output_kind: ``"map"`` (``(B, 64, 64, 1)`` logits) or ``"vector"`` (``(B, 2)``).
       shape_args: the keyword arguments of ``build``; each changes parameter shapes.
+      paddable: the shape args for which a smaller model embeds exactly in a larger one
+        (``coordjax.train.padding``): its channels are the leading channels of every layer and
+        its ``k x k`` kernels sit inside the larger ``K x K`` kernels at ``kernel_offset(k, K)``.
+      kernel_offset: ``(k, K) -> offset`` of a ``k x k`` kernel inside a ``K x K`` one, per
+        spatial axis, such that the larger layer computes the smaller one's output (``None``
+        when no paddable arg changes a spatial kernel size).
     """
 
     name: str
@@ -527,6 +535,8 @@ class ModelSpec(NamedTuple):
     input_kind: str
     output_kind: str
     shape_args: tuple[str, ...]
+    paddable: tuple[str, ...] = ()
+    kernel_offset: Callable[[int, int], int] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -539,19 +549,57 @@ class ModelSpec(NamedTuple):
         return (CANVAS, CANVAS, 1) if self.output_kind == "map" else (2,)
 
 
+def same_conv_offset(k: int, big_k: int) -> int:
+    """Offset of a ``k``-tap kernel inside a ``big_k``-tap one for stride-1 ``'SAME'`` convs.
+
+    ``'SAME'`` pads ``(k - 1) // 2`` before, so tap ``t`` of the small kernel reads the same
+    input as tap ``t + offset`` of the large one.
+    """
+    return (big_k - 1) // 2 - (k - 1) // 2
+
+
+def same_transposed_s2_offset(k: int, big_k: int) -> int:
+    """Offset of a ``k``-tap kernel inside a ``big_k``-tap one for stride-2 ``'SAME'``
+    transposed convs (``lax.conv_transpose`` / ``nn.ConvTranspose``, kernel not flipped).
+
+    Their dilated input is padded ``k - 1`` before when ``k <= 2`` and ``ceil(k / 2)`` otherwise
+    (``lax``'s rule for stride 2); the kernels align when the paddings do.
+    """
+
+    def pad_before(size: int) -> int:
+        return size - 1 if size <= 2 else -(-size // 2)
+
+    return pad_before(big_k) - pad_before(k)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            "deconv_painter", DeconvPainter, "coords", "map", ("filter_size", "channel_mult")
+            "deconv_painter",
+            DeconvPainter,
+            "coords",
+            "map",
+            ("filter_size", "channel_mult"),
+            paddable=("filter_size", "channel_mult"),
+            kernel_offset=same_transposed_s2_offset,
         ),
-        ModelSpec("coordconv_classifier", CoordConvClassifier, "coords", "map", ("channel_mult",)),
+        ModelSpec(
+            "coordconv_classifier",
+            CoordConvClassifier,
+            "coords",
+            "map",
+            ("channel_mult",),
+            paddable=("channel_mult",),
+        ),
         ModelSpec(
             "coordconv_renderer",
             CoordConvRenderer,
             "coords",
             "map",
             ("filter_size", "channel_mult"),
+            paddable=("filter_size", "channel_mult"),
+            kernel_offset=same_conv_offset,
         ),
         ModelSpec(
             "conv_regressor_uniform", ConvRegressorUniform, "onehot", "vector", ("channel_mult",)
@@ -560,7 +608,14 @@ MODELS: dict[str, ModelSpec] = {
             "conv_regressor_quadrant", ConvRegressorQuadrant, "onehot", "vector", ("channel_mult",)
         ),
         ModelSpec("coordconv_regressor", CoordConvRegressor, "onehot", "vector", ()),
-        ModelSpec("tiny", TinyPainter, "coords", "map", ("width",)),
+        ModelSpec(
+            "tiny",
+            TinyPainter,
+            "coords",
+            "map",
+            ("channel_mult",),
+            paddable=("channel_mult",),
+        ),
     )
 }
 """The paper's models by name (plus ``"tiny"``, test-only)."""

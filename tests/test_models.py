@@ -121,7 +121,8 @@ def test_deconv_painter_param_table(fs, c):
         ("conv_regressor_uniform", {}, 72_850),
         ("conv_regressor_quadrant", {}, 12_914),
         ("coordconv_regressor", {}, 906),
-        ("tiny", {"width": 2}, 17),
+        ("tiny", {"channel_mult": 1}, 17),
+        ("tiny", {"channel_mult": 2}, 33),
     ],
 )
 def test_param_counts(name, kwargs, expected):
@@ -277,7 +278,7 @@ def test_eval_output_is_per_example(name, rng):
 
 def test_vmap_over_models(rng, getkey):
     """Stacked init and apply over a model axis equal a per-model loop (tiny model)."""
-    model = models.build("tiny", width=3)
+    model = models.build("tiny", channel_mult=2)
     x = _coords(rng, 4)
     keys = jax.random.split(getkey(), 3)
     stacked = jax.vmap(lambda k: model.init(k, x, train=False))(keys)

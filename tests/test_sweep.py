@@ -120,31 +120,7 @@ def tiny_results(tmp_path_factory):
     return run_sweep(tiny_sweep(), tmp_path_factory.mktemp("tiny"), options=QUIET)
 
 
-def _assert_functionally_equal(params, expected, *, max_step, rtol=1e-4, atol=1e-5):
-    """Two trainings of the same model agree up to float noise.
-
-    Vmapped and unvmapped programs sum in different orders, and Adam's first steps move a
-    coordinate by about ±lr whatever the size of its gradient, so a coordinate whose gradient is
-    pure noise can differ by up to ``max_step`` (2·lr·steps). Biases that feed BatchNorm or the
-    4096-way softmax are such coordinates (both layers are invariant to them) and are skipped;
-    of all other entries, at most 1 % may differ beyond rtol/atol, none by more than max_step.
-    """
-    total = mismatched = 0
-    for path, value in jax.tree_util.tree_leaves_with_path(params):
-        if path[-1].key == "bias" and not path[0].key.startswith("bn_"):
-            continue
-        want = expected
-        for entry in path:
-            want = want[entry.key]
-        value, want = np.asarray(value), np.asarray(want)
-        close = np.isclose(value, want, rtol=rtol, atol=atol)
-        total += value.size
-        mismatched += int((~close).sum())
-        assert np.max(np.abs(value - want)) <= max_step, path
-    assert mismatched <= 1e-2 * total, f"{mismatched} of {total} entries differ"
-
-
-def test_bucket_equals_single_model_fit(tmp_path):
+def test_bucket_equals_single_model_fit(tmp_path, assert_functionally_equal):
     """Every model of a vmapped, sharded bucket (mixed splits) matches the single-model API."""
     base = {**TINY, "l2": 0.001}
     results = run_sweep(tiny_sweep(lrs=(0.01, 0.002), **base), tmp_path, options=QUIET)
@@ -155,7 +131,7 @@ def test_bucket_equals_single_model_fit(tmp_path):
             datasets.not_so_clevr(row["split"]), make_hparams(row["lr"], 0.001),
             seed=0, epochs=TINY["epochs"], batch_size=256,
         )  # fmt: skip
-        _assert_functionally_equal(
+        assert_functionally_equal(
             load_run(tmp_path, row["run_id"])["params"], alone.state.params,
             max_step=2 * row["lr"] * row["step"],
         )  # fmt: skip
@@ -167,7 +143,7 @@ def test_bucket_equals_single_model_fit(tmp_path):
     "name, shape",
     [("deconv_painter", {"filter_size": 2, "channel_mult": 1}), ("coordconv_classifier", {})],
 )
-def test_vmapped_steps_equal_single_model_steps(name, shape):
+def test_vmapped_steps_equal_single_model_steps(name, shape, assert_functionally_equal):
     """The paper's models: steps vmapped over models (different lr, l2, seed and split) equal
     the same steps run one model at a time."""
     from coordjax.train import (
@@ -213,7 +189,7 @@ def test_vmapped_steps_equal_single_model_steps(name, shape):
     for i, run in enumerate(singles):
         alone = single(run, init(run))
         mine = jax.tree.map(lambda x, i=i: x[i], stacked)
-        _assert_functionally_equal(mine.params, alone.params, max_step=2 * 0.01 * len(batches))
+        assert_functionally_equal(mine.params, alone.params, max_step=2 * 0.01 * len(batches))
         np.testing.assert_array_equal(mine.step, alone.step)
 
 

@@ -55,7 +55,9 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
 
     Returns:
       ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
-      (its slice of the bucket's stacked state), ready for ``model.apply``.
+      (its slice of the bucket's stacked state), ready for ``model.apply``. A model trained
+      inside a padded bucket is cut out of the bucket's larger model: its arrays have its own
+      shapes.
     """
     import json
 
@@ -75,4 +77,36 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
         stacked = checkpoints._manager.restore(epoch, args=ocp.args.StandardRestore())
     finally:
         checkpoints.close()
-    return jax.tree.map(lambda x: np.asarray(x)[position], stacked)
+    state = jax.tree.map(lambda x: np.asarray(x)[position], stacked)
+    if bucket.get("padded"):
+        state = _unpad(state, bucket["static"]["model"], bucket["run_shapes"][position])
+    return state
+
+
+def _unpad(state: dict, model_name: str, shape_kwargs: dict) -> dict:
+    """Cuts a model's own parameters, statistics and Adam moments out of a padded state."""
+    from coordjax import models
+    from coordjax.train import padding
+
+    spec = models.MODELS[model_name]
+    dummy = jax.ShapeDtypeStruct((1, *spec.input_shape), np.float32)
+    own = jax.eval_shape(
+        lambda x: models.build(model_name, **shape_kwargs).init(jax.random.key(0), x, train=False),
+        dummy,
+    )
+    # Adam's moments have the parameters' tree; match leaves by their path below the collection.
+    shapes = {}
+    for collection in ("params", "batch_stats"):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(own.get(collection, {}))[0]:
+            shapes[(collection, *map(models._key_name, path))] = leaf.shape
+
+    def cut(path, leaf):
+        names = tuple(map(models._key_name, path))
+        collection = "batch_stats" if names[0] == "batch_stats" else "params"
+        for start in range(len(names)):
+            own_shape = shapes.get((collection, *names[start + 1 :]))
+            if own_shape is not None:
+                return padding.cut(leaf, own_shape, spec.kernel_offset)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(cut, state)

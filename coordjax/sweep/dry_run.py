@@ -47,7 +47,7 @@ def bucket_costs(bucket: Bucket) -> dict[str, float]:
 
 def plan_text(sweep: Sweep, options: EngineOptions) -> str:
     """A table of the plan, one line per bucket, and totals."""
-    buckets = plan(sweep.expand(), max_models=options.max_models)
+    buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
     header = (
         f"{'bucket':<34} {'models':>6} {'bs':>4} {'epochs':>6} {'steps':>8} {'compiles':>8} "
         f"{'TFLOP':>10} {'state MB':>9}"
@@ -76,6 +76,12 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
         lines.append(
             "    " + ", ".join(f"{k}={v}" for k, v in bucket.static.items() if k != "model")
         )
+        if bucket.padded:
+            values = {k: sorted({r[k] for r in bucket.runs}) for k in bucket.padded}
+            lines.append(
+                "    padded (costs above are the largest model's): "
+                + ", ".join(f"{k} in {v}" for k, v in values.items())
+            )
     lines.append(
         f"total: {total_steps:,.0f} model-steps, {int(compiles)} compiles "
         f"(init + one per distinct chunk length), {total_flops / 1e12:,.1f} TFLOP "

@@ -32,13 +32,14 @@ from coordjax import models, tasks
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import BucketCheckpoints
 from coordjax.sweep.grid import Sweep
-from coordjax.sweep.planner import Bucket, plan
+from coordjax.sweep.planner import Bucket, plan, validate_pad
 from coordjax.train import (
     RunSpec,
     TrainSetup,
     device_data,
     init_state,
     make_hparams,
+    padding,
     split_indices,
     stack_hparams,
     stack_splits,
@@ -69,6 +70,10 @@ class EngineOptions:
       shard: shard the model axis over all local devices (``shard_map``; each device runs the
         single-device program on its slice of models).
       progress: show a progress bar (tqdm) on stderr.
+      pad: shape axes (``"filter_size"``, ``"channel_mult"``, ...) served by padding instead of
+        by separate buckets, for the models that support it: one program trains the largest
+        shape and every smaller model exactly inside it (``coordjax.train.padding``). Fewer
+        compiles and launches, more FLOPs per small model.
     """
 
     strategy: str = "auto"
@@ -76,8 +81,10 @@ class EngineOptions:
     max_models: int | None = None
     shard: bool = True
     progress: bool = True
+    pad: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "pad", validate_pad(self.pad))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}; got {self.strategy!r}")
         if not isinstance(self.map_batch_size, int) or self.map_batch_size < 1:
@@ -245,8 +252,11 @@ def run_sweep(
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
     runs = sweep.expand()
-    buckets = plan(runs, max_models=options.max_models)
+    buckets = plan(runs, max_models=options.max_models, pad=options.pad)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
+    if options.max_models is not None or options.pad:
+        # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
+        identity["planning"] = {"max_models": options.max_models, "pad": list(options.pad)}
     # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
     # coordinates the checkpoint writes of all processes itself.
     lead = jax.process_index() == 0
@@ -280,9 +290,16 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
     n_devices = 1 if mesh is None else mesh.size
     configs = _padded(list(bucket.runs), n_devices)
     data = _place(device_data(setup.task), mesh, P())
-    runs = _place(stack_runs(configs), mesh, P(MODEL_AXIS))
-    state = compiled_init(setup, mesh)(data, runs, None)
-    param_count = models.count_params(jax.tree.map(lambda x: x[0], state.params))
+    if _needs_padding(bucket):
+        state, runs, param_counts = _init_padded(bucket, setup, data, configs)
+        state = _place(state, mesh, P(MODEL_AXIS))
+        runs = _place(runs, mesh, P(MODEL_AXIS))
+    else:
+        runs = _place(stack_runs(configs), mesh, P(MODEL_AXIS))
+        state = compiled_init(setup, mesh)(data, runs, None)
+        param_counts = [models.count_params(jax.tree.map(lambda x: x[0], state.params))] * len(
+            configs
+        )
 
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
@@ -306,7 +323,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
             seconds = time.perf_counter() - tick
             wall += seconds
-            rows = _rows(bucket, metrics, epochs, steps, wall, param_count, strategy[0])
+            rows = _rows(bucket, metrics, epochs, steps, wall, param_counts, strategy[0])
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
@@ -315,6 +332,61 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
     finally:
         checkpoints.close()
     return results
+
+
+def _needs_padding(bucket: Bucket) -> bool:
+    return any(bucket.run_model_kwargs(c) != bucket.model_kwargs for c in bucket.runs)
+
+
+def _init_padded(bucket: Bucket, setup: TrainSetup, data, configs):
+    """Each model initialised at its own shape, then embedded in the bucket's superset model.
+
+    Returns the stacked superset state, the runs with their parameter masks, and each model's
+    own parameter count. Initialising at the model's own shape gives exactly the parameters it
+    gets alone (the same key draws a differently shaped kernel otherwise).
+    """
+    runs = stack_runs(configs)
+    big = jax.device_get(compiled_init(setup, None)(data, runs, None))
+    offset = models.MODELS[bucket.static["model"]].kernel_offset
+    params = jax.tree.map(np.zeros_like, big.params)
+    batch_stats = jax.tree.map(np.array, big.batch_stats)  # writable copies
+    mask = jax.tree.map(np.zeros_like, big.params)
+    param_counts = [0] * len(configs)
+    shapes: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        shapes.setdefault(tuple(sorted(bucket.run_model_kwargs(config).items())), []).append(i)
+    for shape, members in shapes.items():
+        own_model = models.build(bucket.static["model"], **dict(shape))
+        own_setup = dataclasses.replace(setup, model=own_model)
+        rows = np.asarray(members)
+        own_runs = jax.tree.map(lambda x, rows=rows: x[rows], runs)
+        own = jax.device_get(compiled_init(own_setup, None)(data, own_runs, None))
+        ones = jax.tree.map(np.ones_like, own.params)
+        for tree, part in ((params, own.params), (batch_stats, own.batch_stats), (mask, ones)):
+            _embed_rows(tree, part, members, offset)
+        count = models.count_params(jax.tree.map(lambda x: x[0], own.params))
+        for i in members:
+            param_counts[i] = count
+    state = big._replace(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=jax.vmap(setup.optimizer.init)(params),
+    )
+    return state, runs._replace(param_mask=mask), param_counts
+
+
+def _embed_rows(big_tree, small_tree, rows: list[int], offset) -> None:
+    """Writes ``small_tree`` (stacked over ``rows``) into rows of ``big_tree``, in place."""
+    rows_index = np.asarray(rows)
+    for big, small in zip(jax.tree.leaves(big_tree), jax.tree.leaves(small_tree), strict=True):
+        big[rows_index] = padding.embed(small, big[rows_index], offset, axis0=True)
+
+
+def _padding_plan(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "padded": list(bucket.padded),
+        "run_shapes": [bucket.run_model_kwargs(r) for r in bucket.runs],
+    }
 
 
 def _fetch(tree):
@@ -326,10 +398,10 @@ def _fetch(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _rows(bucket, metrics, epochs, steps, wall, param_count, strategy) -> list[dict[str, Any]]:
+def _rows(bucket, metrics, epochs, steps, wall, param_counts, strategy) -> list[dict[str, Any]]:
     rows = []
     for i, config in enumerate(bucket.runs):  # padding models (beyond the real runs) dropped
-        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_count}
+        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_counts[i]}
         row["strategy"] = strategy
         row.update(epoch=int(epochs[i]), step=int(steps[i]), wall_time=wall)
         for key, value in metrics.items():
@@ -377,6 +449,7 @@ def _config(identity, buckets, options) -> dict[str, Any]:
                 "num_models": b.num_models,
                 "steps_per_epoch": b.steps_per_epoch,
                 "run_ids": [r["run_id"] for r in b.runs],
+                **(_padding_plan(b) if b.padded else {}),
             }
             for b in buckets
         ],

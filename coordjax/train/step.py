@@ -31,6 +31,7 @@ from coordjax import models
 from coordjax.tasks import Task
 from coordjax.train.data import DeviceData, SplitIndices
 from coordjax.train.hparams import Hparams, learning_rate
+from coordjax.train.padding import apply_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +70,17 @@ class TrainSetup:
 
 
 class RunSpec(NamedTuple):
-    """One model's per-run data; a sweep stacks these along a leading model axis."""
+    """One model's per-run data; a sweep stacks these along a leading model axis.
+
+    ``param_mask``: None, or a float32 tree shaped like the params when this model is a smaller
+    one embedded in the setup's larger model (:mod:`coordjax.train.padding`); the model then
+    computes with ``params * param_mask``.
+    """
 
     hparams: Hparams
     seed: jax.Array  # int32 (): the model's root key is jax.random.key(seed)
     split: SplitIndices
+    param_mask: Any = None
 
 
 class TrainState(NamedTuple):
@@ -170,9 +177,12 @@ def train_step(
     Returns the new state and the batch's data loss (NaN-free: 0 for a no-op step).
     """
     x, y = data.inputs[idx], data.targets[idx]
-    grads, (batch_stats, data_loss) = jax.grad(loss_fn, argnums=1, has_aux=True)(
-        setup, state.params, state, run.hparams, x, y, mask
-    )
+
+    def loss_of(params):
+        # Masked (padding) entries get exactly zero gradient, hence no Adam moment or update.
+        return loss_fn(setup, apply_mask(params, run.param_mask), state, run.hparams, x, y, mask)
+
+    grads, (batch_stats, data_loss) = jax.grad(loss_of, has_aux=True)(state.params)
     # optax's bias correction raises a float to the int32 step count, which strict promotion
     # (used by our tests and by careful users) rejects; the promotion is exact here.
     with jax.numpy_dtype_promotion("standard"):
@@ -268,13 +278,13 @@ def evaluate(
         ("train", run.split.train_idx, run.split.n_train),
         ("test", run.split.test_idx, run.split.n_test),
     ):
-        sums = _eval_sums(setup, data, state, idx, n)
+        sums = _eval_sums(setup, data, state, idx, n, run.param_mask)
         count = jnp.maximum(n.astype(jnp.float32), 1.0)
         out.update({f"{prefix}_{k}": v / count for k, v in sums.items()})
     return out
 
 
-def _eval_sums(setup, data, state, idx, n):
+def _eval_sums(setup, data, state, idx, n, param_mask):
     size = setup.eval_batch_size
     chunks = -(-idx.shape[0] // size)
     padded = jnp.concatenate([idx, jnp.zeros((chunks * size - idx.shape[0],), idx.dtype)])
@@ -283,7 +293,8 @@ def _eval_sums(setup, data, state, idx, n):
     def chunk_sums(batch):
         batch_idx, batch_mask = batch
         x, y = data.inputs[batch_idx], data.targets[batch_idx]
-        outputs = setup.model.apply(_variables(state), x, train=False)
+        params = apply_mask(state.params, param_mask)
+        outputs = setup.model.apply(_variables(state, params), x, train=False)
         values = {"loss": setup.task.loss(outputs, y), **setup.task.metrics(outputs, y)}
         return {k: jnp.sum(jnp.where(batch_mask, v, 0.0)) for k, v in values.items()}
 
