@@ -290,16 +290,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
     n_devices = 1 if mesh is None else mesh.size
     configs = _padded(list(bucket.runs), n_devices)
     data = _place(device_data(setup.task), mesh, P())
-    if _needs_padding(bucket):
-        state, runs, param_counts = _init_padded(bucket, setup, data, configs)
-        state = _place(state, mesh, P(MODEL_AXIS))
-        runs = _place(runs, mesh, P(MODEL_AXIS))
-    else:
-        runs = _place(stack_runs(configs), mesh, P(MODEL_AXIS))
-        state = compiled_init(setup, mesh)(data, runs, None)
-        param_counts = [models.count_params(jax.tree.map(lambda x: x[0], state.params))] * len(
-            configs
-        )
+    state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
 
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
@@ -332,6 +323,28 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
     finally:
         checkpoints.close()
     return results
+
+
+def initial_state(bucket: Bucket, setup: TrainSetup, data, configs, mesh=None):
+    """A bucket's stacked initial state and runs, and each model's parameter count.
+
+    Args:
+      bucket: the bucket; ``setup``: its :func:`make_setup`; ``data``: the device data.
+      configs: the bucket's run configs (possibly padded to a multiple of the device count).
+      mesh: the model-axis mesh, or None for one device.
+
+    Returns:
+      ``(state, runs, param_counts)``: ``TrainState`` and ``RunSpec`` stacked over ``configs``
+      (placed on ``mesh``; in a padded bucket the runs carry parameter masks), and a list of
+      ints.
+    """
+    if _needs_padding(bucket):
+        state, runs, param_counts = _init_padded(bucket, setup, data, configs)
+        return _place(state, mesh, P(MODEL_AXIS)), _place(runs, mesh, P(MODEL_AXIS)), param_counts
+    runs = _place(stack_runs(configs), mesh, P(MODEL_AXIS))
+    state = compiled_init(setup, mesh)(data, runs, None)
+    count = models.count_params(jax.tree.map(lambda x: x[0], state.params))
+    return state, runs, [count] * len(configs)
 
 
 def _needs_padding(bucket: Bucket) -> bool:
