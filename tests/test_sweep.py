@@ -242,6 +242,8 @@ def test_summary_names_the_best_model_per_family(tiny_results):
     for split, group in final.groupby("split"):
         assert best.loc[split, "test_accuracy"] == group["test_accuracy"].max()
         assert best.loc[split, "best_run"] in text
+        history = tiny_results[tiny_results["run_id"] == best.loc[split, "best_run"]]
+        assert best.loc[split, "peak_test_accuracy"] == history["test_accuracy"].max()
     all_diverged = tiny_results.assign(diverged=True)
     assert "no model finished without diverging" in summary_text(all_diverged)
 

@@ -21,7 +21,12 @@ def final_rows(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
-    """Best final model per (task, grid, split) by the task's primary metric."""
+    """Best final model per (task, grid, split) by the task's primary metric.
+
+    Besides the final evaluation, ``peak_<metric>`` / ``peak_epoch`` give that run's best
+    evaluation: with a constant learning rate, exact-pixel metrics can swing from one
+    evaluation to the next, and the peak says what the run reached.
+    """
     final = final_rows(results)
     rows = []
     for (task, grid, split), group in final.groupby(["task", "grid", "split"], sort=True):
@@ -30,6 +35,8 @@ def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
         if ok.empty:
             continue
         best = ok.loc[ok[metric].idxmax() if larger else ok[metric].idxmin()]
+        history = results.loc[results["run_id"] == best["run_id"]]
+        peak = history.loc[history[metric].idxmax() if larger else history[metric].idxmin()]
         rows.append(
             {
                 "task": task,
@@ -43,6 +50,8 @@ def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
                 "epoch": int(best["epoch"]),
                 metric: best[metric],
                 metric.replace("test_", "train_"): best[metric.replace("test_", "train_")],
+                f"peak_{metric}": peak[metric],
+                "peak_epoch": int(peak["epoch"]),
                 "diverged": int(group["diverged"].astype(bool).sum()),
             }
         )
