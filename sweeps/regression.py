@@ -9,6 +9,11 @@ Presets:
              regressor (906 params) lr 1e-2, l2 1e-5; batch 256, 100 epochs, constant lr.
   smoke      the same models, a few epochs.
   evidence   the CoordConv regressor alone, both splits, the paper's 100 epochs, evaluated every 5.
+             Measured (2-core CPU, seed 0, 76 min): uniform test error 0.22 px at epoch 20,
+             0.00 px at epochs 30-60, then drifting (0.6-1.3 px) to 0.25 px at epoch 100;
+             quadrant 18.1 px at epoch 100 (train 13.0 px: the optimisation stalls from epoch 20
+             on; test 12.7-23 px throughout). The paper's quadrant result is not reproduced at
+             this seed.
 Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv near-perfect on both.
 """
 
