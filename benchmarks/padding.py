@@ -23,27 +23,21 @@ between the two modes (the padded models must train like the true ones).
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
-import os
 import pathlib
-import re
-import shlex
 import statistics
 import sys
 import time
 import zlib
 from collections.abc import Sequence
 
-import flax
+import benchlib
 import jax
-import jaxlib
 import numpy as np
-import optax
 
 from coordjax.sweep import Grid, plan, union
 from coordjax.sweep.engine import initial_state, make_setup
-from coordjax.train import device_data, train_step
+from coordjax.train import device_data, split_indices, train_step
 
 K_STEPS = 5
 REPEATS = 3
@@ -81,8 +75,6 @@ def k_steps(setup, data, run, state, idx, mask):
 
 def fixed_batches(bucket, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """K batches per model from its train split (seeded by its run id): (M, K, B) idx, mask."""
-    from coordjax.train import split_indices
-
     idx = []
     for config in bucket.runs:
         train = np.asarray(split_indices(config["split"]).train_idx)
@@ -139,19 +131,8 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 
 
 def header(repeats: int, full: bool) -> str:
-    devices = jax.devices()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("JAX_PLATFORMS",) if k in os.environ]
-    command = " ".join([*env, shlex.join([sys.executable, *sys.argv])])
     return "\n".join([
-        "# Shape axes: bucketed vs padded",
-        "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- device: {devices[0].device_kind} (platform {devices[0].platform}, {len(devices)} "
-        f"device(s)); CPUs: {os.cpu_count()}; load average at start: {load}",
-        f"- versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
-        f"optax {optax.__version__}, Python {sys.version.split()[0]}",
-        f"- command: `{command}`",
+        *benchlib.environment_lines("Shape axes: bucketed vs padded"),
         f"- K = {K_STEPS} train steps per call, batch 16, median of {repeats} calls after a "
         f"warm-up; grids: {'full' if full else 'small'} (see the script's docstring). Bucketed "
         "times are the sum over its programs. Compare ratios within this run.",
@@ -175,13 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for mode, pad in (("bucketed", ()), ("padded", PAD)):
             results[name][mode] = measure(plan(runs, pad=pad), args.repeats)
             print(f"  {name} {mode}: {results[name][mode]['call_s']:.3f} s", file=sys.stderr)
-    report = f"{head}\n\n{table(results)}\n"
-    kind = re.sub(r"[^a-z0-9._-]+", "-", jax.devices()[0].device_kind.lower()).strip("-")
-    path = args.out_dir / f"padding-{kind or 'unknown'}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report)
-    print(report)
-    print(f"wrote {path}")
+    benchlib.write_report(args.out_dir, "padding", f"{head}\n\n{table(results)}\n")
 
 
 if __name__ == "__main__":

@@ -23,24 +23,18 @@ Writes ``benchmarks/results/strategies-<device_kind>.md`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
-import os
 import pathlib
-import re
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import flax
+import benchlib
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
-import optax
 
 from coordjax import models, tasks
 from coordjax.train import (
@@ -316,30 +310,11 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def command_line() -> str:
-    """The command as run, with the JAX environment variables that change what it measures."""
-    env = [
-        f"{k}={shlex.quote(os.environ[k])}"
-        for k in ("JAX_PLATFORMS", "XLA_FLAGS")
-        if k in os.environ
-    ]
-    return " ".join([*env, shlex.join([sys.executable, *sys.argv])])
-
-
 def header(sizes: Sequence[int], repeats: int) -> str:
     """The report's header: what was measured, where, with which versions, and how."""
-    devices = jax.devices()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return "\n".join(
         [
-            "# Model-axis strategies: loop vs jit(vmap) vs lax.map",
-            "",
-            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"- device: {devices[0].device_kind} (platform {devices[0].platform}, "
-            f"{len(devices)} device(s)); CPUs: {os.cpu_count()}; load average at start: {load}",
-            f"- versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
-            f"flax {flax.__version__}, optax {optax.__version__}, Python {sys.version.split()[0]}",
-            f"- command: `{command_line()}`",
+            *benchlib.environment_lines("Model-axis strategies: loop vs jit(vmap) vs lax.map"),
             f"- setup: task {TASK}, batch size {BATCH_SIZE}, K = {K_STEPS} train_steps per call "
             f"(lax.scan), M in {list(sizes)}, median of {repeats} timed calls after one warm-up; "
             "models: " + "; ".join(f"{m} {kw}" for m, kw in MODEL_KWARGS.items()),
@@ -349,12 +324,6 @@ def header(sizes: Sequence[int], repeats: int) -> str:
             "per model and reused for every M.",
         ]
     )
-
-
-def output_path(out_dir: pathlib.Path) -> pathlib.Path:
-    """``out_dir/strategies-<device_kind>.md`` with the device kind made filename-safe."""
-    kind = re.sub(r"[^a-z0-9._-]+", "-", jax.devices()[0].device_kind.lower()).strip("-")
-    return out_dir / f"strategies-{kind or 'unknown'}.md"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -380,12 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = []
     for model in args.models:
         results.extend(bench_model(model, sizes, args.repeats))
-    report = f"{head}\n\n{format_table(results)}\n"
-    path = output_path(args.out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report)
-    print(report)
-    print(f"wrote {path}")
+    benchlib.write_report(args.out_dir, "strategies", f"{head}\n\n{format_table(results)}\n")
 
 
 if __name__ == "__main__":

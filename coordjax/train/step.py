@@ -274,17 +274,18 @@ def evaluate(
     the data loss (no L2 term).
     """
     out = {}
+    state = state._replace(params=apply_mask(state.params, run.param_mask))
     for prefix, idx, n in (
         ("train", run.split.train_idx, run.split.n_train),
         ("test", run.split.test_idx, run.split.n_test),
     ):
-        sums = _eval_sums(setup, data, state, idx, n, run.param_mask)
+        sums = _eval_sums(setup, data, state, idx, n)
         count = jnp.maximum(n.astype(jnp.float32), 1.0)
         out.update({f"{prefix}_{k}": v / count for k, v in sums.items()})
     return out
 
 
-def _eval_sums(setup, data, state, idx, n, param_mask):
+def _eval_sums(setup, data, state, idx, n):
     size = setup.eval_batch_size
     chunks = -(-idx.shape[0] // size)
     padded = jnp.concatenate([idx, jnp.zeros((chunks * size - idx.shape[0],), idx.dtype)])
@@ -293,8 +294,7 @@ def _eval_sums(setup, data, state, idx, n, param_mask):
     def chunk_sums(batch):
         batch_idx, batch_mask = batch
         x, y = data.inputs[batch_idx], data.targets[batch_idx]
-        params = apply_mask(state.params, param_mask)
-        outputs = setup.model.apply(_variables(state, params), x, train=False)
+        outputs = setup.model.apply(_variables(state), x, train=False)
         values = {"loss": setup.task.loss(outputs, y), **setup.task.metrics(outputs, y)}
         return {k: jnp.sum(jnp.where(batch_mask, v, 0.0)) for k, v in values.items()}
 
