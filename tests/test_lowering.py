@@ -4,12 +4,14 @@ engine records the resolved lowering in the workdir and reuses it on resume."""
 
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from coordjax import cli, models, tasks
+from coordjax import linen as cjnn
 from coordjax.sweep import EngineOptions, Grid, run_sweep, union
 from coordjax.train import (
     RunSpec,
@@ -165,3 +167,79 @@ def test_cli_rejects_an_unknown_lowering(capsys):
         cli.main(["sweep", "classification", "--lowering", "fast", "--dry-run"])
     assert exit_info.value.code == 2
     assert "--lowering" in capsys.readouterr().err
+
+
+# -- the library's layers take the lowering ------------------------------------------------------
+
+
+@pytest.mark.parametrize("coord_weights", ["concat", "split"])
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
+def test_coordconv_layers_same_for_both_lowerings(transpose, coord_weights):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 6, 3)), jnp.float32)
+    layer_type = cjnn.CoordConvTranspose if transpose else cjnn.CoordConv
+    make = lambda low: layer_type(  # noqa: E731
+        4, (3, 2), strides=(2, 1), coord_weights=coord_weights, with_r=True, lowering=low
+    )
+    variables = make("lax").init(jax.random.key(0), x)
+    init_mm = make("matmul").init(jax.random.key(0), x)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(init_mm), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def loss(low):
+        return lambda v, x: jnp.sum(jnp.sin(make(low).apply(v, x)))
+
+    want = jax.value_and_grad(loss("lax"), argnums=(0, 1))(variables, x)
+    got = jax.jit(jax.value_and_grad(loss("matmul"), argnums=(0, 1)))(variables, x)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_plain_layers_equal_flax_layers():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 4, 3)), jnp.float32)
+    for mine, theirs in (
+        (cjnn.Conv(4, (3, 3), strides=2, lowering="matmul"), nn.Conv(4, (3, 3), strides=2)),
+        (
+            cjnn.ConvTranspose(4, (4, 4), strides=(2, 2), lowering="matmul"),
+            nn.ConvTranspose(4, (4, 4), strides=(2, 2)),
+        ),
+    ):
+        variables = theirs.init(jax.random.key(3), x)
+        assert jax.tree.all(
+            jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
+                         mine.init(jax.random.key(3), x), variables)
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            mine.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_matmul_lowering_refuses_what_it_cannot_compute_and_auto_falls_back():
+    with pytest.raises(ValueError, match="lowering='matmul' does not support padding='CIRCULAR'"):
+        cjnn.CoordConv(4, (3, 3), padding="CIRCULAR", lowering="matmul")
+    with pytest.raises(ValueError, match="feature_group_count"):
+        cjnn.CoordConv(4, (3, 3), feature_group_count=2, lowering="matmul")
+    x = jnp.ones((1, 5, 5, 2))
+    auto = cjnn.CoordConv(4, (3, 3), padding="CIRCULAR", lowering="auto")
+    lax_layer = cjnn.CoordConv(4, (3, 3), padding="CIRCULAR", lowering="lax")
+    variables = lax_layer.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(auto.apply(variables, x), lax_layer.apply(variables, x))
+    with pytest.raises(ValueError, match="dense_kernel"):
+        cjnn.CoordConv(4, (3, 3), dense_kernel=True)
+    with pytest.raises(ValueError, match="tile_shape"):
+        cjnn.CoordConv(4, (1, 1), tile_shape=(8,))
+
+
+def test_nnx_layers_take_the_lowering():
+    from flax import nnx
+
+    from coordjax import nnx as cjnnx
+
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 4, 3)), jnp.float32)
+    for layer_type in (cjnnx.CoordConv, cjnnx.CoordConvTranspose):
+        outs = [
+            layer_type(3, 5, (3, 3), strides=2, lowering=low, rngs=nnx.Rngs(0))(x)
+            for low in ("lax", "matmul")
+        ]
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="lowering must be one of"):
+        cjnnx.CoordConv(3, 5, (3, 3), lowering="fast", rngs=nnx.Rngs(0))
