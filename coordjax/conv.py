@@ -69,6 +69,7 @@ __all__ = [
 Lowering = Literal["auto", "lax", "matmul"]
 LOWERINGS = ("auto", "lax", "matmul")
 
+
 def resolve_lowering(lowering: str = "auto", platform: str | None = None) -> str:
     """The concrete lowering (``"lax"`` or ``"matmul"``) for a requested one.
 
