@@ -38,7 +38,7 @@ interleaved in one process; 2-core CPU shared with other jobs, load average ~15,
 ratios mean anything; jax 0.10.2, 2026-11-29), matmul / lax steps per second:
 deconv painter fs 2 c 1: 7.1x; fs 2 c 2: 18.6x; fs 4 c 1: 10.3x; fs 4 c 2: 10.4x;
 CoordConv classifier: 1.3x (its only conv is the first 1x1 CoordConv); conv regressor
-(quadrant, strided 3x3/5x5 convs): 15.1x. Compile times were similar (within ~1.5x).
+(quadrant, strided 3x3/5x5 convs): 15.1x. Compile times were similar (matmul 0.9-1.6x lax's).
 GPU/TPU were not measured in this session: ``"auto"`` keeps ``"lax"`` there until a benchmark
 shows otherwise.
 """
