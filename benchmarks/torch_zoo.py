@@ -205,11 +205,11 @@ def make_step(model: nn.Module, task: str, lr: float, l2: float):
     kernels = l2_kernels(model)
     model.train()
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss = task_loss(task, model(x), y) + l2 * sum((w * w).sum() for w in kernels)
         loss.backward()
         optimizer.step()
-        return loss
+        return loss.detach()
 
     return step

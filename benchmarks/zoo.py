@@ -205,10 +205,12 @@ def make_bucket(case: Case, num_models: int):
 
 
 def engine_setup(bucket, lowering: str | None):
-    """``engine.make_setup`` with the engine's default (None) or a given conv lowering."""
+    """``engine.make_setup``, its model rebuilt with a given conv lowering (None: the default)."""
+    setup = engine.make_setup(bucket)
     if lowering is None:
-        return engine.make_setup(bucket)
-    return engine.make_setup(bucket, lowering=lowering)
+        return setup
+    model = models.build(bucket.static["model"], lowering=lowering, **bucket.model_kwargs)
+    return dataclasses.replace(setup, model=model)
 
 
 def engine_inputs(case: Case, num_models: int, lowering: str | None = None):
@@ -709,6 +711,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "- **The machine must be otherwise idle**: torch's threads collapse under contention; "
         "compare ratios within one run.",
     ]
+    if load_at_start is not None and load_at_start[0] > 0.5 * (os.cpu_count() or 1):
+        lines.append(
+            f"- **BUSY MACHINE**: load average {load_at_start[0]:.1f} on {os.cpu_count()} cores "
+            "at the start; torch's thread pool collapses under contention (measured here: 27x "
+            "slower with 2 threads than with 1 at load 13), so `vs torch` is not valid."
+        )
     if provisional:
         lines.append(
             "- **PROVISIONAL**: a validation run (a subset of cases or a shared machine); "

@@ -13,8 +13,10 @@ turns a sweep's plan into seconds with that table:
 * anything unmeasured on this device kind uses :data:`ASSUMED_FLOP_RATE` for its platform.
 
 Evaluations are charged at the same achieved FLOP/s (forward passes only), and each compiled
-program at the measured compile time (:data:`ASSUMED_COMPILE_S` when unmeasured). Every bucket
-estimate says which of the three it used.
+program at the measured compile time (:data:`ASSUMED_COMPILE_S` when unmeasured; the benchmark
+compiles a few-step program, not a whole chunk with its evaluation, so this is a lower bound).
+Every bucket estimate says which of the three it used. The rates are steady-state rates of a
+bucket's program on one device; sharded buckets divide their models over the devices.
 """
 
 from __future__ import annotations
