@@ -112,6 +112,7 @@ QUICK_EXTRAS = (
     "conv_regressor_quadrant:c1",
 )
 """--quick measures M > 1 and the other conv lowerings for these only (within its budget)."""
+assert set(QUICK_EXTRAS) <= {case.label for case in CASES}
 
 
 @dataclasses.dataclass
