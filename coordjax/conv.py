@@ -1,29 +1,428 @@
-"""A drop-in ``lax.conv_general_dilated`` whose weight gradient is a matmul.
+"""How convolutions are lowered: XLA convolutions (``"lax"``) or patches + ``dot_general``
+(``"matmul"``).
 
-XLA:CPU runs the weight-gradient convolution of a conv ~30x slower inside a loop (``lax.scan``,
-i.e. every training loop here) than outside it: 12.8 s instead of 0.37 s for two 3x3, 8-channel
-steps on a (256, 64, 64, 8) batch (jax 0.10.2, measured while building this module). The input
-gradient and the forward pass are unaffected. This function computes the same values with the
-weight gradient written as ``patches(x)ᵀ · g``: an im2col (``conv_general_dilated_patches``)
-followed by one contraction, which is fast in loops and, under ``vmap``, becomes a batched matmul
-instead of a grouped convolution. Forward pass and input gradient are XLA's own. (Transposed
-convolutions suffer less, and the same trick on their dilated input measured slower, so the
-deconv painter keeps ``nn.ConvTranspose``.)
+One module owns this choice for the library's layers (:mod:`coordjax.linen`,
+:mod:`coordjax.nnx`) and for the model zoo (:mod:`coordjax.models`). The pure functions
+:func:`conv` and :func:`conv_transpose` compute exactly what ``flax.linen.Conv`` and
+``flax.linen.ConvTranspose`` compute (without bias), channels-last, with ``(*window, C_in,
+C_out)`` kernels:
 
-Only the common case takes the fast path: channels-last input and output, ``(*window, C_in,
-C_out)`` kernels, no dilation, one feature group. Anything else is passed to
-``lax.conv_general_dilated`` unchanged. Use it in flax as ``nn.Conv(...,
-conv_general_dilated=coordjax.conv.conv_general_dilated)``.
+``"lax"``
+  ``lax.conv_general_dilated`` / ``lax.conv_transpose``, the calls Flax makes. Fast with cuDNN;
+  on XLA:CPU transposed convolutions and conv weight gradients are slow (worse inside
+  ``lax.scan``), and under ``vmap`` over models (a sweep's model axis) every convolution
+  becomes a grouped convolution (``feature_group_count = M``).
+``"matmul"``
+  A convolution is a *patches* gather (static strided slices of the padded input, stacked) and
+  one ``dot_general`` contracting ``(window, C_in)``; a stride-1 1x1 convolution is a plain
+  contraction over channels. A stride-``s`` transposed convolution is computed by the sub-pixel
+  decomposition: output position ``o = s*q + r`` (phase ``r``) only sees the kernel taps
+  ``t = t0(r) (mod s)``, so each of the ``s**d`` phases is a small stride-1 convolution of the
+  *undilated* input. All phases share one patches gather (the union of their windows) and one
+  ``dot_general`` into ``s**d * C_out`` channels (the kernel taps scattered into a combined
+  kernel by a constant 0/1 selection, exact), followed by depth-to-space and a crop. With stride
+  2 and a 2x2 kernel that is a single matmul. There are no convolution ops in the forward pass
+  or in any gradient: the transpose of a slice is a pad and the transpose of a ``dot_general`` is
+  a ``dot_general``, so under ``vmap`` everything becomes batched matmuls, never
+  ``feature_group_count``. Supported: any strides, ``'SAME'``/``'VALID'``/explicit padding,
+  kernel dilation, even and odd and non-square kernels, any number of spatial dims.
+
+Default rule (:func:`resolve_lowering`, ``"auto"``): ``"matmul"`` on CPU, ``"lax"`` on every
+other platform (GPU/TPU keep cuDNN/XLA convolutions). It depends only on the platform name, never
+on a timing taken at run time, so the same command computes the same numbers. Evidence (CPU,
+jax 0.10.2, one process, ratios of steady-state train steps, machine shared with other jobs so
+only ratios are meaningful): see ``MEASURED`` below and ``benchmarks/conv_lowering.py``.
+GPU/TPU were not measured here; cuDNN is expected to win there.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
+import string
 from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+
+__all__ = [
+    "LOWERINGS",
+    "Lowering",
+    "conv",
+    "conv_general_dilated",
+    "conv_transpose",
+    "resolve_lowering",
+]
+
+Lowering = Literal["auto", "lax", "matmul"]
+LOWERINGS = ("auto", "lax", "matmul")
+
+MEASURED = """(filled in from benchmarks/conv_lowering.py)"""
+
+
+def resolve_lowering(lowering: str = "auto", platform: str | None = None) -> str:
+    """The concrete lowering (``"lax"`` or ``"matmul"``) for a requested one.
+
+    Args:
+      lowering: ``"auto"``, ``"lax"`` or ``"matmul"``; the last two are returned unchanged.
+      platform: ``"cpu"``, ``"gpu"``/``"cuda"``/``"rocm"``, ``"tpu"``, ...; default
+        ``jax.default_backend()``.
+
+    Returns:
+      ``"matmul"`` for ``"auto"`` on CPU, ``"lax"`` for ``"auto"`` elsewhere (module docstring).
+
+    Raises:
+      ValueError: ``lowering`` is not one of :data:`LOWERINGS`.
+    """
+    if lowering not in LOWERINGS:
+        raise ValueError(f"lowering must be one of {list(LOWERINGS)}; got {lowering!r}")
+    if lowering != "auto":
+        return lowering
+    platform = jax.default_backend() if platform is None else str(platform).lower()
+    return "matmul" if platform == "cpu" else "lax"
+
+
+# --------------------------------------------------------------------------------------------
+# Argument handling
+
+
+def _per_dim(value, n: int, name: str) -> tuple[int, ...]:
+    if value is None:
+        value = 1
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),) * n
+    value = tuple(value)
+    if len(value) != n or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise ValueError(
+            f"{name} must be a positive int or {n} positive ints (one per spatial dim); "
+            f"got {value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+def _explicit_padding(padding, n: int) -> tuple[tuple[int, int], ...] | str:
+    """Flax's ``canonicalize_padding``: ``'SAME'``/``'VALID'`` or ``n`` ``(lo, hi)`` pairs."""
+    if isinstance(padding, str):
+        if padding.upper() in ("SAME", "VALID"):
+            return padding.upper()
+        raise ValueError(
+            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs; got "
+            f"{padding!r} (the layers accept Flax's other modes through lowering='lax')"
+        )
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        return ((int(padding), int(padding)),) * n
+    try:
+        pairs = [(p, p) if isinstance(p, (int, np.integer)) else tuple(p) for p in padding]
+    except TypeError:
+        pairs = []
+    if len(pairs) != n or not all(
+        len(p) == 2 and all(isinstance(v, (int, np.integer)) for v in p) for p in pairs
+    ):
+        raise ValueError(
+            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs (one per "
+            f"spatial dim); got {padding!r}"
+        )
+    return tuple((int(lo), int(hi)) for lo, hi in pairs)
+
+
+def _flatten_batch(x, kernel, name: str):
+    """``(*batch, *spatial, C)`` -> ``(B, *spatial, C)`` and the batch shape."""
+    n = kernel.ndim - 2
+    if n < 1:
+        raise ValueError(
+            f"kernel must have shape (*window, C_in, C_out) with at least one spatial dim; "
+            f"got {tuple(kernel.shape)}"
+        )
+    if x.ndim < n + 1:
+        raise ValueError(
+            f"{name}: x must have shape (*batch, *spatial, C) with {n} spatial dim(s); "
+            f"got {tuple(x.shape)}"
+        )
+    batch = x.shape[: x.ndim - n - 1]
+    return x.reshape((math.prod(batch), *x.shape[x.ndim - n - 1 :])), batch
+
+
+def _channels_last(n: int):
+    """Channels-last dimension numbers for ``n`` spatial dims (any ``n``)."""
+    spatial = "".join(c for c in string.ascii_uppercase if c not in "NCIO")[:n]
+    return (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+
+
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding="SAME",
+    kernel_dilation: int | Sequence[int] = 1,
+    lowering: str = "auto",
+    precision=None,
+) -> jax.Array:
+    """``flax.linen.Conv`` without bias: a channels-last convolution, lowered as requested.
+
+    Args:
+      x: ``(*batch, *spatial, C_in)`` (``batch`` may be empty).
+      kernel: ``(*window, C_in, C_out)``; its rank fixes the number of spatial dims.
+      strides, kernel_dilation: an int or one per spatial dim.
+      padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial dim
+        (Flax's meaning; negative pads crop).
+      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (module docstring).
+      precision: passed to the convolution / ``dot_general``.
+
+    Returns:
+      ``(*batch, *spatial_out, C_out)`` with ``spatial_out`` as in ``lax.conv_general_dilated``.
+    """
+    n = kernel.ndim - 2
+    x2, batch = _flatten_batch(x, kernel, "conv")
+    strides = _per_dim(strides, n, "strides")
+    dilation = _per_dim(kernel_dilation, n, "kernel_dilation")
+    pads = _explicit_padding(padding, n)
+    if x2.shape[-1] != kernel.shape[-2]:
+        raise ValueError(
+            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects "
+            f"{kernel.shape[-2]} (kernel is (*window, C_in, C_out))"
+        )
+    if isinstance(pads, str):
+        window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
+        pads = tuple(lax.padtype_to_pads(x2.shape[1:-1], window, strides, pads))
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    if resolve_lowering(lowering) == "lax":
+        y = lax.conv_general_dilated(
+            x2, kernel, strides, pads, rhs_dilation=dilation,
+            dimension_numbers=_channels_last(n), precision=precision,
+        )  # fmt: skip
+    else:
+        y = _conv_matmul(x2, kernel, strides, pads, dilation, precision)
+    return y.reshape(*batch, *y.shape[1:])
+
+
+def conv_transpose(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding="SAME",
+    kernel_dilation: int | Sequence[int] = 1,
+    transpose_kernel: bool = False,
+    lowering: str = "auto",
+    precision=None,
+) -> jax.Array:
+    """``flax.linen.ConvTranspose`` without bias (``lax.conv_transpose`` semantics).
+
+    The input is dilated by ``strides`` (``s - 1`` zeros between samples) and correlated at
+    stride 1 with the kernel (not flipped, unless ``transpose_kernel``); ``'SAME'``/``'VALID'``
+    choose the pads of the dilated input as ``lax.conv_transpose`` does (``'SAME'`` gives
+    ``n * s`` outputs), explicit pads are the dilated input's pads.
+
+    Args:
+      x: ``(*batch, *spatial, C_in)``.
+      kernel: ``(*window, C_in, C_out)``, or ``(*window, C_out, C_in)`` with
+        ``transpose_kernel=True`` (then flipped spatially, as the gradient of a ``Conv``).
+      strides, padding, kernel_dilation, precision: as in Flax.
+      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (the sub-pixel decomposition).
+
+    Returns:
+      ``(*batch, *spatial_out, C_out)``.
+    """
+    n = kernel.ndim - 2
+    x2, batch = _flatten_batch(x, kernel, "conv_transpose")
+    strides = _per_dim(strides, n, "strides")
+    dilation = _per_dim(kernel_dilation, n, "kernel_dilation")
+    pads = _explicit_padding(padding, n)
+    c_in = kernel.shape[-1] if transpose_kernel else kernel.shape[-2]
+    if x2.shape[-1] != c_in:
+        raise ValueError(
+            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects {c_in}"
+        )
+    if resolve_lowering(lowering) == "lax":
+        y = lax.conv_transpose(
+            x2, kernel, strides, pads, rhs_dilation=dilation,
+            dimension_numbers=_channels_last(n), transpose_kernel=transpose_kernel,
+            precision=precision,
+        )  # fmt: skip
+        return y.reshape(*batch, *y.shape[1:])
+    if transpose_kernel:
+        kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n))), -1, -2)
+    if any(d > 1 for d in dilation):
+        kernel = lax.pad(
+            kernel, jnp.zeros((), kernel.dtype),
+            [(0, 0, d - 1) for d in dilation] + [(0, 0, 0), (0, 0, 0)],
+        )  # fmt: skip
+    window = kernel.shape[:n]
+    if isinstance(pads, str):
+        pads = tuple(_transpose_padding(k, s, pads) for k, s in zip(window, strides, strict=True))
+    if all(s == 1 for s in strides):
+        y = _conv_matmul(x2, kernel, strides, pads, (1,) * n, precision)
+    else:
+        y = _conv_transpose_matmul(x2, kernel, strides, pads, precision)
+    return y.reshape(*batch, *y.shape[1:])
+
+
+def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+    """``lax.conv_transpose``'s pads of the dilated input for ``'SAME'`` / ``'VALID'``."""
+    if padding == "SAME":
+        total = k + s - 2
+        before = k - 1 if s > k - 1 else -(-total // 2)
+    else:
+        total = k + s - 2 + max(k - s, 0)
+        before = k - 1
+    return before, total - before
+
+
+# --------------------------------------------------------------------------------------------
+# The matmul lowering
+
+
+def _patches(xp, window, strides, dilation, out):
+    """``(B, *out, prod(window) * C)``: the receptive fields of a padded ``(B, *spatial, C)``.
+
+    Feature order ``(*window, C)``, row-major, matching a ``(*window, C_in, C_out)`` kernel
+    reshaped to ``(prod(window) * C_in, C_out)``. Static slices only (their transpose is a pad).
+    """
+    b, c = xp.shape[0], xp.shape[-1]
+    if math.prod(window) == 1:
+        stop = (b, *((o - 1) * s + 1 for o, s in zip(out, strides, strict=True)), c)
+        return lax.slice(xp, (0,) * xp.ndim, stop, (1, *strides, 1))
+    taps = []
+    for tap in itertools.product(*(range(k) for k in window)):
+        start = (0, *(t * d for t, d in zip(tap, dilation, strict=True)), 0)
+        stop = (
+            b,
+            *(
+                t * d + (o - 1) * s + 1
+                for t, d, o, s in zip(tap, dilation, out, strides, strict=True)
+            ),
+            c,
+        )
+        taps.append(lax.slice(xp, start, stop, (1, *strides, 1)))
+    return jnp.stack(taps, axis=-2).reshape(b, *out, len(taps) * c)
+
+
+def _contract(patches, kernel2d, precision):
+    """``(B, *out, F) x (F, C_out) -> (B, *out, C_out)``: one ``dot_general``."""
+    return lax.dot_general(
+        patches, kernel2d, (((patches.ndim - 1,), (0,)), ((), ())), precision=precision
+    )
+
+
+def _conv_matmul(x, kernel, strides, pads, dilation, precision):
+    """Patches + one ``dot_general`` (a contraction over channels for stride-1 1x1 kernels)."""
+    n = kernel.ndim - 2
+    window = kernel.shape[:n]
+    zero = jnp.zeros((), x.dtype)
+    xp = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+    out = tuple(
+        (size - (k - 1) * d - 1) // s + 1
+        for size, k, d, s in zip(xp.shape[1:-1], window, dilation, strides, strict=True)
+    )
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"the convolution's output would be empty: padded input {xp.shape[1:-1]}, kernel "
+            f"{window}, dilation {dilation}, strides {strides}"
+        )
+    patches = _patches(xp, window, strides, dilation, out)
+    return _contract(patches, kernel.reshape(-1, kernel.shape[-1]), precision)
+
+
+def _phase_plan(n_in: int, k: int, s: int, pad: tuple[int, int]):
+    """One spatial dim of the sub-pixel decomposition of a stride-``s`` transposed conv.
+
+    Output ``o = s*q + r`` reads dilated-input position ``o + t - pad_lo`` through tap ``t``; it is
+    an input sample iff ``t = t0(r) = (pad_lo - r) mod s`` (mod ``s``), at input index
+    ``q + m + d(r)`` for tap ``t0(r) + s*m``.
+
+    Returns:
+      ``(out_len, q_len, lo, hi, selection)``: the output length, ``ceil(out_len / s)`` output
+      blocks, the input offsets ``lo..hi`` spanned by the union of the phases' windows, and the
+      ``(hi - lo + 1, s, k)`` 0/1 array placing tap ``t`` of phase ``r`` at window index ``j``.
+    """
+    pad_lo, pad_hi = pad
+    out_len = (n_in - 1) * s + 1 + pad_lo + pad_hi - k + 1
+    if out_len < 1:
+        raise ValueError(
+            f"the transposed convolution's output would be empty: input {n_in}, kernel {k}, "
+            f"stride {s}, padding {pad}"
+        )
+    phases = []
+    for r in range(s):
+        t0 = (pad_lo - r) % s
+        taps = list(range(t0, k, s))
+        if taps:
+            phases.append((r, taps, (r + t0 - pad_lo) // s))
+    lo = min(d for _, _, d in phases)
+    hi = max(d + len(taps) - 1 for _, taps, d in phases)
+    selection = np.zeros((hi - lo + 1, s, k), np.float32)
+    for r, taps, d in phases:
+        for m, t in enumerate(taps):
+            selection[d - lo + m, r, t] = 1.0
+    return out_len, -(-out_len // s), lo, hi, selection
+
+
+def _conv_transpose_matmul(x, kernel, strides, pads, precision):
+    """Sub-pixel decomposition: one patches gather, one ``dot_general``, depth-to-space."""
+    n = kernel.ndim - 2
+    b, c_out = x.shape[0], kernel.shape[-1]
+    plans = [
+        _phase_plan(size, k, s, pad)
+        for size, k, s, pad in zip(x.shape[1:-1], kernel.shape[:n], strides, pads, strict=True)
+    ]
+    # Input offsets lo..hi for output blocks 0..q_len-1: pad (or crop) accordingly.
+    zero = jnp.zeros((), x.dtype)
+    xp = lax.pad(
+        x, zero,
+        [(0, 0, 0), *((-lo, q - 1 + hi - (size - 1), 0) for size, (_, q, lo, hi, _) in
+                      zip(x.shape[1:-1], plans, strict=True)), (0, 0, 0)],
+    )  # fmt: skip
+    window = tuple(hi - lo + 1 for _, _, lo, hi, _ in plans)
+    q_shape = tuple(q for _, q, _, _, _ in plans)
+    patches = _patches(xp, window, (1,) * n, (1,) * n, q_shape)
+    # Combined kernel (*window, C_in, *strides, C_out): every phase's taps, zeros elsewhere.
+    letters = iter(string.ascii_lowercase)
+    taps = [next(letters) for _ in range(n)]
+    wins = [next(letters) for _ in range(n)]
+    phs = [next(letters) for _ in range(n)]
+    cin, cout = next(letters), next(letters)
+    spec = (
+        ",".join(
+            ["".join(taps) + cin + cout]
+            + [w + p + t for w, p, t in zip(wins, phs, taps, strict=True)]
+        )
+        + "->"
+        + "".join(wins)
+        + cin
+        + "".join(phs)
+        + cout
+    )
+    selections = [jnp.asarray(sel, kernel.dtype) for *_, sel in plans]
+    combined = jnp.einsum(spec, kernel, *selections, precision=lax.Precision.HIGHEST)
+    y = _contract(patches, combined.reshape(-1, math.prod(strides) * c_out), precision)
+    # (B, *q, *s, C_out) -> (B, q_1, s_1, q_2, s_2, ..., C_out) -> (B, *q*s, C_out), cropped.
+    y = y.reshape(b, *q_shape, *strides, c_out)
+    order = [0] + [a for i in range(n) for a in (1 + i, 1 + n + i)] + [1 + 2 * n]
+    y = jnp.transpose(y, order).reshape(b, *(q * s for q, s in zip(q_shape, strides, strict=True)),
+                                        c_out)  # fmt: skip
+    out = tuple(out_len for out_len, *_ in plans)
+    return lax.slice(y, (0,) * y.ndim, (b, *out, c_out))
+
+
+# --------------------------------------------------------------------------------------------
+# A drop-in lax.conv_general_dilated whose weight gradient is a matmul (kept for nn.Conv users)
+#
+# XLA:CPU runs the weight-gradient convolution of a conv ~30x slower inside a loop (lax.scan)
+# than outside it. This function computes the same values with the weight gradient written as
+# patches(x)^T . g; forward pass and input gradient are XLA's own. Only channels-last, no
+# dilation, one feature group takes that path; anything else goes to lax unchanged. Use it as
+# nn.Conv(..., conv_general_dilated=coordjax.conv.conv_general_dilated).
 
 
 def _is_channels_last(dimension_numbers, ndim: int) -> bool:

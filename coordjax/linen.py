@@ -46,6 +46,7 @@ from flax import linen as nn
 from flax.linen.dtypes import promote_dtype as _promote_dtype
 from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
 
+from coordjax import conv as _lowering
 from coordjax.coords import (
     ORDERS,
     POSITIONS,
@@ -61,6 +62,8 @@ from coordjax.coords import (
 __all__ = [
     "COORD_WEIGHTS",
     "AddCoords",
+    "Conv",
+    "ConvTranspose",
     "CoordConv",
     "CoordConvTranspose",
     "CoordWeights",
@@ -117,6 +120,9 @@ class _Spec:
     conv_options: tuple[tuple[str, Any], ...]  # keyword arguments of flax's Conv/ConvTranspose
     feature_group_count: int
     transpose_kernel: bool
+    lowering: str = "auto"
+    tile_shape: tuple[int, ...] | None = None
+    dense_kernel: bool = False
 
     @property
     def spatial_ndim(self) -> int:
@@ -129,6 +135,8 @@ class _Spec:
 
     def kernel_shape(self, n_in: int, spatial: tuple[int, ...] | None = None) -> tuple[int, ...]:
         spatial = self.kernel_size if spatial is None else spatial
+        if self.dense_kernel:
+            spatial = ()  # a 1x1 kernel stored as (C_in, C_out)
         if self.transpose_kernel:
             return (*spatial, self.features, n_in)
         return (*spatial, n_in, self.features)
@@ -151,6 +159,9 @@ def _make_spec(
     feature_group_count=1,
     transpose_kernel=False,
     conv_options: Mapping[str, Any],
+    lowering="auto",
+    tile_shape=None,
+    dense_kernel=False,
 ) -> _Spec:
     """Validates a layer's arguments; every error names the offending argument."""
     if not isinstance(features, (int, np.integer)) or isinstance(features, bool) or features < 1:
@@ -178,6 +189,32 @@ def _make_spec(
             "zero_init_coords=True and coord_kernel_init are mutually exclusive: "
             "zero_init_coords=True means coord_kernel_init=zeros"
         )
+    _check_choice("lowering", lowering, _lowering.LOWERINGS)
+    pointwise = all(k == 1 for k in ks)
+    if dense_kernel and (transpose or not pointwise):
+        raise ValueError(
+            "dense_kernel=True stores a 1x1 kernel as (C_in, C_out): it needs a CoordConv with "
+            f"kernel_size of all ones; got kernel_size={kernel_size!r}"
+            + (" on a transposed convolution" if transpose else "")
+        )
+    if tile_shape is not None:
+        tile_shape = tuple(tile_shape)
+        if len(tile_shape) != len(ks) or not all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1
+            for t in tile_shape
+        ):
+            raise ValueError(
+                f"tile_shape must be {len(ks)} positive ints (one per spatial dim of "
+                f"kernel_size={ks}); got {tile_shape!r}"
+            )
+        tile_shape = tuple(int(t) for t in tile_shape)
+    if lowering == "matmul":
+        unsupported = _matmul_unsupported(conv_options, feature_group_count, transpose_kernel)
+        if unsupported:
+            raise ValueError(
+                f"lowering='matmul' does not support {unsupported}; use lowering='lax' or "
+                "'auto' (which falls back to lax for it)"
+            )
     coord_options = (
         ("with_r", bool(with_r)),
         ("normalize_r", bool(normalize_r)),
@@ -196,7 +233,26 @@ def _make_spec(
         conv_options=tuple(conv_options.items()),
         feature_group_count=int(feature_group_count),
         transpose_kernel=bool(transpose_kernel),
+        lowering=lowering,
+        tile_shape=tile_shape,
+        dense_kernel=bool(dense_kernel),
     )
+
+
+def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count, transpose_kernel):
+    """Why the matmul lowering cannot compute a layer (empty string: it can)."""
+    del transpose_kernel  # handled by coordjax.conv.conv_transpose
+    padding = conv_options.get("padding", "SAME")
+    if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
+        return f"padding={padding!r}"
+    if feature_group_count != 1:
+        return f"feature_group_count={feature_group_count}"
+    dilation = conv_options.get("input_dilation", 1)
+    if dilation is not None and any(d != 1 for d in np.atleast_1d(dilation)):
+        return f"input_dilation={dilation!r}"
+    if conv_options.get("preferred_element_type") is not None:
+        return "preferred_element_type"
+    return ""
 
 
 def _coord_init(spec: _Spec, kernel_init, coord_kernel_init, zero_init_coords):
@@ -283,7 +339,13 @@ def _check_input(spec: _Spec, x, in_features: int | None = None) -> None:
     if not hasattr(x, "ndim") or not hasattr(x, "shape"):
         raise TypeError(f"x must be a jax or numpy array; got {type(x).__name__}")
     n = spec.spatial_ndim
-    if x.ndim < n + 1:
+    if spec.tile_shape is not None:
+        if x.ndim < 1:
+            raise ValueError(
+                f"with tile_shape={spec.tile_shape}, x must have shape (*batch, C) (one vector "
+                f"per example, tiled over the grid); got shape {tuple(x.shape)}"
+            )
+    elif x.ndim < n + 1:
         raise ValueError(
             f"x must have shape (*batch, *spatial, C) with {n} spatial dim(s) (the length of "
             f"kernel_size={spec.kernel_size}), i.e. rank >= {n + 1}; got shape {tuple(x.shape)}"
@@ -302,8 +364,27 @@ def _centre_tap(coord_kernel, kernel_size: tuple[int, ...]):
 
 
 def _conv(spec: _Spec, inputs, kernel, *, grouped: bool):
-    """Flax's own (transposed) convolution of ``inputs`` with ``kernel``, no bias, as a pure fn."""
+    """Flax's (transposed) convolution of ``inputs`` with ``kernel``, no bias, as a pure fn.
+
+    Lowered by :mod:`coordjax.conv` as ``spec.lowering`` resolves on this platform; options the
+    matmul lowering does not support (``"auto"`` only) take Flax's own modules.
+    """
     options = dict(spec.conv_options)
+    lowering = _lowering.resolve_lowering(spec.lowering)
+    groups = spec.feature_group_count if grouped else 1
+    if lowering == "matmul" and not _matmul_unsupported(options, groups, spec.transpose_kernel):
+        common = dict(
+            strides=options.get("strides") or 1,
+            padding=options.get("padding", "SAME"),
+            kernel_dilation=options.get("kernel_dilation") or 1,
+            lowering="matmul",
+            precision=options.get("precision"),
+        )
+        if spec.transpose:
+            return _lowering.conv_transpose(
+                inputs, kernel, transpose_kernel=spec.transpose_kernel, **common
+            )
+        return _lowering.conv(inputs, kernel, **common)
     kernel_size = tuple(kernel.shape[:-2])
     if spec.transpose:
         features = kernel.shape[-2] if spec.transpose_kernel else kernel.shape[-1]
@@ -348,22 +429,52 @@ def _forward(spec: _Spec, x, params: Mapping[str, Any], *, mask, promote: Callab
             )
         kernel = kernel * jnp.asarray(mask, kernel.dtype)
     x, kernel, bias = promote(x, kernel, params.get("bias"))
+    n = spec.spatial_ndim
+    ones = (1,) * n
+    if spec.dense_kernel:
+        kernel = kernel.reshape(ones + kernel.shape)
     if spec.coord_weights == "concat":
         kernel, coord_kernel = _split_parts(kernel, spec)
     else:
-        coord_kernel = _centre_tap(
-            jnp.asarray(params["coord_kernel"], kernel.dtype), spec.kernel_size
-        )
+        coord_kernel = jnp.asarray(params["coord_kernel"], kernel.dtype)
+        coord_kernel = _centre_tap(coord_kernel.reshape(ones + coord_kernel.shape[-2:]),
+                                   spec.kernel_size)  # fmt: skip
 
-    n = spec.spatial_ndim
-    nb = x.ndim - n - 1
-    grid = coord_channels(x.shape[nb : nb + n], dtype=kernel.dtype, **dict(spec.coord_options))
+    if spec.tile_shape is not None:
+        # The factored first layer: x (*batch, C) is the same at every position of the grid.
+        nb = x.ndim - 1
+        spatial = spec.tile_shape
+        x = x.reshape(x.shape[:nb] + ones + x.shape[-1:])
+        if not _is_pointwise(spec):
+            x = jnp.broadcast_to(x, x.shape[:nb] + spatial + x.shape[-1:])
+        # else: a 1x1 stride-1 unpadded conv of a tiled input is the tiled (*batch, 1.., C') term
+    else:
+        nb = x.ndim - n - 1
+        spatial = x.shape[nb : nb + n]
+    grid = coord_channels(spatial, dtype=kernel.dtype, **dict(spec.coord_options))
     y = _conv(spec, x, kernel, grouped=True)
     y_coords = _conv(spec, grid, coord_kernel, grouped=False)  # once, broadcast over the batch
     y = y + y_coords.reshape((1,) * nb + y_coords.shape)
     if bias is not None:
         y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,)).astype(y.dtype)
     return y
+
+
+def _is_pointwise(spec: _Spec) -> bool:
+    """A stride-1, unpadded 1x1 (non-transposed) convolution: a contraction over channels."""
+    if spec.transpose or any(k != 1 for k in spec.kernel_size):
+        return False
+    options = dict(spec.conv_options)
+    strides = options.get("strides") or 1
+    if any(s != 1 for s in np.atleast_1d(strides)):
+        return False
+    dilation = options.get("input_dilation") or 1
+    if any(d != 1 for d in np.atleast_1d(dilation)):
+        return False
+    padding = options.get("padding", "SAME")
+    if isinstance(padding, str):
+        return padding.upper() in ("SAME", "VALID")
+    return all(p == 0 for p in np.ravel(np.asarray(padding, dtype=object)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,6 +639,16 @@ class CoordConv(nn.Module):
         and the layer equals that plain convolution at init.
       coord_kernel_init: initializer of the coordinate weights (default: ``kernel_init``;
         exclusive with ``zero_init_coords``).
+      lowering: ``"auto"`` (default), ``"lax"`` or ``"matmul"``: how the convolutions are
+        computed (:mod:`coordjax.conv`; same values to float rounding).
+      tile_shape: the *factored first layer* (the reference's ``skiptile=False``): ``x`` is
+        ``(*batch, C)``, one vector per example, as if tiled over a ``tile_shape`` grid before
+        the coordinates are added. Output ``(*batch, *tile_shape_out, features)``. For a
+        stride-1 1x1 kernel the tiled input is never materialised: the layer is one small
+        contraction of ``x`` plus the coordinate term computed once on the grid.
+      dense_kernel: store a 1x1 kernel as ``(C + d, C')`` (a dense layer's kernel) instead of
+        ``(1, ..., 1, C + d, C')``; same values, same initial draw for shape-agnostic
+        initialisers. Needs ``kernel_size`` of all ones.
     """
 
     features: int
@@ -554,6 +675,9 @@ class CoordConv(nn.Module):
     coord_weights: CoordWeights = "concat"
     zero_init_coords: bool = False
     coord_kernel_init: Initializer | None = None
+    lowering: _lowering.Lowering = "auto"
+    tile_shape: Sequence[int] | None = None
+    dense_kernel: bool = False
 
     def __post_init__(self):
         self._spec()  # fail at construction, naming the bad argument
@@ -581,6 +705,9 @@ class CoordConv(nn.Module):
                 kernel_dilation=self.kernel_dilation,
                 precision=self.precision,
             ),
+            lowering=self.lowering,
+            tile_shape=self.tile_shape,
+            dense_kernel=self.dense_kernel,
         )
 
     @nn.compact
@@ -605,7 +732,7 @@ class CoordConvTranspose(nn.Module):
         ``transpose_kernel=True`` kernels are ``(*k, features, C_in)`` and the coordinate rows
         are on the last axis.
       with_r, normalize_r, order, coord_range, axes, position, coord_weights, zero_init_coords,
-        coord_kernel_init: as in :class:`CoordConv`.
+        coord_kernel_init, lowering: as in :class:`CoordConv`.
     """
 
     features: int
@@ -632,6 +759,7 @@ class CoordConvTranspose(nn.Module):
     coord_weights: CoordWeights = "concat"
     zero_init_coords: bool = False
     coord_kernel_init: Initializer | None = None
+    lowering: _lowering.Lowering = "auto"
 
     def __post_init__(self):
         self._spec()
@@ -659,6 +787,7 @@ class CoordConvTranspose(nn.Module):
                 precision=self.precision,
                 preferred_element_type=self.preferred_element_type,
             ),
+            lowering=self.lowering,
         )
 
     @nn.compact
@@ -689,3 +818,106 @@ def _linen_call(module, spec: _Spec, x):
         mask=module.mask,
         promote=lambda *a: module.promote_dtype(*a, dtype=module.dtype),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Plain convolutions with a choice of lowering (the model zoo's building blocks)
+# --------------------------------------------------------------------------------------------
+
+
+def _plain_call(module, x, transpose: bool):
+    """Shared body of :class:`Conv` / :class:`ConvTranspose`: flax's parameters, our lowering."""
+    n = len(_canonical_kernel_size(module.kernel_size))
+    if not hasattr(x, "ndim") or x.ndim < n + 1:
+        raise ValueError(
+            f"x must have shape (*batch, *spatial, C) with {n} spatial dim(s); "
+            f"got {getattr(x, 'shape', type(x).__name__)}"
+        )
+    ks = _canonical_kernel_size(module.kernel_size)
+    kernel = module.param(
+        "kernel", module.kernel_init, (*ks, x.shape[-1], module.features), module.param_dtype
+    )
+    bias = (
+        module.param("bias", module.bias_init, (module.features,), module.param_dtype)
+        if module.use_bias
+        else None
+    )
+    x, kernel, bias = _promote_dtype(x, kernel, bias, dtype=module.dtype)
+    fn = _lowering.conv_transpose if transpose else _lowering.conv
+    y = fn(
+        x,
+        kernel,
+        strides=module.strides if module.strides is not None else 1,
+        padding=module.padding,
+        kernel_dilation=module.kernel_dilation if module.kernel_dilation is not None else 1,
+        lowering=module.lowering,
+        precision=module.precision,
+    )
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+class Conv(nn.Module):
+    """``flax.linen.Conv`` (no groups, no input dilation) with a choice of lowering.
+
+    ``x: (*batch, *spatial, C) → (*batch, *spatial_out, features)``; the same parameters
+    (``kernel (*k, C, features)``, ``bias``, created in that order with the same initializers'
+    draws) and the same values as ``nn.Conv`` given the same arguments.
+
+    Attributes:
+      features, kernel_size, strides, padding (``'SAME'``, ``'VALID'``, int, or per-dim ints /
+        pairs), kernel_dilation, use_bias, dtype, param_dtype, precision, kernel_init,
+        bias_init: as in ``nn.Conv``.
+      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (:mod:`coordjax.conv`).
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: None | int | Sequence[int] = 1
+    padding: PaddingLike = "SAME"
+    kernel_dilation: None | int | Sequence[int] = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = default_kernel_init
+    bias_init: Initializer = default_bias_init
+    lowering: _lowering.Lowering = "auto"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """``(*batch, *spatial, C) → (*batch, *spatial_out, features)``."""
+        return _plain_call(self, x, transpose=False)
+
+
+class ConvTranspose(nn.Module):
+    """``flax.linen.ConvTranspose`` (``transpose_kernel=False``) with a choice of lowering.
+
+    ``x: (*batch, *spatial, C) → (*batch, *spatial_out, features)``; kernel
+    ``(*k, C, features)`` and bias, the same parameters and values as ``nn.ConvTranspose``.
+    The matmul lowering is the sub-pixel decomposition (:func:`coordjax.conv.conv_transpose`).
+
+    Attributes:
+      features, kernel_size, strides, padding, kernel_dilation, use_bias, dtype, param_dtype,
+        precision, kernel_init, bias_init: as in ``nn.ConvTranspose``.
+      lowering: ``"auto"``, ``"lax"`` or ``"matmul"``.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: None | int | Sequence[int] = None
+    padding: PaddingLike = "SAME"
+    kernel_dilation: None | int | Sequence[int] = None
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = default_kernel_init
+    bias_init: Initializer = default_bias_init
+    lowering: _lowering.Lowering = "auto"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """``(*batch, *spatial, C) → (*batch, *spatial_out, features)``."""
+        return _plain_call(self, x, transpose=True)

@@ -24,13 +24,19 @@ Conventions shared by the zoo:
 * Kernels are he-normal (Keras ``he_normal``: truncated normal, variance ``2 / fan_in``), biases
   zero. Transposed-conv kernels, shaped ``(fs, fs, in, out)`` in Flax, use Keras' fan-in
   ``out * fs**2`` (quirk B15).
+* Convolutions are the library's layers (:mod:`coordjax.linen`: ``Conv``, ``ConvTranspose``,
+  ``CoordConv``), lowered as the model's ``lowering`` attribute says (``"auto"``, ``"lax"``,
+  ``"matmul"``; :mod:`coordjax.conv`): the same parameters and values as Flax's ``nn.Conv`` /
+  ``nn.ConvTranspose`` whatever the lowering. :func:`build` passes it to every conv.
 * Every stride-1 1x1 convolution is written as a dense contraction over the channel axis
   (``nn.Dense``, kernel ``(C_in, C_out)``): identical to a 1x1 ``nn.Conv`` with the kernel reshaped
   to ``(1, 1, C_in, C_out)``, and faster on CPU and under vmap.
 * BatchNorm: momentum 0.9, epsilon 1e-5, running statistics in the ``"batch_stats"`` collection.
-* The first CoordConv layer (AddCoords followed by a 1x1 conv) is computed without materialising
-  the tiled input and the coordinate channels (:class:`CoordDense`); the coordinate channel layout
-  is the reference's ``[inputs..., xx (column), yy (row)]``.
+* The first CoordConv layer (AddCoords followed by a 1x1 conv, :func:`coord_1x1`) is the library's
+  ``coordjax.linen.CoordConv`` with its factored form (``tile_shape``: the ``(B, 2)`` input is
+  never tiled, the coordinate term is computed once) and a ``(C + 2, F)`` kernel
+  (``dense_kernel``); the coordinate channel layout is the reference's
+  ``[inputs..., xx (column), yy (row)]`` (``order="xy"``).
 * L2: the reference puts ``l2 * sum(w**2)`` on every conv/deconv/1x1 kernel and on nothing else.
   :func:`l2_mask` marks exactly those. Layers that must not carry L2 although they have a
   ``kernel`` (the Dense head of ``conv_regressor_uniform``) are named with the reserved prefix
@@ -49,7 +55,7 @@ import jax.numpy as jnp
 from flax.typing import Initializer
 
 from coordjax import conv
-from coordjax.coords import coord_channels
+from coordjax import linen as cjnn
 
 __all__ = [
     "BN_EPSILON",
@@ -65,11 +71,11 @@ __all__ = [
     "CoordConvClassifier",
     "CoordConvRegressor",
     "CoordConvRenderer",
-    "CoordDense",
     "DeconvPainter",
     "ModelSpec",
     "TinyPainter",
     "build",
+    "coord_1x1",
     "count_params",
     "he_normal",
     "l2_mask",
@@ -156,18 +162,45 @@ def _pointwise(features: int, name: str) -> nn.Dense:
     return nn.Dense(features, kernel_init=HE_NORMAL, name=name)
 
 
-def _conv(features: int, filter_size: int, name: str, stride: int = 1) -> nn.Module:
+def _conv(features: int, filter_size: int, name: str, lowering: str, stride: int = 1) -> nn.Module:
     """A ``'SAME'`` convolution; a stride-1 1x1 one is built as :func:`_pointwise`."""
     if filter_size == 1 and stride == 1:
         return _pointwise(features, name)
-    return nn.Conv(
+    return cjnn.Conv(
         features,
         (filter_size, filter_size),
         strides=(stride, stride),
         padding="SAME",
         kernel_init=HE_NORMAL,
-        # Same values as lax's; its weight gradient stays fast inside the training scan (conv.py).
-        conv_general_dilated=conv.conv_general_dilated,
+        lowering=lowering,
+        name=name,
+    )
+
+
+def coord_1x1(
+    features: int,
+    *,
+    name: str,
+    lowering: str = "auto",
+    tile_shape: tuple[int, int] | None = (CANVAS, CANVAS),
+) -> cjnn.CoordConv:
+    """The zoo's first CoordConv layer: AddCoords then a 1x1 convolution, factored.
+
+    ``coordjax.linen.CoordConv`` with ``kernel_size=(1, 1)``, coordinates ``[inputs..., xx
+    (column), yy (row)]`` in ``[-1, 1]`` (``order="xy"``, the reference's layout, which pairs
+    the raw ``x`` with the column), he-normal kernel ``(C + 2, features)`` (``dense_kernel``) and
+    zero bias. With ``tile_shape`` (``(64, 64)``: the reference's ``skiptile=False``) a
+    ``(B, C)`` input is tiled over that grid without materialising it; with ``None`` the input
+    is ``(B, H, W, C)``. Output ``(B, H, W, features)``.
+    """
+    return cjnn.CoordConv(
+        features,
+        (1, 1),
+        order="xy",
+        kernel_init=HE_NORMAL,
+        dense_kernel=True,
+        tile_shape=tile_shape,
+        lowering=lowering,
         name=name,
     )
 
@@ -187,61 +220,6 @@ def _batch_norm(h: jax.Array, *, train: bool, mask: jax.Array | None, name: str)
         )
     bn = nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, use_fast_variance=False, name=name)
     return bn(h, use_running_average=not train, mask=bn_mask)
-
-
-class CoordDense(nn.Module):
-    """AddCoords followed by a 1x1 convolution, computed without materialising its input.
-
-    Equivalent to ``Dense(features)(add_coords(tile(x), order="xy"))``: the input channels are
-    ``[x..., xx, yy]`` with ``xx`` the column and ``yy`` the row coordinate in ``[-1, 1]`` (the
-    reference's layout, which pairs the raw ``x`` with the column). The kernel ``(C + 2, F)`` is
-    split into its input rows and its coordinate rows, so the layer costs one small matmul on the
-    inputs plus a ``(H, W, F)`` coordinate term broadcast over the batch.
-
-    Attributes:
-      features: output channels ``F``.
-      spatial_shape: ``(H, W)`` of the grid a ``(B, C)`` input is tiled over (reference
-        ``skiptile=False``); ignored for ``(B, H, W, C)`` inputs (``skiptile=True``).
-      materialize: compute the straightforward way (tile, concatenate coordinates, contract).
-        Same parameters and the same math; used to test the factored form.
-    """
-
-    features: int
-    spatial_shape: tuple[int, int] = (CANVAS, CANVAS)
-    materialize: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the layer.
-
-        Args:
-          x: ``(B, C)`` (tiled over ``spatial_shape``) or ``(B, H, W, C)``.
-
-        Returns:
-          ``(B, H, W, F)``.
-        """
-        if x.ndim == 2:
-            spatial = tuple(self.spatial_shape)
-            x_map = x.reshape(x.shape[0], 1, 1, x.shape[1])
-        elif x.ndim == 4:
-            spatial = tuple(x.shape[1:3])
-            x_map = x
-        else:
-            raise ValueError(f"CoordDense expects (B, C) or (B, H, W, C); got {tuple(x.shape)}")
-        c = x.shape[-1]
-        kernel = self.param("kernel", HE_NORMAL, (c + 2, self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        x_map = x_map.astype(kernel.dtype)
-        grid = coord_channels(spatial, order="xy", dtype=kernel.dtype)  # (H, W, 2): xx, yy
-        bias4 = bias.reshape(1, 1, 1, -1)
-        if self.materialize:
-            tiled = jnp.broadcast_to(x_map, (x_map.shape[0], *spatial, c))
-            grid_b = jnp.broadcast_to(grid[None], (x_map.shape[0], *spatial, 2))
-            h = jnp.concatenate([tiled, grid_b], axis=-1)
-            return jnp.einsum("bhwc,cf->bhwf", h, kernel) + bias4
-        from_x = jnp.einsum("bhwc,cf->bhwf", x_map, kernel[:c])  # (B, 1, 1, F) when tiled
-        from_grid = jnp.einsum("hwc,cf->hwf", grid, kernel[c:])[None]  # (1, H, W, F)
-        return from_x + from_grid + bias4
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +242,7 @@ class DeconvPainter(nn.Module):
 
     filter_size: int = 3
     channel_mult: int = 1
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -282,12 +261,13 @@ class DeconvPainter(nn.Module):
         h = x.reshape(x.shape[0], 1, 1, 2)
         widths = (64 * c, 64 * c, 64 * c, 32 * c, 32 * c, 1)
         for i, width in enumerate(widths):
-            h = nn.ConvTranspose(
+            h = cjnn.ConvTranspose(
                 width,
                 (fs, fs),
                 strides=(2, 2),
                 padding="SAME",
                 kernel_init=HE_NORMAL_TRANSPOSED,
+                lowering=self.lowering,
                 name=f"deconv_{i}",
             )(h)
             if i < len(widths) - 1:
@@ -304,9 +284,11 @@ class CoordConvClassifier(nn.Module):
 
     Attributes:
       channel_mult: ``c``, the width multiplier (the paper uses 1).
+      lowering: how convolutions are computed (:mod:`coordjax.conv`).
     """
 
     channel_mult: int = 1
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -322,7 +304,7 @@ class CoordConvClassifier(nn.Module):
         del train, mask
         x = _coords_input(x, "CoordConvClassifier")
         c = self.channel_mult
-        h = nn.relu(CoordDense(32 * c, name="coord_1x1")(x))
+        h = nn.relu(coord_1x1(32 * c, name="coord_1x1", lowering=self.lowering)(x))
         for i, width in enumerate((32 * c, 64 * c, 64 * c), start=1):
             h = nn.relu(_pointwise(width, name=f"conv1x1_{i}")(h))
         return _pointwise(1, name="logits")(h)
@@ -344,6 +326,7 @@ class CoordConvRenderer(nn.Module):
 
     filter_size: int = 1
     channel_mult: int = 2
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -357,13 +340,15 @@ class CoordConvRenderer(nn.Module):
           Logits ``(B, 64, 64, 1)`` (apply a sigmoid for pixel probabilities).
         """
         x = _coords_input(x, "CoordConvRenderer")
-        centre = CoordConvClassifier(channel_mult=1, name="coordconv")(x, train=train)
+        centre = CoordConvClassifier(channel_mult=1, lowering=self.lowering, name="coordconv")(
+            x, train=train
+        )
         b = centre.shape[0]
         h = jax.nn.softmax(centre.reshape(b, -1), axis=-1).reshape(centre.shape)
         m, fs = self.channel_mult, self.filter_size
         for i, width in enumerate((8 * m, 8 * m, 16 * m, 16 * m)):
-            h = nn.relu(_conv(width, fs, name=f"conv_{i}")(h))
-        return _conv(1, fs, name="logits")(h)
+            h = nn.relu(_conv(width, fs, f"conv_{i}", self.lowering)(h))
+        return _conv(1, fs, "logits", self.lowering)(h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,9 +365,11 @@ class ConvRegressorUniform(nn.Module):
 
     Attributes:
       channel_mult: ``m`` (reference ``-mul``; the logged runs use 1).
+      lowering: how convolutions are computed (:mod:`coordjax.conv`).
     """
 
     channel_mult: int = 1
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -399,7 +386,7 @@ class ConvRegressorUniform(nn.Module):
         h = _image_input(x, "ConvRegressorUniform")
         c = 16 * self.channel_mult
         for i in range(4):
-            h = nn.relu(_conv(c, 3, name=f"conv_{i}")(h))
+            h = nn.relu(_conv(c, 3, f"conv_{i}", self.lowering)(h))
             if i < 3:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
         h = h.reshape(h.shape[0], -1)
@@ -416,9 +403,11 @@ class ConvRegressorQuadrant(nn.Module):
 
     Attributes:
       channel_mult: ``m`` (reference ``-mul``; the logged runs use 1).
+      lowering: how convolutions are computed (:mod:`coordjax.conv`).
     """
 
     channel_mult: int = 1
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -434,17 +423,18 @@ class ConvRegressorQuadrant(nn.Module):
         """
         h = _image_input(x, "ConvRegressorQuadrant")
         c = 16 * self.channel_mult
-        h = nn.relu(_conv(c, 5, name="conv_0", stride=2)(h))
-        h = nn.relu(_conv(c, 1, name="conv_1")(h))
+        low = self.lowering
+        h = nn.relu(_conv(c, 5, "conv_0", low, stride=2)(h))
+        h = nn.relu(_conv(c, 1, "conv_1", low)(h))
         h = _batch_norm(h, train=train, mask=mask, name="bn_0")
-        h = nn.relu(_conv(c, 3, name="conv_2")(h))
-        h = nn.relu(_conv(c, 3, name="conv_3", stride=2)(h))
-        h = _conv(c, 3, name="conv_4", stride=2)(h)
+        h = nn.relu(_conv(c, 3, "conv_2", low)(h))
+        h = nn.relu(_conv(c, 3, "conv_3", low, stride=2)(h))
+        h = _conv(c, 3, "conv_4", low, stride=2)(h)
         h = nn.relu(_batch_norm(h, train=train, mask=mask, name="bn_1"))
-        h = nn.relu(_conv(c, 3, name="conv_5", stride=2)(h))
-        h = nn.relu(_conv(c, 1, name="conv_6")(h))
-        h = nn.relu(_conv(c, 3, name="conv_7", stride=2)(h))
-        h = nn.relu(_conv(2, 3, name="conv_8")(h))
+        h = nn.relu(_conv(c, 3, "conv_5", low, stride=2)(h))
+        h = nn.relu(_conv(c, 1, "conv_6", low)(h))
+        h = nn.relu(_conv(c, 3, "conv_7", low, stride=2)(h))
+        h = nn.relu(_conv(2, 3, "conv_8", low)(h))
         return jnp.mean(h, axis=(1, 2))
 
 
@@ -454,7 +444,12 @@ class CoordConvRegressor(nn.Module):
     AddCoords on the 64x64 input (channels ``[onehot, xx, yy]``), 1x1 convs 8, 8, 8, 3x3 8,
     3x3 2 (``'SAME'``), global **max** pool. There is no activation anywhere (quirk B13): the
     network is linear up to the max.
+
+    Attributes:
+      lowering: how convolutions are computed (:mod:`coordjax.conv`).
     """
+
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -469,26 +464,28 @@ class CoordConvRegressor(nn.Module):
         """
         del train, mask
         h = _image_input(x, "CoordConvRegressor")
-        h = CoordDense(8, name="coord_1x1")(h)
+        h = coord_1x1(8, name="coord_1x1", lowering=self.lowering, tile_shape=None)(h)
         h = _pointwise(8, name="conv1x1_1")(h)
         h = _pointwise(8, name="conv1x1_2")(h)
-        h = _conv(8, 3, name="conv_3")(h)
-        h = _conv(2, 3, name="conv_4")(h)
+        h = _conv(8, 3, "conv_3", self.lowering)(h)
+        h = _conv(2, 3, "conv_4", self.lowering)(h)
         return jnp.max(h, axis=(1, 2))
 
 
 class TinyPainter(nn.Module):
     """Test-only: a very small coordinates -> 64x64 logits model for fast engine tests.
 
-    :class:`CoordDense` of ``2 c`` channels, BatchNorm, ReLU, 1x1 to 1 logit. It exercises the
+    :func:`coord_1x1` of ``2 c`` channels, BatchNorm, ReLU, 1x1 to 1 logit. It exercises the
     CoordConv and BatchNorm (masking, ``batch_stats``) code paths at a negligible cost:
     ``16 c + 1`` parameters (17 at ``c=1``). Not a paper model.
 
     Attributes:
       channel_mult: ``c``; the hidden layer has ``2 c`` channels.
+      lowering: how convolutions are computed (:mod:`coordjax.conv`).
     """
 
     channel_mult: int = 1
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -503,7 +500,7 @@ class TinyPainter(nn.Module):
           Logits ``(B, 64, 64, 1)``.
         """
         x = _coords_input(x, "TinyPainter")
-        h = CoordDense(2 * self.channel_mult, name="coord_1x1")(x)
+        h = coord_1x1(2 * self.channel_mult, name="coord_1x1", lowering=self.lowering)(x)
         h = nn.relu(_batch_norm(h, train=train, mask=mask, name="bn_0"))
         return _pointwise(1, name="logits")(h)
 
@@ -517,7 +514,7 @@ class ModelSpec(NamedTuple):
 
     Attributes:
       name: registry key.
-      build: ``build(**shape_kwargs) -> nn.Module``.
+      build: ``build(lowering=..., **shape_kwargs) -> nn.Module``.
       input_kind: ``"coords"`` (``(B, 2)`` float pixel coordinates) or ``"onehot"``
         (``(B, 64, 64, 1)``).
       output_kind: ``"map"`` (``(B, 64, 64, 1)`` logits) or ``"vector"`` (``(B, 2)``).
@@ -621,18 +618,22 @@ MODELS: dict[str, ModelSpec] = {
 """The paper's models by name (plus ``"tiny"``, test-only)."""
 
 
-def build(name: str, **shape_kwargs: int) -> nn.Module:
+def build(name: str, *, lowering: str = "auto", **shape_kwargs: int) -> nn.Module:
     """Builds a registry model.
 
     Args:
       name: a key of :data:`MODELS`.
+      lowering: how every convolution of the model is computed: ``"auto"`` (resolved per
+        platform when traced, :func:`coordjax.conv.resolve_lowering`), ``"lax"`` or
+        ``"matmul"``. Parameters and values do not depend on it (to float rounding).
       **shape_kwargs: some of the entry's ``shape_args``, each a positive int.
 
     Returns:
       The (unbound) ``flax.linen`` module.
 
     Raises:
-      ValueError: unknown name, unknown keyword, or a value that is not a positive int.
+      ValueError: unknown name, unknown keyword, a value that is not a positive int, or an
+        unknown lowering.
 
     >>> build("deconv_painter", filter_size=4, channel_mult=2).filter_size
     4
@@ -640,6 +641,8 @@ def build(name: str, **shape_kwargs: int) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
     spec = MODELS[name]
+    if lowering not in conv.LOWERINGS:
+        raise ValueError(f"lowering must be one of {list(conv.LOWERINGS)}; got {lowering!r}")
     for key, value in shape_kwargs.items():
         if key not in spec.shape_args:
             raise ValueError(
@@ -647,7 +650,7 @@ def build(name: str, **shape_kwargs: int) -> nn.Module:
             )
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} of model {name!r} must be a positive int; got {value!r}")
-    return spec.build(**shape_kwargs)
+    return spec.build(lowering=lowering, **shape_kwargs)
 
 
 def _params_of(tree: Any) -> Any:

@@ -195,6 +195,8 @@ class CoordConv(_CoordConvBase):
         kernel an ``nnx.Conv`` draws from the same ``rngs``, and the layer equals it at init.
       coord_kernel_init: initializer of the coordinate weights (default ``kernel_init``;
         exclusive with ``zero_init_coords``).
+      lowering: ``"auto"`` (default), ``"lax"`` or ``"matmul"``: how the convolutions are
+        computed (:mod:`coordjax.conv`).
       rngs: random streams; ``rngs.params()`` is drawn for the kernel and the bias.
       kernel_metadata, bias_metadata: metadata (e.g. sharding) of the ``nnx.Param`` s, as in
         ``nnx.Conv``; ``kernel_metadata`` also applies to ``coord_kernel``.
@@ -230,6 +232,7 @@ class CoordConv(_CoordConvBase):
         coord_weights: CoordWeights = "concat",
         zero_init_coords: bool = False,
         coord_kernel_init: Initializer | None = None,
+        lowering: str = "auto",
         rngs: nnx.Rngs,
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
@@ -249,6 +252,7 @@ class CoordConv(_CoordConvBase):
         self.precision = precision
         self.promote_dtype = promote_dtype
         self.coord_weights = coord_weights
+        self.lowering = lowering
         self._set_coord_options(
             with_r=with_r,
             normalize_r=normalize_r,
@@ -292,6 +296,7 @@ class CoordConv(_CoordConvBase):
                 kernel_dilation=self.kernel_dilation,
                 precision=self.precision,
             ),
+            lowering=self.lowering,
         )
 
 
@@ -310,7 +315,8 @@ class CoordConvTranspose(_CoordConvBase):
         coordinates). With ``transpose_kernel=True`` kernels are ``(*k, C', C_in)`` and the
         coordinate rows are on the last axis.
       with_r, normalize_r, order, coord_range, axes, position, coord_weights, zero_init_coords,
-        coord_kernel_init, rngs, kernel_metadata, bias_metadata: as in :class:`CoordConv`.
+        coord_kernel_init, lowering, rngs, kernel_metadata, bias_metadata: as in
+        :class:`CoordConv`.
     """
 
     def __init__(
@@ -341,6 +347,7 @@ class CoordConvTranspose(_CoordConvBase):
         coord_weights: CoordWeights = "concat",
         zero_init_coords: bool = False,
         coord_kernel_init: Initializer | None = None,
+        lowering: str = "auto",
         rngs: nnx.Rngs,
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
@@ -360,6 +367,7 @@ class CoordConvTranspose(_CoordConvBase):
         self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
         self.coord_weights = coord_weights
+        self.lowering = lowering
         self._set_coord_options(
             with_r=with_r,
             normalize_r=normalize_r,
@@ -403,6 +411,7 @@ class CoordConvTranspose(_CoordConvBase):
                 precision=self.precision,
                 preferred_element_type=self.preferred_element_type,
             ),
+            lowering=self.lowering,
         )
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from coordjax import linen as cjnn
 from coordjax import models
 from coordjax.coords import add_coords
 
@@ -406,18 +407,23 @@ def test_dense_1x1_equals_conv_1x1(rng):
     assert params["logits"]["kernel"].shape == (32, 1)
 
 
+@pytest.mark.parametrize("lowering", ["lax", "matmul"])
 @pytest.mark.parametrize("tiled", [True, False])
-def test_coord_dense_equals_add_coords_then_dense(tiled, rng):
+def test_coord_1x1_equals_add_coords_then_dense(tiled, lowering, rng):
     x = _coords(rng, 3) if tiled else _normal(rng, (3, 64, 64, 1))
-    layer = models.CoordDense(6)
+    tile_shape = (64, 64) if tiled else None
+    layer = models.coord_1x1(6, name="c", lowering=lowering, tile_shape=tile_shape)
     p = _randomise(jax.eval_shape(layer.init, jax.random.key(0), x)["params"], rng)
+    assert p["kernel"].shape == (x.shape[-1] + 2, 6)  # the library layer's dense_kernel form
     y = jax.jit(layer.apply)({"params": p}, x)
-    y_mat = models.CoordDense(6, materialize=True).apply({"params": p}, x)
     x_map = jnp.broadcast_to(x[:, None, None, :], (3, 64, 64, x.shape[-1])) if tiled else x
     full = add_coords(x_map, order="xy")  # [inputs..., xx (column), yy (row)]
     ref = jnp.einsum("bhwc,cf->bhwf", full, p["kernel"]) + p["bias"].reshape(1, 1, 1, -1)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(y_mat, ref, rtol=1e-5, atol=1e-4)
+    # the same layer materialised: a 1x1 library CoordConv with a (1, 1, C + 2, F) kernel
+    plain = cjnn.CoordConv(6, (1, 1), order="xy", lowering=lowering)
+    conv_p = {"kernel": p["kernel"].reshape(1, 1, *p["kernel"].shape), "bias": p["bias"]}
+    np.testing.assert_allclose(plain.apply({"params": conv_p}, x_map), ref, rtol=1e-5, atol=1e-4)
     # coordinate layout: the column ramp pairs with the raw x (index 0)
     col = full[0, 0, :, x.shape[-1]]
     np.testing.assert_allclose(col, np.linspace(-1, 1, 64), atol=1e-6)
