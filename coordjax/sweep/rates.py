@@ -355,11 +355,8 @@ def estimate_seconds(
         found = rate_for(table, name, bucket.model_kwargs, batch, per_device, step_flops)
         if found is None:
             per_model = assumed_flop_rate / max(step_flops * per_device, 1.0)
-            basis, detail, compile_each = (
-                "assumed",
-                f"assumed {assumed_flop_rate:.0e} FLOP/s",
-                (assumed_compile),
-            )
+            basis, detail = "assumed", f"assumed {assumed_flop_rate:.0e} FLOP/s"
+            compile_each = assumed_compile
         else:
             per_model, basis, used = found
             shape = ", ".join(f"{k}={v}" for k, v in used.shape) or "-"
