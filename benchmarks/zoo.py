@@ -289,6 +289,7 @@ def bench_loop(case: Case, min_time: float, log) -> Row:
     return Row(case, "loop", 1, rate, compile_s, spread)
 
 
+@functools.cache
 def param_count(case: Case) -> int:
     spec = models.MODELS[case.model]
     model = models.build(case.model, **case.kwargs)
