@@ -110,6 +110,8 @@ def estimate_text(estimate) -> str:
         + ", ".join(f"{n} bucket(s) {basis}" for basis, n in sorted(bases.items()))
         + "; see coordjax.sweep.rates)"
     )
+    if estimate.provisional:
+        text += "\n(the measured rates are provisional: rerun benchmarks/zoo.py on an idle machine)"
     if estimate.warning:
         text += f"\nWARNING: {estimate.warning}"
     return text

@@ -239,6 +239,7 @@ class SweepEstimate:
 
     device_kind: str
     buckets: tuple[BucketEstimate, ...]
+    provisional: bool = False  # the rates come from a validation run, not an idle machine
 
     @property
     def seconds(self) -> float:
@@ -338,6 +339,8 @@ def estimate_seconds(
     if num_devices is None:
         num_devices = len(jax.local_devices()) if options.shard else 1
     table = (load_rates() if rates is None else rates).get(device_kind, [])
+    shipped = _shipped_table()["devices"].get(device_kind, {}) if rates is None else {}
+    provisional = bool(table) and bool(shipped.get("provisional", False))
     assumed_flop_rate = ASSUMED_FLOP_RATE.get(platform, ASSUMED_FLOP_RATE["cpu"])
     assumed_compile = ASSUMED_COMPILE_S.get(platform, ASSUMED_COMPILE_S["cpu"])
     measured_compiles = [r.compile_s for r in table if r.compile_s is not None]
@@ -382,7 +385,7 @@ def estimate_seconds(
                 detail=detail,
             )
         )
-    return SweepEstimate(device_kind=device_kind, buckets=tuple(estimates))
+    return SweepEstimate(device_kind, tuple(estimates), provisional)
 
 
 def _num_examples(bucket) -> int:
