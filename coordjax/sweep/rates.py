@@ -276,13 +276,14 @@ def rate_for(
     num_models: int,
     step_flops: float,
 ) -> tuple[float, str, Rate] | None:
-    """Per-model steps/s of a bucket from measured rates, or None if ``model`` is unmeasured.
+    """A device's model-steps/s on a bucket, from measured rates (None: ``model`` unmeasured).
 
-    Returns ``(steps_per_s_per_model, basis, used)``: the measurement at the ``M`` nearest to
-    ``num_models`` on a log scale (ties: the larger ``M``; beyond the largest measured ``M``, the
-    largest), of the same shape and batch size (``basis="measured"``), or else of the measured
-    shape with the nearest FLOPs per step, converted through its achieved FLOP/s
-    (``"scaled"``).
+    Returns ``(model_steps_per_s, basis, used)``: the measurement at the ``M`` nearest to
+    ``num_models`` on a log scale (ties: the larger ``M``), of the same shape and batch size
+    (``basis="measured"``), or else of the measured shape with the nearest FLOPs per step,
+    converted through its achieved FLOP/s (``"scaled"``). The measured model-steps/s is taken
+    as the device's throughput at any ``M`` near it: beyond the largest measured ``M`` a larger
+    bucket is assumed to gain nothing more, below it a smaller one to lose nothing.
     """
     mine = [r for r in rates if r.model == model]
     if not mine:
@@ -298,10 +299,10 @@ def rate_for(
         ]
         basis = "scaled"
     used = min(candidates, key=lambda r: (_log_distance(r.num_models, num_models), -r.num_models))
-    per_model = used.model_steps_per_s / used.num_models
+    rate = used.model_steps_per_s
     if basis == "scaled":
-        per_model *= used.step_flops / max(step_flops, 1.0)
-    return per_model, basis, used
+        rate *= used.step_flops / max(step_flops, 1.0)
+    return rate, basis, used
 
 
 def estimate_seconds(
@@ -357,20 +358,20 @@ def estimate_seconds(
         per_device = -(-bucket.num_models // num_devices)  # models per device, run in parallel
         found = rate_for(table, name, bucket.model_kwargs, batch, per_device, step_flops)
         if found is None:
-            per_model = assumed_flop_rate / max(step_flops * per_device, 1.0)
+            rate = assumed_flop_rate / max(step_flops, 1.0)
             basis, detail = "assumed", f"assumed {assumed_flop_rate:.0e} FLOP/s"
             compile_each = assumed_compile
         else:
-            per_model, basis, used = found
+            rate, basis, used = found
             shape = ", ".join(f"{k}={v}" for k, v in used.shape) or "-"
             detail = (
                 f"{basis} from {name} ({shape}, batch {used.batch_size}) at M={used.num_models}"
             )
             compile_each = default_compile if used.compile_s is None else used.compile_s
-        # Each device trains its share of the bucket's models side by side at per_model steps/s.
-        train_s = bucket.total_steps / per_model
+        # Each device trains its share of the bucket's models at ``rate`` model-steps/s.
+        train_s = per_device * bucket.total_steps / rate
         eval_flops = forward_flops(model, spec.input_shape, 1) * _num_examples(bucket)
-        eval_s = len(bucket.chunks) * eval_flops / max(per_model * step_flops, 1.0)
+        eval_s = len(bucket.chunks) * per_device * eval_flops / max(rate * step_flops, 1.0)
         key = (name, tuple(sorted(bucket.model_kwargs.items())), batch, per_device)
         n_programs = 0 if key in compiled else 1 + len(set(bucket.chunks))
         compiled.add(key)
