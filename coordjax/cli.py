@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
         help="how a bucket's model axis is lowered (default auto: measured per bucket)",
     )
     sweep.add_argument(
+        "--lowering",
+        default="auto",
+        choices=("auto", "lax", "matmul"),
+        help="how convolutions are computed: XLA convolutions (lax), patches/sub-pixel phases + "
+        "matmuls (matmul), or auto (default: a fixed per-platform rule, matmul on CPU; the "
+        "choice is recorded in the workdir and reused on resume)",
+    )
+    sweep.add_argument(
         "--map-batch-size", type=int, default=4, help="models per lax.map slice with --strategy map"
     )
     sweep.add_argument("--max-models", type=int, help="at most this many models per program")
@@ -118,6 +126,7 @@ def _sweep(args) -> int:
             shard=not args.no_shard,
             progress=not args.no_progress,
             pad=tuple(k.strip() for k in args.pad.split(",") if k.strip()),
+            lowering=args.lowering,
         )
     except ValueError as err:
         raise SystemExit(f"coordjax: {err}") from None

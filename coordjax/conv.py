@@ -283,6 +283,14 @@ def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
 # The matmul lowering
 
 
+def _pad(x, pads):
+    """Zero-pads (or, for negative pads, crops) the spatial axes of ``(B, *spatial, C)``."""
+    if all(lo == 0 and hi == 0 for lo, hi in pads):
+        return x
+    config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)]
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
 def _patches(xp, window, strides, dilation, out):
     """``(B, *out, prod(window) * C)``: the receptive fields of a padded ``(B, *spatial, C)``.
 
@@ -291,6 +299,8 @@ def _patches(xp, window, strides, dilation, out):
     """
     b, c = xp.shape[0], xp.shape[-1]
     if math.prod(window) == 1:
+        if tuple(out) == xp.shape[1:-1] and all(s == 1 for s in strides):
+            return xp
         stop = (b, *((o - 1) * s + 1 for o, s in zip(out, strides, strict=True)), c)
         return lax.slice(xp, (0,) * xp.ndim, stop, (1, *strides, 1))
     taps = []
@@ -319,8 +329,7 @@ def _conv_matmul(x, kernel, strides, pads, dilation, precision):
     """Patches + one ``dot_general`` (a contraction over channels for stride-1 1x1 kernels)."""
     n = kernel.ndim - 2
     window = kernel.shape[:n]
-    zero = jnp.zeros((), x.dtype)
-    xp = lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+    xp = _pad(x, pads)
     out = tuple(
         (size - (k - 1) * d - 1) // s + 1
         for size, k, d, s in zip(xp.shape[1:-1], window, dilation, strides, strict=True)
@@ -377,12 +386,13 @@ def _conv_transpose_matmul(x, kernel, strides, pads, precision):
         for size, k, s, pad in zip(x.shape[1:-1], kernel.shape[:n], strides, pads, strict=True)
     ]
     # Input offsets lo..hi for output blocks 0..q_len-1: pad (or crop) accordingly.
-    zero = jnp.zeros((), x.dtype)
-    xp = lax.pad(
-        x, zero,
-        [(0, 0, 0), *((-lo, q - 1 + hi - (size - 1), 0) for size, (_, q, lo, hi, _) in
-                      zip(x.shape[1:-1], plans, strict=True)), (0, 0, 0)],
-    )  # fmt: skip
+    xp = _pad(
+        x,
+        [
+            (-lo, q - 1 + hi - (size - 1))
+            for size, (_, q, lo, hi, _) in zip(x.shape[1:-1], plans, strict=True)
+        ],
+    )
     window = tuple(hi - lo + 1 for _, _, lo, hi, _ in plans)
     q_shape = tuple(q for _, q, _, _, _ in plans)
     patches = _patches(xp, window, (1,) * n, (1,) * n, q_shape)
@@ -412,7 +422,7 @@ def _conv_transpose_matmul(x, kernel, strides, pads, precision):
     y = jnp.transpose(y, order).reshape(b, *(q * s for q, s in zip(q_shape, strides, strict=True)),
                                         c_out)  # fmt: skip
     out = tuple(out_len for out_len, *_ in plans)
-    return lax.slice(y, (0,) * y.ndim, (b, *out, c_out))
+    return y if out == y.shape[1:-1] else lax.slice(y, (0,) * y.ndim, (b, *out, c_out))
 
 
 # --------------------------------------------------------------------------------------------

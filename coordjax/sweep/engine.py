@@ -28,7 +28,7 @@ import pandas as pd
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from coordjax import models, tasks
+from coordjax import conv, models, tasks
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import BucketCheckpoints
 from coordjax.sweep.grid import Sweep
@@ -74,6 +74,10 @@ class EngineOptions:
         by separate buckets, for the models that support it: one program trains the largest
         shape and every smaller model exactly inside it (``coordjax.train.padding``). Fewer
         compiles and launches, more FLOPs per small model.
+      lowering: how every convolution is computed (:mod:`coordjax.conv`): ``"lax"``,
+        ``"matmul"``, or ``"auto"`` (default): the fixed per-platform rule
+        :func:`coordjax.conv.resolve_lowering` (never a timing). The resolved lowering is
+        recorded in the workdir's ``config.json`` (``"lowering"``) and reused on resume.
     """
 
     strategy: str = "auto"
@@ -82,21 +86,26 @@ class EngineOptions:
     shard: bool = True
     progress: bool = True
     pad: tuple[str, ...] = ()
+    lowering: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "pad", validate_pad(self.pad))
+        if self.lowering not in conv.LOWERINGS:
+            raise ValueError(
+                f"lowering must be one of {list(conv.LOWERINGS)}; got {self.lowering!r}"
+            )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}; got {self.strategy!r}")
         if not isinstance(self.map_batch_size, int) or self.map_batch_size < 1:
             raise ValueError(f"map_batch_size must be a positive int; got {self.map_batch_size!r}")
 
 
-def make_setup(bucket: Bucket) -> TrainSetup:
-    """The static training setup shared by a bucket's models."""
+def make_setup(bucket: Bucket, lowering: str = "auto") -> TrainSetup:
+    """The static training setup shared by a bucket's models (convolutions lowered as given)."""
     static = bucket.static
     task_options = {} if static["loss"] == "default" else {"loss": static["loss"]}
     return TrainSetup(
-        model=models.build(static["model"], **bucket.model_kwargs),
+        model=models.build(static["model"], lowering=lowering, **bucket.model_kwargs),
         task=tasks.get(static["task"], **task_options),
         batch_size=static["batch_size"],
         steps_per_epoch=bucket.steps_per_epoch,
@@ -275,6 +284,8 @@ def run_sweep(
     with wd.locked(workdir) if lead else contextlib.nullcontext():
         if lead:
             wd.check_same_sweep(workdir, identity, restart=restart)
+        options = dataclasses.replace(options, lowering=_lowering(options, workdir))
+        if lead:
             wd.write_config(workdir, _config(identity, buckets, options))
         results = wd.read_results(workdir)
         mesh = _mesh(options.shard)
@@ -288,6 +299,14 @@ def run_sweep(
     return results
 
 
+def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
+    """The concrete lowering: as asked, else the one this workdir recorded, else the rule."""
+    if options.lowering != "auto":
+        return options.lowering
+    recorded = (wd.read_config(workdir) or {}).get("lowering")
+    return recorded if recorded in ("lax", "matmul") else conv.resolve_lowering("auto")
+
+
 def _progress_bar(buckets: list[Bucket], options: EngineOptions):
     if not options.progress:
         return None
@@ -298,7 +317,7 @@ def _progress_bar(buckets: list[Bucket], options: EngineOptions):
 
 
 def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFrame:
-    setup = make_setup(bucket)
+    setup = make_setup(bucket, options.lowering)
     n_devices = 1 if mesh is None else mesh.size
     configs = _padded(list(bucket.runs), n_devices)
     data = _place(device_data(setup.task), mesh, P())
@@ -381,7 +400,9 @@ def _init_padded(bucket: Bucket, setup: TrainSetup, data, configs):
     for i, config in enumerate(configs):
         shapes.setdefault(tuple(sorted(bucket.run_model_kwargs(config).items())), []).append(i)
     for shape, members in shapes.items():
-        own_model = models.build(bucket.static["model"], **dict(shape))
+        own_model = models.build(
+            bucket.static["model"], lowering=setup.model.lowering, **dict(shape)
+        )
         own_setup = dataclasses.replace(setup, model=own_model)
         rows = np.asarray(members)
         own_runs = jax.tree.map(lambda x, rows=rows: x[rows], runs)
@@ -458,6 +479,7 @@ def _config(identity, buckets, options) -> dict[str, Any]:
     return {
         "identity": identity,
         "engine": dataclasses.asdict(options),
+        "lowering": options.lowering,  # resolved: "lax" or "matmul"
         "versions": {
             "jax": jax.__version__,
             "flax": flax.__version__,
