@@ -206,12 +206,8 @@ def make_bucket(case: Case, num_models: int):
 
 
 def engine_setup(bucket, lowering: str | None):
-    """``engine.make_setup``, its model rebuilt with a given conv lowering (None: the default)."""
-    setup = engine.make_setup(bucket)
-    if lowering is None:
-        return setup
-    model = models.build(bucket.static["model"], lowering=lowering, **bucket.model_kwargs)
-    return dataclasses.replace(setup, model=model)
+    """``engine.make_setup`` with the engine's default conv lowering (None) or a given one."""
+    return engine.make_setup(bucket, lowering or default_lowering())
 
 
 def engine_inputs(case: Case, num_models: int, lowering: str | None = None):
@@ -549,8 +545,20 @@ def plot(rows: Sequence[Row], cases: Sequence[Case], path: pathlib.Path) -> None
     plt.close(fig)
 
 
+def row_lowering(row: Row) -> str | None:
+    """The conv lowering of an engine measurement (None for the other contenders)."""
+    if row.contender == "engine":
+        return default_lowering()
+    if row.contender.startswith("vmap, ") and row.contender.endswith(" lowering"):
+        return row.contender.removeprefix("vmap, ").removesuffix(" lowering")
+    return None
+
+
 def write_rates_table(rows: Sequence[Row], meta: dict[str, Any], path: pathlib.Path) -> None:
-    """Writes this device kind's engine rates into the library's table, keeping other kinds."""
+    """Writes this device kind's engine rates into the library's table, keeping other kinds.
+
+    The engine's default rows, and the other lowerings' rows (for ``EngineOptions(lowering=)``).
+    """
     table = json.loads(path.read_text()) if path.is_file() else {}
     table.setdefault("devices", {})
     table["about"] = (
@@ -572,10 +580,11 @@ def write_rates_table(rows: Sequence[Row], meta: dict[str, Any], path: pathlib.P
                     r.case.batch_size,
                 ),
                 "compile_s": None if r.compile_s is None else round(r.compile_s, 3),
-                "strategy": r.note,
+                "lowering": row_lowering(r),
+                "note": r.note,
             }
             for r in rows
-            if r.contender == "engine" and r.model_steps_per_s
+            if row_lowering(r) and r.model_steps_per_s
         ],
     }
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")

@@ -121,6 +121,22 @@ def test_unmeasured_model_falls_back_to_the_assumed_flop_rate():
     assert estimate(classifier_sweep(2), device_kind="other").buckets[0].basis == "assumed"
 
 
+def test_only_rates_of_the_options_lowering_are_used():
+    table = fake_table()
+    lax = R.Rate("coordconv_classifier", (("channel_mult", 1),), 16, 1, 1.0,
+                 table["fakecpu"][0].step_flops, 3.0, "lax")  # fmt: skip
+    matmul = [R.Rate(**{**vars(r), "lowering": "matmul"}) for r in table["fakecpu"]]
+    table = {"fakecpu": [*matmul, lax]}
+    steps = 2 * STEPS_PER_EPOCH
+    default = R.estimate_seconds(classifier_sweep(1), ONE_DEVICE, device_kind="fakecpu",
+                                 platform="cpu", rates=table)  # fmt: skip
+    assert default.buckets[0].train_s == pytest.approx(steps / 10.0)  # auto on CPU: matmul
+    as_lax = EngineOptions(shard=False, progress=False, lowering="lax")
+    slow = R.estimate_seconds(classifier_sweep(1), as_lax, device_kind="fakecpu",
+                              platform="cpu", rates=table)  # fmt: skip
+    assert slow.buckets[0].train_s == pytest.approx(steps / 1.0)
+
+
 def test_long_estimates_warn():
     assert estimate(classifier_sweep(2)).warning is None
     slow = fake_table(model_steps_per_s=1e-4)

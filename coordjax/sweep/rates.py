@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax import models
+from coordjax import conv, models
 
 RATES_FILE = pathlib.Path(__file__).with_name("measured_rates.json")
 """The measured-rates table written by ``benchmarks/zoo.py`` (package data)."""
@@ -137,6 +137,7 @@ class Rate:
       model_steps_per_s: models × steps per second, steady state.
       step_flops: FLOPs of one model's step (:func:`train_step_flops`).
       compile_s: seconds to compile the program (None when not measured).
+      lowering: the conv lowering measured (``"lax"``/``"matmul"``; None: unknown, matches any).
     """
 
     model: str
@@ -146,6 +147,7 @@ class Rate:
     model_steps_per_s: float
     step_flops: float
     compile_s: float | None = None
+    lowering: str | None = None
 
     @property
     def flop_rate(self) -> float:
@@ -178,6 +180,7 @@ def parse_rates(table: dict[str, Any]) -> dict[str, list[Rate]]:
                         model_steps_per_s=float(e["model_steps_per_s"]),
                         step_flops=float(e["step_flops"]),
                         compile_s=None if e.get("compile_s") is None else float(e["compile_s"]),
+                        lowering=None if e.get("lowering") is None else str(e["lowering"]),
                     )
                 )
             except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -318,7 +321,8 @@ def estimate_seconds(
 
     Args:
       sweep: a :class:`coordjax.sweep.Sweep`.
-      options: its :class:`coordjax.sweep.EngineOptions` (planning and sharding).
+      options: its :class:`coordjax.sweep.EngineOptions` (planning, sharding and the conv
+        lowering: only rates measured with the lowering it resolves to are used).
       device_kind: whose rates to use; default: this process's first device's kind.
       platform: ``"cpu"``, ``"gpu"`` or ``"tpu"`` for the assumed fallback; default: this
         process's.
@@ -340,6 +344,8 @@ def estimate_seconds(
     if num_devices is None:
         num_devices = len(jax.local_devices()) if options.shard else 1
     table = (load_rates() if rates is None else rates).get(device_kind, [])
+    lowering = conv.resolve_lowering(options.lowering, platform)
+    table = [r for r in table if r.lowering in (None, lowering)]
     shipped = _shipped_table()["devices"].get(device_kind, {}) if rates is None else {}
     provisional = bool(table) and bool(shipped.get("provisional", False))
     assumed_flop_rate = ASSUMED_FLOP_RATE.get(platform, ASSUMED_FLOP_RATE["cpu"])
