@@ -60,7 +60,7 @@ LR = 2e-3
 K_STEPS = engine.AUTO_PROBE_STEPS  # the engine's builder is shared with its "auto" probe
 FULL_SIZES = (1, 8, 32)
 QUICK_SIZES = (1, 8)
-QUICK_BUDGET_S = 420.0  # no new extra measurement after this, so --quick stays under 10 min
+QUICK_BUDGET_S = 360.0  # no new extra measurement after this, so --quick stays under 10 min
 TORCH_HINT = 'torch is not installed: pip install -e ".[bench]" (torch==2.13.0, CPU build)'
 
 
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     cases = [c for c in CASES if not args.cases or c.label in args.cases]
     sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
-    min_time = args.min_time if args.min_time is not None else (0.5 if args.quick else 2.0)
+    min_time = args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0)
     budget = (
         args.budget_s
         if args.budget_s is not None
