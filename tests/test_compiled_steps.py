@@ -30,6 +30,8 @@ def test_compiled_steps_equal_single_model_steps(strategy, shard, assert_functio
     data = engine._place(device_data(setup.task), mesh, engine.P())
     states, runs, _ = engine.initial_state(bucket, setup, data, list(bucket.runs), mesh)
     out = engine.compiled_steps(setup, STEPS, strategy, 1, mesh)(data, runs, states)
+    # On the host before slicing: eager ops on sharded arrays are cross-device programs.
+    out, runs, states = jax.device_get((out, runs, states))
     step = jax.jit(functools.partial(train_step, setup))
     idx = np.arange(setup.batch_size, dtype=np.int32)  # the program's fixed batch
     mask = np.ones(setup.batch_size, bool)
