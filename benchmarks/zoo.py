@@ -529,7 +529,9 @@ def plot(rows: Sequence[Row], cases: Sequence[Case], path: pathlib.Path) -> None
             if contender in ("loop", "torch"):  # one model at a time: M models, same rate
                 ax.plot(sizes, [pts[0][1]] * len(sizes), "--", label=f"{contender} (one by one)")
             elif contender == "engine":  # drawn wide under the candidate it picked
-                ax.plot(*zip(*pts, strict=True), "-", lw=6, alpha=0.3, label="engine (default)")
+                ax.plot(
+                    *zip(*pts, strict=True), "s-", lw=6, ms=14, alpha=0.3, label="engine (default)"
+                )
             else:
                 ax.plot(*zip(*pts, strict=True), "o-", label=contender)
         ax.set_xscale("log", base=2)
