@@ -5,13 +5,15 @@ Public surface::
     import coordjax as cj
     cj.add_coords(x)                 # pure: (..., *spatial, C) -> (..., *spatial, C + d)
     cj.coord_channels((64, 64))      # (64, 64, 2) grid
-    cj.linen.CoordConv, cj.nnx.CoordConv, ...
+    cj.linen.CoordConv, cj.nnx.CoordConv, ...   # lowering="auto" | "lax" | "matmul"
+    cj.conv.conv(x, kernel, strides=, padding=, lowering=)   # how convolutions are lowered
     cj.datasets.not_so_clevr("uniform")
     cj.models.build("coordconv_classifier"), cj.tasks.get("classification")
     cj.train.fit(...)                # the paper's recipe, one model
     coordjax.sweep.run_sweep(...)    # many models at once (import coordjax.sweep)
 """
 
+from coordjax import conv as conv
 from coordjax import datasets as datasets
 from coordjax import handbuilt as handbuilt
 from coordjax import linen as linen
