@@ -1,4 +1,8 @@
-"""The plan of a sweep, without training: buckets, compiles, steps, estimated FLOPs and memory."""
+"""The plan of a sweep, without training: buckets, compiles, steps, FLOPs, memory and time.
+
+The time estimate comes from measured training rates (:mod:`coordjax.sweep.rates`), not from the
+FLOP count: a FLOP count says nothing about how fast a device runs these small convolutions.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from coordjax import datasets
 from coordjax.sweep.engine import EngineOptions, make_setup, stack_runs
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.planner import Bucket, plan
+from coordjax.sweep.rates import estimate_seconds, format_duration
 from coordjax.train import DeviceData, evaluate, init_state, train_step
 
 
@@ -46,11 +51,13 @@ def bucket_costs(bucket: Bucket) -> dict[str, float]:
 
 
 def plan_text(sweep: Sweep, options: EngineOptions) -> str:
-    """A table of the plan, one line per bucket, and totals."""
+    """A table of the plan, one line per bucket, and totals (with the estimated wall time)."""
     buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
+    estimate = estimate_seconds(sweep, options)
+    times = {b.bucket_id: b for b in estimate.buckets}
     header = (
         f"{'bucket':<34} {'models':>6} {'bs':>4} {'epochs':>6} {'steps':>8} {'compiles':>8} "
-        f"{'TFLOP':>10} {'state MB':>9}"
+        f"{'TFLOP':>10} {'state MB':>9} {'est. time':>10}"
     )
     lines = [f"sweep {sweep.name}: {sum(b.num_models for b in buckets)} models in "
              f"{len(buckets)} buckets", header]  # fmt: skip
@@ -71,7 +78,8 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
         lines.append(
             f"{bucket.bucket_id:<34} {bucket.num_models:>6} {bucket.static['batch_size']:>4} "
             f"{bucket.static['epochs']:>6} {bucket.total_steps:>8} {n_compiles:>8} "
-            f"{flops / 1e12:>10.2f} {bucket.num_models * costs['state_bytes'] / 2**20:>9.1f}"
+            f"{flops / 1e12:>10.2f} {bucket.num_models * costs['state_bytes'] / 2**20:>9.1f} "
+            f"{format_duration(times[bucket.bucket_id].seconds):>10}"
         )
         lines.append(
             "    " + ", ".join(f"{k}={v}" for k, v in bucket.static.items() if k != "model")
@@ -87,4 +95,23 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
         f"(init + one per distinct chunk length), {total_flops / 1e12:,.1f} TFLOP "
         f"(XLA cost analysis; train steps + evaluations); strategy={options.strategy}"
     )
+    lines.append(estimate_text(estimate))
     return "\n".join(lines)
+
+
+def estimate_text(estimate) -> str:
+    """The estimated wall time, what it rests on, and a warning when it is long."""
+    bases = {}
+    for b in estimate.buckets:
+        bases[b.basis] = bases.get(b.basis, 0) + 1
+    text = (
+        f"estimated wall time on {estimate.device_kind}: {format_duration(estimate.seconds)} "
+        f"(from measured rates: "
+        + ", ".join(f"{n} bucket(s) {basis}" for basis, n in sorted(bases.items()))
+        + "; see coordjax.sweep.rates)"
+    )
+    if estimate.provisional:
+        text += "\n(the measured rates are provisional: rerun benchmarks/zoo.py on an idle machine)"
+    if estimate.warning:
+        text += f"\nWARNING: {estimate.warning}"
+    return text

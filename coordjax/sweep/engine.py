@@ -171,6 +171,28 @@ def compiled_chunk(setup: TrainSetup, num_epochs: int, strategy: str, map_batch_
     return jax.jit(fn, donate_argnums=(2,))
 
 
+@functools.cache
+def compiled_steps(setup: TrainSetup, num_steps: int, strategy: str, map_batch_size: int, mesh):
+    """``num_steps`` training steps of every model on one fixed batch, lifted like a chunk.
+
+    The program ``"auto"`` times to choose a strategy (and benchmarks time): the same
+    ``train_step`` and model-axis lowering as :func:`compiled_chunk`, without the epoch's
+    shuffle and the evaluation. Called as ``program(data, runs, states)``; returns the states.
+    """
+
+    def steps(data, run, state):
+        size = setup.batch_size
+        idx = jnp.arange(size, dtype=jnp.int32) % data.inputs.shape[0]
+        mask = jnp.ones((size,), bool)
+
+        def body(state, _):
+            return train_step(setup, data, run, state, idx, mask)[0], None
+
+        return jax.lax.scan(body, state, None, length=num_steps)[0]
+
+    return jax.jit(_distribute(_per_device(steps, strategy, map_batch_size), mesh))
+
+
 def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
     """Times ``AUTO_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
 
@@ -179,19 +201,9 @@ def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
     """
     if options.strategy != "auto":
         return options.strategy, options.map_batch_size
-    size = setup.batch_size
-    idx = jnp.arange(size, dtype=jnp.int32) % data.inputs.shape[0]
-    mask = jnp.ones((size,), bool)
-
-    def probe(data, run, state):
-        def body(state, _):
-            return train_step(setup, data, run, state, idx, mask)[0], None
-
-        return jax.lax.scan(body, state, None, length=AUTO_PROBE_STEPS)[0]
-
     timings = {}
     for candidate in (("vmap", options.map_batch_size), ("map", 1)):
-        program = jax.jit(_distribute(_per_device(probe, *candidate), mesh))
+        program = compiled_steps(setup, AUTO_PROBE_STEPS, *candidate, mesh)
         jax.block_until_ready(program(data, runs, state))
         tick = time.perf_counter()
         jax.block_until_ready(program(data, runs, state))

@@ -1,0 +1,786 @@
+"""The paper's zoo, trained by the sweep engine against the per-model loops people write.
+
+For every model family of Fig S2 (deconv painter fs {2,3,4} x c {1,2,3}, the CoordConv
+classifier, the CoordConv renderer, the three regressors), on the same batch and parameter
+counts, this measures steady-state model-steps/s and, separately, compile time of:
+
+  engine     the sweep engine with its default choices (``EngineOptions()``): its own program
+             builder ``engine.compiled_steps`` (the program its ``"auto"`` strategy times), and
+             the strategy ``engine.choose_strategy`` picks for the bucket;
+  vmap, map  that builder with each model-axis lowering (``jit(vmap)``; ``lax.map`` over
+             slices of 1 model);
+  lax, matmul each convolution lowering (``coordjax.conv``), when the library has them;
+  loop       a Python loop over a jitted single-model ``train_step`` (M models one by one);
+  torch      PyTorch eager, one model at a time, ``torch.optim.Adam`` (needs the ``bench``
+             extra: ``pip install -e ".[bench]"``; skipped with a note when torch is missing).
+
+at bucket sizes M (models per program). Per-model loops cost the same per model at every M, so
+``loop`` and ``torch`` are measured at M = 1 and their rate is compared with every M.
+Achieved FLOP/s use FLOPs counted from layer shapes (``coordjax.sweep.rates.train_step_flops``:
+2 FLOPs per multiply-add, forward + input gradient + weight gradient = 3x the forward's kernel
+layers, 2x for the first; XLA's cost analysis is not used: it counts a loop body once), against
+a dense float32 GEMM measured in the same run.
+
+    python benchmarks/zoo.py --quick     # <= 10 min on 2 idle cores
+    python benchmarks/zoo.py             # every M in {1, 8, 32} (hours on a 2-core CPU)
+
+Writes ``benchmarks/results/zoo-<device_kind>.{md,json,png}`` and the measured-rates table
+``coordjax/sweep/measured_rates.json`` (the dry run's time estimates) for this device kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import benchlib
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from coordjax import conv, models
+from coordjax.sweep import Grid, engine, plan, rates, union
+from coordjax.train import device_data, train_step
+
+ROOT = pathlib.Path(__file__).resolve().parent
+DEFAULT_OUT_DIR = ROOT / "results"
+L2 = 1e-3
+LR = 2e-3
+K_STEPS = engine.AUTO_PROBE_STEPS  # the engine's builder is shared with its "auto" probe
+FULL_SIZES = (1, 8, 32)
+QUICK_SIZES = (1, 8)
+QUICK_BUDGET_S = 360.0  # no new extra measurement after this, so --quick stays under 10 min
+TORCH_HINT = 'torch is not installed: pip install -e ".[bench]" (torch==2.13.0, CPU build)'
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmarked model: registry name, shape kwargs, task and batch size."""
+
+    model: str
+    shape: tuple[tuple[str, int], ...]
+    task: str
+    batch_size: int
+
+    @property
+    def kwargs(self) -> dict[str, int]:
+        return dict(self.shape)
+
+    @property
+    def label(self) -> str:
+        """``deconv_painter:fs2,c1`` (``--cases`` takes these)."""
+        short = {"filter_size": "fs", "channel_mult": "c"}
+        kw = self.kwargs
+        parts = [f"{short[k]}{kw[k]}" for k in ("filter_size", "channel_mult") if k in kw]
+        return f"{self.model}:{','.join(parts)}" if parts else self.model
+
+
+def _case(model: str, task: str, batch: int, **shape: int) -> Case:
+    return Case(model, tuple(sorted(shape.items())), task, batch)
+
+
+CASES = (
+    *(
+        _case("deconv_painter", "classification", 32, filter_size=fs, channel_mult=c)
+        for fs in (2, 3, 4)
+        for c in (1, 2, 3)
+    ),
+    _case("coordconv_classifier", "classification", 16, channel_mult=1),
+    _case("coordconv_renderer", "rendering", 16, filter_size=2, channel_mult=2),
+    _case("conv_regressor_uniform", "regression", 256, channel_mult=1),
+    _case("conv_regressor_quadrant", "regression", 256, channel_mult=1),
+    _case("coordconv_regressor", "regression", 256),
+)
+"""The measured models: Fig S2's deconv grid at batch 32 (the grid also uses 16), the paper's
+CoordConv classifier and renderer (its largest shape) at batch 16, regressors at 256."""
+
+QUICK_EXTRAS = (
+    "deconv_painter:fs2,c1",
+    "deconv_painter:fs4,c3",
+    "coordconv_classifier:c1",
+    "conv_regressor_quadrant:c1",
+)
+"""--quick measures M > 1 and the other conv lowerings for these only (within its budget)."""
+assert set(QUICK_EXTRAS) <= {case.label for case in CASES}
+
+
+@dataclasses.dataclass
+class Row:
+    """One measurement of a contender on a case at M models."""
+
+    case: Case
+    contender: str
+    num_models: int
+    model_steps_per_s: float | None
+    compile_s: float | None = None
+    spread: float | None = None
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.case.model,
+            "shape": self.case.kwargs,
+            "task": self.case.task,
+            "batch_size": self.case.batch_size,
+            "contender": self.contender,
+            "num_models": self.num_models,
+            "model_steps_per_s": self.model_steps_per_s,
+            "compile_s": self.compile_s,
+            "spread": self.spread,
+            "note": self.note,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def time_calls(call: Callable[[], Any], min_time: float, min_repeats: int = 2):
+    """Timed calls of ``call`` (which blocks) after the first; returns first-call s and times.
+
+    Repeats until ``min_time`` seconds were timed and at least ``min_repeats`` calls (at most 50).
+    """
+    tick = time.perf_counter()
+    call()
+    first = time.perf_counter() - tick
+    times: list[float] = []
+    while len(times) < min_repeats or (sum(times) < min_time and len(times) < 50):
+        tick = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - tick)
+    return first, times
+
+
+def summarize(first: float, times: list[float], model_steps: int) -> tuple[float, float, float]:
+    """(model-steps/s from the median call, compile s = first call - median, spread)."""
+    median = statistics.median(times)
+    spread = (max(times) - min(times)) / median if len(times) > 1 else 0.0
+    return model_steps / median, max(first - median, 0.0), spread
+
+
+# --------------------------------------------------------------------------------------------
+# JAX contenders (the engine's own builders)
+
+
+def lowerings() -> tuple[str, ...]:
+    """The concrete convolution lowerings the library offers (empty before it has any)."""
+    names = getattr(conv, "LOWERINGS", ())
+    return tuple(n for n in names if n != "auto")
+
+
+def default_lowering() -> str | None:
+    resolve = getattr(conv, "resolve_lowering", None)
+    return resolve("auto") if resolve else None
+
+
+def make_bucket(case: Case, num_models: int):
+    """The engine's bucket for M copies of the case (seeds 0..M-1), via its planner."""
+    grid = Grid(
+        case.model,
+        base={
+            "task": case.task,
+            "model": case.model,
+            "batch_size": case.batch_size,
+            "lr": LR,
+            "l2": L2,
+            "epochs": 1,
+            "eval_every": 1,
+            **case.kwargs,
+            **({"loss": "sigmoid"} if case.task == "rendering" else {}),
+        },
+        axes={"seed": list(range(num_models))},
+    )
+    (bucket,) = plan(union(case.model, [grid]).expand())
+    return bucket
+
+
+def engine_setup(bucket, lowering: str | None):
+    """``engine.make_setup`` with the engine's default conv lowering (None) or a given one."""
+    return engine.make_setup(bucket, lowering or default_lowering())
+
+
+def engine_inputs(case: Case, num_models: int, lowering: str | None = None):
+    """(setup, data, runs, states, mesh) of an M-model bucket, from the engine's own code."""
+    bucket = make_bucket(case, num_models)
+    setup = engine_setup(bucket, lowering)
+    mesh = engine._mesh(True)
+    data = engine._place(device_data(setup.task), mesh, engine.P())
+    configs = engine._padded(list(bucket.runs), 1 if mesh is None else mesh.size)
+    states, runs, counts = engine.initial_state(bucket, setup, data, configs, mesh)
+    return setup, data, runs, states, mesh, counts[0]
+
+
+def measure_program(case: Case, contender: str, program, inputs, min_time: float) -> Row:
+    """Times ``program(data, runs, states)`` of the engine on an M-model bucket."""
+    data, runs, states = inputs
+    num_models = jax.tree.leaves(states)[0].shape[0]
+
+    def call():
+        return jax.block_until_ready(program(data, runs, states))
+
+    rate, compile_s, spread = summarize(*time_calls(call, min_time), num_models * K_STEPS)
+    return Row(case, contender, num_models, rate, compile_s, spread)
+
+
+def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]:
+    """The engine's default choice, and the vmap and map programs it chose from."""
+    options = engine.EngineOptions()
+    setup, data, runs, states, mesh, _ = engine_inputs(case, num_models)
+    rows = {}
+    for name, strategy in (("vmap", ("vmap", options.map_batch_size)), ("map", ("map", 1))):
+        program = engine.compiled_steps(setup, K_STEPS, *strategy, mesh)
+        rows[strategy] = measure_program(case, name, program, (data, runs, states), min_time)
+        log(
+            f"{case.label} M={num_models} {name}: {rows[strategy].model_steps_per_s:.3g} "
+            "model-steps/s"
+        )
+    chosen = engine.choose_strategy(setup, data, runs, states, mesh, options)
+    lowering = default_lowering()
+    note = f"strategy {chosen[0]}" + (f", lowering {lowering}" if lowering else "")
+    return [dataclasses.replace(rows[tuple(chosen)], contender="engine", note=note), *rows.values()]
+
+
+def bench_lowerings(case: Case, num_models: int, min_time: float, log) -> list[Row]:
+    """The engine's vmap program with each convolution lowering that is not the default."""
+    options = engine.EngineOptions()
+    out = []
+    for other in lowerings():
+        if other == default_lowering():
+            continue
+        setup, data, runs, states, mesh, _ = engine_inputs(case, num_models, other)
+        program = engine.compiled_steps(setup, K_STEPS, "vmap", options.map_batch_size, mesh)
+        name = f"vmap, {other} lowering"
+        out.append(measure_program(case, name, program, (data, runs, states), min_time))
+        log(f"{case.label} M={num_models} {name}: {out[-1].model_steps_per_s:.3g} model-steps/s")
+    return out
+
+
+def bench_loop(case: Case, min_time: float, log) -> Row:
+    """A Python loop of K calls of the jitted single-model ``train_step`` (M = 1)."""
+    setup, data, runs, states, _, _ = engine_inputs(case, 1)
+    run, state = jax.tree.map(lambda x: x[0], (runs, states))
+    step = jax.jit(functools.partial(train_step, setup))
+    idx = jnp.arange(setup.batch_size, dtype=jnp.int32) % data.inputs.shape[0]
+    mask = jnp.ones((setup.batch_size,), bool)
+
+    def call():
+        s = state
+        for _ in range(K_STEPS):
+            s = step(data, run, s, idx, mask)[0]
+        return jax.block_until_ready(s)
+
+    rate, compile_s, spread = summarize(*time_calls(call, min_time), K_STEPS)
+    log(f"{case.label} loop: {rate:.3g} model-steps/s")
+    return Row(case, "loop", 1, rate, compile_s, spread)
+
+
+@functools.cache
+def param_count(case: Case) -> int:
+    spec = models.MODELS[case.model]
+    model = models.build(case.model, **case.kwargs)
+    x = jnp.zeros((1, *spec.input_shape), jnp.float32)
+    return models.count_params(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch eager
+
+
+def import_torch():
+    try:
+        import torch
+        import torch_zoo
+    except ImportError:
+        return None, None
+    return torch, torch_zoo
+
+
+def bench_torch(case: Case, min_time: float, log) -> Row:
+    """PyTorch eager, one model, the same first batch as the engine's program, Adam."""
+    torch, torch_zoo = import_torch()
+    if torch is None:
+        return Row(case, "torch", 1, None, note=TORCH_HINT)
+    torch.manual_seed(0)
+    model = torch_zoo.build(case.model, **case.kwargs)
+    ours = param_count(case)
+    assert torch_zoo.count_params(model) == ours, (case, torch_zoo.count_params(model), ours)
+    data = device_data(engine.make_setup(make_bucket(case, 1)).task)
+    inputs, targets = np.asarray(data.inputs), np.asarray(data.targets)
+    idx = np.arange(case.batch_size) % inputs.shape[0]
+    x, y = inputs[idx], targets[idx]
+    if x.ndim == 4:  # NHWC -> NCHW
+        x = x.transpose(0, 3, 1, 2)
+    if case.task == "classification":
+        y = y.reshape(len(idx), -1).argmax(axis=1)
+    elif y.ndim == 4:
+        y = y.transpose(0, 3, 1, 2)
+    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    step = torch_zoo.make_step(model, case.task, LR, L2)
+
+    def call():
+        for _ in range(K_STEPS):
+            loss = step(x, y)
+        return float(loss)
+
+    call()  # the first steps allocate Adam's state and warm the allocator
+    rate, _, spread = summarize(*time_calls(call, min_time), K_STEPS)
+    log(f"{case.label} torch: {rate:.3g} model-steps/s")
+    return Row(case, "torch", 1, rate, None, spread, note=f"{torch.get_num_threads()} threads")
+
+
+# --------------------------------------------------------------------------------------------
+# GEMM reference
+
+
+def gemm_flop_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Dense float32 ``size x size`` matmul FLOP/s (best of ``repeats``): jax, and torch if any."""
+    out = {}
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, a))
+    best = min(_timed(lambda: jax.block_until_ready(dot(a, a))) for _ in range(repeats))
+    out["jax"] = 2 * size**3 / best
+    torch, _ = import_torch()
+    if torch is not None:
+        t = torch.randn(size, size)
+        torch.mm(t, t)
+        best = min(_timed(lambda: torch.mm(t, t)) for _ in range(repeats))
+        out["torch"] = 2 * size**3 / best
+    return out
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    tick = time.perf_counter()
+    fn()
+    return time.perf_counter() - tick
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions() -> dict[str, str]:
+    torch, _ = import_torch()
+    import flax
+    import optax
+
+    out = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+    if torch is not None:
+        out["torch"] = torch.__version__
+    return out
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.{digits}g}"
+
+
+def times(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{fmt(ratio)}×"
+
+
+def rate(row: Row | None) -> float | None:
+    """Model-steps/s (for a per-model loop: at any M, since it trains one model at a time)."""
+    return None if row is None else row.model_steps_per_s
+
+
+def find(rows: Sequence[Row], case: Case, contender: str, m: int = 1) -> Row | None:
+    for row in rows:
+        if row.case == case and row.contender == contender and row.num_models == m:
+            return row
+    return None
+
+
+def targets(rows: Sequence[Row], cases: Sequence[Case], gemm: float) -> list[str]:
+    """The issue's targets, each measured ratio and met/missed."""
+    lines = ["| target | case | measured | met? |", "|---|---|---:|---|"]
+
+    def verdict(value, threshold):
+        if value is None:
+            return "not measured"
+        return "met" if value >= threshold else "**missed**"
+
+    for case in cases:
+        need = (
+            3.0
+            if case.model == "deconv_painter"
+            else 1.5
+            if case.model == "coordconv_classifier"
+            else 1.0
+        )
+        e, t = rate(find(rows, case, "engine")), rate(find(rows, case, "torch"))
+        ratio = e / t if e and t else None
+        lines.append(
+            f"| engine ≥ {need:g}× torch eager at M = 1 | {case.label} "
+            f"| {times(ratio)} | {verdict(ratio, need)} |"
+        )
+    for case in cases:
+        e1, e8 = rate(find(rows, case, "engine")), rate(find(rows, case, "engine", 8))
+        if e8 is None:
+            continue
+        ratio = e8 / e1 if e1 else None
+        lines.append(
+            f"| model-steps/s at M = 8 ≥ at M = 1 | {case.label} | {times(ratio)} "
+            f"| {verdict(ratio, 1.0)} |"
+        )
+    largest = [c for c in cases if c.model == "deconv_painter"]
+    if largest:
+        case = max(largest, key=lambda c: c.kwargs["filter_size"] * c.kwargs["channel_mult"])
+        flops = rates.train_step_flops(
+            models.build(case.model, **case.kwargs),
+            models.MODELS[case.model].input_shape,
+            case.batch_size,
+        )
+        best = max(
+            (r for r in rows if r.case == case and r.contender == "engine" and r.model_steps_per_s),
+            key=lambda r: r.model_steps_per_s,
+            default=None,
+        )
+        frac = best.model_steps_per_s * flops / gemm if best else None
+        at = f" (M = {best.num_models})" if best else ""
+        lines.append(
+            f"| largest deconv ≥ 40 % of GEMM FLOP/s | {case.label}{at} "
+            f"| {fmt(None if frac is None else 100 * frac)} % | {verdict(frac, 0.4)} |"
+        )
+    lines.append(
+        "| smoke preset wall time at least halves | – | not measured by zoo.py "
+        "(`coordjax sweep classification --preset smoke` before/after) | – |"
+    )
+    lines.append(
+        "| dry run's estimate uses measured rates | – | this run's table: "
+        "`coordjax/sweep/measured_rates.json` | met when written |"
+    )
+    return lines
+
+
+def gemm_percent(row: Row, step_flops: float, gemm: float) -> float | None:
+    """Achieved FLOP/s of a measurement as a percentage of the GEMM FLOP/s."""
+    return None if not row.model_steps_per_s else 100 * row.model_steps_per_s * step_flops / gemm
+
+
+def results_table(rows: Sequence[Row], cases: Sequence[Case], gemm: float) -> list[str]:
+    lines = [
+        "| model | batch | params | GFLOP/step | contender | M | model-steps/s "
+        "| vs torch | vs loop | % GEMM | compile (s) | spread | note |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for case in cases:
+        flops = rates.train_step_flops(
+            models.build(case.model, **case.kwargs),
+            models.MODELS[case.model].input_shape,
+            case.batch_size,
+        )
+        t, lp = rate(find(rows, case, "torch")), rate(find(rows, case, "loop"))
+        for r in (r for r in rows if r.case == case):
+            pm = rate(r)
+            lines.append(
+                f"| {case.label} | {case.batch_size} | {param_count(case):,} | {flops / 1e9:.2f} "
+                f"| {r.contender} | {r.num_models} | {fmt(pm)} "
+                f"| {times(pm / t if pm and t else None)} "
+                f"| {times(pm / lp if pm and lp else None)} "
+                f"| {fmt(gemm_percent(r, flops, gemm))} "
+                f"| {fmt(r.compile_s)} | {'–' if r.spread is None else f'{100 * r.spread:.0f}%'} "
+                f"| {r.note} |"
+            )
+    return lines
+
+
+def plot(rows: Sequence[Row], cases: Sequence[Case], path: pathlib.Path) -> None:
+    """Model-steps/s vs M per contender, one panel per case (per-model loops: flat)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(cases))
+    nrows = -(-len(cases) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    sizes = sorted({r.num_models for r in rows})
+    for ax, case in zip(axes.flat, cases, strict=False):
+        mine = [r for r in rows if r.case == case and r.model_steps_per_s]
+        for contender in dict.fromkeys(r.contender for r in mine):
+            pts = sorted(
+                (r.num_models, r.model_steps_per_s) for r in mine if r.contender == contender
+            )
+            if contender in ("loop", "torch"):  # one model at a time: M models, same rate
+                ax.plot(sizes, [pts[0][1]] * len(sizes), "--", label=f"{contender} (one by one)")
+            elif contender == "engine":  # drawn wide under the candidate it picked
+                ax.plot(
+                    *zip(*pts, strict=True), "s-", lw=6, ms=14, alpha=0.3, label="engine (default)"
+                )
+            else:
+                ax.plot(*zip(*pts, strict=True), "o-", label=contender)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{case.label}, batch {case.batch_size}", fontsize=9)
+        ax.set_xlabel("models per program M")
+        ax.set_ylabel("model-steps/s")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(cases) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def row_lowering(row: Row) -> str | None:
+    """The conv lowering of an engine measurement (None for the other contenders)."""
+    if row.contender == "engine":
+        return default_lowering()
+    if row.contender.startswith("vmap, ") and row.contender.endswith(" lowering"):
+        return row.contender.removeprefix("vmap, ").removesuffix(" lowering")
+    return None
+
+
+def write_rates_table(rows: Sequence[Row], meta: dict[str, Any], path: pathlib.Path) -> None:
+    """Writes this device kind's engine rates into the library's table, keeping other kinds.
+
+    The engine's default rows, and the other lowerings' rows (for ``EngineOptions(lowering=)``).
+    """
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table.setdefault("devices", {})
+    table["about"] = (
+        "Engine training rates measured by benchmarks/zoo.py, read by "
+        "coordjax.sweep.rates for the dry run's time estimates."
+    )
+    table["devices"][meta["device_kind"]] = {
+        **meta,
+        "rates": [
+            {
+                "model": r.case.model,
+                "shape": r.case.kwargs,
+                "batch_size": r.case.batch_size,
+                "num_models": r.num_models,
+                "model_steps_per_s": round(r.model_steps_per_s, 6),
+                "step_flops": rates.train_step_flops(
+                    models.build(r.case.model, **r.case.kwargs),
+                    models.MODELS[r.case.model].input_shape,
+                    r.case.batch_size,
+                ),
+                "compile_s": None if r.compile_s is None else round(r.compile_s, 3),
+                "lowering": row_lowering(r),
+                "note": r.note,
+            }
+            for r in rows
+            if row_lowering(r) and r.model_steps_per_s
+        ],
+    }
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    labels = [c.label for c in CASES]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"M in {list(QUICK_SIZES)}; M > 1 and other lowerings only for "
+        f"{list(QUICK_EXTRAS)}, started within {QUICK_BUDGET_S:.0f} s",
+    )
+    parser.add_argument(
+        "--cases", nargs="+", metavar="LABEL", choices=labels, help=f"a subset of: {labels}"
+    )
+    parser.add_argument("--sizes", nargs="+", type=int, help="bucket sizes M (default by mode)")
+    parser.add_argument("--min-time", type=float, help="seconds timed per measurement")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="start no M > 1 or other-lowering measurement after this many s",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch contender")
+    parser.add_argument("--no-loop", action="store_true", help="skip the jitted-step loop")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument(
+        "--rates-file",
+        type=pathlib.Path,
+        default=rates.RATES_FILE,
+        help="the library's measured-rates table to update",
+    )
+    parser.add_argument("--no-rates", action="store_true", help="do not update the rates table")
+    parser.add_argument(
+        "--provisional",
+        action="store_true",
+        help="label the report and rates table provisional (a validation run)",
+    )
+    args = parser.parse_args(argv)
+    if args.sizes and any(m < 1 for m in args.sizes):
+        parser.error("--sizes must be positive ints")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    cases = [c for c in CASES if not args.cases or c.label in args.cases]
+    sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
+    min_time = args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0)
+    budget = (
+        args.budget_s
+        if args.budget_s is not None
+        else (QUICK_BUDGET_S if args.quick else float("inf"))
+    )
+    head = benchlib.environment_lines("The zoo: sweep engine vs per-model loops")
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    torch, _ = import_torch()
+    if torch is None and not args.no_torch:
+        log(TORCH_HINT + "; the torch contender is skipped")
+    gemm = gemm_flop_rate()
+    log("GEMM: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items()))
+    rows: list[Row] = []
+    skipped: list[str] = []
+    for case in cases:  # M = 1, core contenders: the per-model targets are always measured
+        if not args.no_torch:
+            rows.append(bench_torch(case, min_time, log))
+        if not args.no_loop:
+            rows.append(bench_loop(case, min_time, log))
+        if 1 in sizes:
+            rows.extend(bench_engine(case, 1, min_time, log))
+    # Then, while the time budget lasts: larger buckets, then the other conv lowerings.
+    extras = [(bench_engine, case, m) for m in sizes if m > 1 for case in cases]
+    # Other lowerings at M <= 8 (1 with --quick): lax's transposed convs on CPU take many
+    # seconds per step, and the question is which lowering wins, not how it scales.
+    max_m = 1 if args.quick else 8
+    extras += [(bench_lowerings, case, m) for m in sizes if m <= max_m for case in cases]
+    for bench, case, m in extras:
+        if args.quick and case.label not in QUICK_EXTRAS:
+            continue
+        what = f"{case.label} M={m}" + (" lowerings" if bench is bench_lowerings else "")
+        if time.perf_counter() - start > budget:
+            skipped.append(what)
+            continue
+        try:
+            rows.extend(bench(case, m, min_time, log))
+        except Exception as err:  # noqa: BLE001 - out of memory at large M is a result
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            skipped.append(f"{what} (out of memory)")
+    elapsed = time.perf_counter() - start
+
+    device = jax.devices()[0]
+    kind = device.device_kind
+    provisional = args.provisional or bool(args.cases)
+    meta = {
+        "device_kind": kind,
+        "platform": device.platform,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": None if load_at_start is None else list(load_at_start),
+        "gemm_flops_per_s": gemm["jax"],
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": benchlib.command_line(),
+        "versions": versions(),
+        "provisional": provisional,
+    }
+    stem = benchlib.output_path(args.out_dir, "zoo").with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    gemm_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items())
+    torch_line = (
+        f"torch {meta['versions']['torch']}, {torch.get_num_threads()} threads"
+        if torch is not None
+        else TORCH_HINT
+    )
+    lines = [
+        *head,
+        f"- CPU: {meta['cpu_model']}, {meta['cpu_count']} cores; {torch_line}",
+        f"- run: {elapsed:.0f} s; sizes M {list(sizes)}; {K_STEPS} train steps per timed call "
+        f"(the engine's `compiled_steps`, shared with its `auto` probe); ≥ {min_time} s timed per "
+        f"measurement (median call); learning rate {LR}, L2 {L2}; the first batch of the data.",
+        f"- dense float32 GEMM (2048², best of 5): {gemm_text}",
+        "- FLOPs per step: counted from layer shapes (`coordjax.sweep.rates.train_step_flops`): "
+        "2 per multiply-add of every conv, transposed conv and dense layer, × 3 for forward, "
+        "input gradient and weight gradient (× 2 for the first layer); elementwise work not "
+        "counted. A transposed conv counts the input grid × its kernel (no dilation zeros).",
+        "- compile (s): first call minus a steady call. The per-model loops (loop, torch) train "
+        "M models one after another, at their M = 1 model-steps/s whatever M; `vs` columns "
+        "divide model-steps/s by theirs (a target of the issue: the engine at M = 8 must reach "
+        "at least its M = 1 model-steps/s, i.e. vmapping never costs).",
+        "- **The machine must be otherwise idle**: torch's threads collapse under contention; "
+        "compare ratios within one run.",
+    ]
+    if load_at_start is not None and load_at_start[0] > 0.5 * (os.cpu_count() or 1):
+        lines.append(
+            f"- **BUSY MACHINE**: load average {load_at_start[0]:.1f} on {os.cpu_count()} cores "
+            "at the start; torch's thread pool collapses under contention (measured here: 27x "
+            "slower with 2 threads than with 1 at load 13), so `vs torch` is not valid."
+        )
+    if provisional:
+        lines.append(
+            "- **PROVISIONAL**: a validation run (a subset of cases or a shared machine); "
+            "not the report of record."
+        )
+    if skipped:
+        lines.append(f"- skipped (time budget {budget:.0f} s or memory): {', '.join(skipped)}")
+    report = "\n".join(
+        [
+            *lines,
+            "",
+            "## Targets (issue 8)",
+            "",
+            *targets(rows, cases, gemm["jax"]),
+            "",
+            "## Measurements",
+            "",
+            *results_table(rows, cases, gemm["jax"]),
+            "",
+            f"![model-steps/s vs M]({stem.name}.png)",
+            "",
+        ]
+    )
+    stem.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                **meta,
+                "gemm": gemm,
+                "sizes": list(sizes),
+                "k_steps": K_STEPS,
+                "skipped": skipped,
+                "rows": [r.as_json() for r in rows],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    plot(rows, cases, stem.with_suffix(".png"))
+    stem.with_suffix(".md").write_text(report)
+    print(report)
+    written = [stem.with_suffix(s) for s in (".md", ".json", ".png")]
+    if not args.no_rates:
+        write_rates_table(rows, meta, args.rates_file)
+        written.append(args.rates_file)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()
