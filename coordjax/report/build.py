@@ -257,6 +257,8 @@ def _best_runs(record: SweepRecord, task: str, split: str | None = None) -> dict
 
 def _outputs(record: SweepRecord, run: pd.Series):
     """The run's outputs, or None (logged) when its checkpoint cannot be read."""
+    if not (record.workdir / "checkpoints").is_dir():  # e.g. a workdir copied without them
+        return None
     from coordjax.report import predictions
 
     try:
