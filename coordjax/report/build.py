@@ -237,7 +237,7 @@ def _figure_sections(record: SweepRecord, out: pathlib.Path) -> list[str]:
     best = summary.best_per_family(results)
     path = figures.training_curves(results, best, out / "training_curves.png")
     parts.append(_figure_md(path, "Training curves of the best runs", "curves"))
-    counts = paper.bar_counts(paper.bar_statistics(results))
+    counts = tables.ordered(paper.bar_counts(paper.bar_statistics(results)))
     path = figures.bar_reached(counts, out / "bar_reached.png")
     parts.append(_figure_md(path, "Reaching the bar: any evaluation vs the end", "bar"))
     return ["\n\n".join(p for p in parts if p)]

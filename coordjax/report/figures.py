@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from coordjax import paper  # noqa: E402
 
@@ -71,7 +72,9 @@ def scale(metric: str) -> float:
 @contextlib.contextmanager
 def _figure(path: pathlib.Path, nrows: int, ncols: int, size: tuple[float, float], **kw):
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, **kw)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=size, squeeze=False, layout="constrained", **kw
+        )
         try:
             yield fig, axes
             fig.savefig(path)
@@ -102,13 +105,29 @@ def size_vs_metric(final: pd.DataFrame, task: str, path: pathlib.Path) -> pathli
                 best = best.max() if paper.BARS[task].larger_is_better else best.min()
                 ax.plot(best.index, k * best.to_numpy(), "-o", ms=3.5, lw=1.2, color=color(family),
                         label=f"{label(family)}: best per size")  # fmt: skip
-            ax.set_xscale("log")
+            _log_parameters(ax)
             ax.set_title(f"{split} split")
             ax.set_xlabel("parameters (log scale)")
             ax.legend(loc="best")
         axes[0, 0].set_ylabel(f"final {paper.METRIC_LABELS[metric]}")
+        if paper.BARS[task].larger_is_better:
+            axes[0, 0].set_ylim(*_limits(np.asarray([]), metric))
         _bar_line(axes[0], task)
     return path
+
+
+def _log_parameters(ax) -> None:
+    """Log x axis of parameter counts, labelled 10k / 100k / 1M at the decades only."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _count_label(value: float, _position=None) -> str:
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
 
 
 def _bar_line(axes, task: str) -> None:
@@ -227,6 +246,7 @@ def training_curves(results: pd.DataFrame, best: pd.DataFrame, path: pathlib.Pat
                     continue
                 split = mine[col]
                 here = best.loc[(best["task"] == task) & (best["split"] == split)]
+                here = here.set_index("family", drop=False).loc[families(here)]
                 for _, b in here.iterrows():
                     history = results.loc[results["run_id"] == b["best_run"]].sort_values("epoch")
                     ax.plot(history["epoch"], k * history[metric], "-o", ms=2.5, lw=1.2,

@@ -11,6 +11,7 @@ from coordjax.sweep import summary
 
 SPLIT_ORDER = {"uniform": 0, "quadrant": 1}
 TASK_ORDER = {"classification": 0, "rendering": 1, "regression": 2}
+FAMILY_ORDER = {"deconv": 0, "conv": 1, "coordconv": 9}  # the paper's baseline first
 
 
 def markdown(table: pd.DataFrame, *, align_right: tuple[str, ...] = ()) -> str:
@@ -64,7 +65,7 @@ def best_models(record: SweepRecord) -> pd.DataFrame:
     best = summary.best_per_family(record.results)
     if best.empty:
         return best
-    best = _ordered(best)
+    best = ordered(best)
     config = record.final.set_index("run_id")
     rows = []
     for _, b in best.iterrows():
@@ -96,12 +97,14 @@ def best_models(record: SweepRecord) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+def ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the paper's order: classification, rendering, regression; uniform, quadrant."""
     keys = table.assign(
         _t=table["task"].map(TASK_ORDER).fillna(9),
+        _f=table["family"].map(FAMILY_ORDER).fillna(5),
         _s=table["split"].map(SPLIT_ORDER).fillna(9),
     )
-    return keys.sort_values(["_t", "family", "_s"]).drop(columns=["_t", "_s"])
+    return keys.sort_values(["_t", "_f", "family", "_s"]).drop(columns=["_t", "_f", "_s"])
 
 
 def bar_table(record: SweepRecord) -> pd.DataFrame:
@@ -109,7 +112,7 @@ def bar_table(record: SweepRecord) -> pd.DataFrame:
     counts = paper.bar_counts(paper.bar_statistics(record.results))
     if counts.empty:
         return counts
-    counts = _ordered(counts)
+    counts = ordered(counts)
     return pd.DataFrame(
         {
             "task": counts["task"],
@@ -163,7 +166,7 @@ def diverged(record: SweepRecord) -> pd.DataFrame:
     bad = record.final.loc[record.final["diverged"]]
     columns = ["run_id", "task", "family", "split", "filter_size", "channel_mult", "batch_size",
                "lr", "l2", "seed", "diverged_step"]  # fmt: skip
-    return _ordered(bad[[c for c in columns if c in bad]]).reset_index(drop=True)
+    return ordered(bad[[c for c in columns if c in bad]]).reset_index(drop=True)
 
 
 def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
