@@ -156,7 +156,15 @@ def _sweep(args) -> int:
         raise SystemExit(f"coordjax: {err}") from None
     if jax.process_index() == 0:
         wall = time.perf_counter() - start
-        path = None if args.no_report else _report(args.workdir)
+        path = None
+        if not args.no_report:
+            from coordjax import report
+
+            try:
+                path = str(report.write_report(args.workdir))
+            except Exception as err:  # the results are saved; the report can be rerun alone
+                print(f"coordjax: the report failed ({type(err).__name__}: {err}); rerun "
+                      f"`coordjax report {args.workdir}`", file=sys.stderr)  # fmt: skip
         print(sw.summary_text(results, wall_seconds=wall, report=path))
         print(f"results: {args.workdir}/results.csv")
     return 0
