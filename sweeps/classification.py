@@ -18,6 +18,13 @@ Presets:
              evaluations under the constant lr, and at epoch 50 only 2 runs are at 100 %;
              lr 1e-3 seed 0 never gets there (best 77 % uniform, 46 % quadrant).
   evidence-deconv  deconv fs 2, c 1, batch 32, lr 2e-3, 3 epochs, both splits.
+  fig-s2     a Fig S2 sized for an idle 2-core CPU (planned for <= 60 minutes; 64.5 TFLOP by
+             --dry-run): deconv fs {2, 4} x c {1, 2} (46k-728k parameters) x lr {2e-3, 1e-2},
+             l2 1e-3, batch 32, 20 epochs (the paper: 1000), both splits (16 models), and
+             CoordConv at the smoke setting (lr 5e-3, l2 1e-3, seed 1, 10 epochs), both splits.
+             Then `coordjax report WORKDIR` draws Fig S2 / Fig 4 / Fig 5 from it. 20 epochs
+             separate the families but cannot show deconv's ceiling (~86 % after 1000 epochs in
+             the paper): its upper-bound claims come out "partial".
   smoke      a small real sweep for a 2-core CPU (about 4-5 minutes): CoordConv at the reference
              README's single-run setting (lr 5e-3, l2 1e-3, batch 16), seed 1, 10 epochs, and a
              small deconv (fs 2, c 1, lr 2e-3, batch 32, 3 epochs), both splits. Measured: the
@@ -115,6 +122,18 @@ def smoke():
     )  # fmt: skip
 
 
+def fig_s2():
+    deconv = Grid("deconv", base={**DECONV, "epochs": 20, "eval_every": 5, "batch_size": 32,
+                                  "l2": 0.001},
+                  axes={"filter_size": [2, 4], "channel_mult": [1, 2], "lr": [0.002, 0.01],
+                        "split": SPLITS})  # fmt: skip
+    coordconv = Grid("coordconv", base={**COORDCONV, "lr": 0.005, "l2": 0.001, "epochs": 10,
+                                        "eval_every": 2, "seed": 1},
+                     axes={"split": SPLITS})  # fmt: skip
+    return union("classification", [deconv, coordconv],
+                 "a CPU-sized Fig S2: deconv 46k-728k parameters and CoordConv")  # fmt: skip
+
+
 def evidence():
     grid = Grid("coordconv", base={**COORDCONV, "l2": 0.001, "eval_every": 2},
                 axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS, "seed": [0, 1]})  # fmt: skip
@@ -133,6 +152,7 @@ PRESETS = {
     "reference": reference,
     "coordconv": coordconv,
     "smoke": smoke,
+    "fig-s2": fig_s2,
     "evidence": evidence,
     "evidence-deconv": evidence_deconv,
 }
