@@ -197,6 +197,11 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
             }
         )
     per_bucket = pd.DataFrame(buckets)
+    compiles = 0
+    for bucket in config.get("plan", []):
+        static = bucket.get("static", {})
+        epochs, every = int(static.get("epochs", 1)), int(static.get("eval_every", 1))
+        compiles += 1 + (1 if epochs // every else 0) + (1 if epochs % every else 0)
     wall = sum(float(b["wall time (s)"]) for b in buckets)
     steps = int(final["step"].sum()) if "step" in final else 0
     versions = config.get("versions", {})
@@ -204,7 +209,8 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     overview = pd.DataFrame(
         [
             ("models (finished / planned)", f"{len(record.finished)} / {len(record.planned)}"),
-            ("buckets (compiled programs, one per bucket)", str(len(buckets))),
+            ("buckets", str(len(buckets))),
+            ("compiled programs (init + one per chunk length, per bucket)", str(compiles)),
             ("training wall time, sum over buckets", f"{wall:.1f} s"),
             ("model-steps", f"{steps:,}"),
             ("model-steps/s", f"{steps / wall:,.0f}" if wall > 0 else "-"),
