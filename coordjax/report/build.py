@@ -108,7 +108,7 @@ def _header(record: SweepRecord) -> str:
     description = identity.get("definition", {}).get("description", "")
     lines = [f"# Reproduction report: {record.name}", ""]
     if description:
-        lines += [f"{description}.", ""]
+        lines += [f"Sweep definition: *{description}*.", ""]
     lines += [
         f"Workdir `{record.workdir}`: {len(record.finished)} of {len(record.planned)} planned "
         f"runs finished, {record.results['run_id'].nunique()} evaluated, "
@@ -146,7 +146,7 @@ def _paper_section(record: SweepRecord) -> str:
     else:
         lines += ["No headline number of the paper concerns the models of this sweep.", ""]
     if len(skipped):
-        lines += ["Not run in this sweep: " + "; ".join(skipped["claim"]) + ".", ""]
+        lines += [_not_run_text(skipped, set(record.results["task"])), ""]
     lines += [VERDICT_TEXT, ""]
     timing = [f"{words} ({source})" for task, words, source in paper.TIMING_CLAIMS
               if task == "all" or task in set(record.results["task"])]  # fmt: skip
@@ -159,6 +159,19 @@ def _paper_section(record: SweepRecord) -> str:
         f"Note: {paper.TRAIN_ACCURACY_NOTE}",
     ]
     return "\n".join(lines)
+
+
+def _not_run_text(skipped: pd.DataFrame, tasks: set[str]) -> str:
+    """The claims no run speaks to: those of tasks the sweep ran, then the other tasks."""
+    claims = skipped["claim"].tolist()
+    mine = [c for c in claims if c.split(":")[0] in tasks]
+    others = list(dict.fromkeys(c.split(":")[0] for c in claims if c.split(":")[0] not in tasks))
+    parts = []
+    if mine:
+        parts.append("Not run in this sweep: " + "; ".join(mine) + ".")
+    if others:
+        parts.append(f"The paper's {' and '.join(others)} claims are for other sweeps.")
+    return " ".join(parts)
 
 
 def _table_sections(record: SweepRecord) -> list[str]:
