@@ -286,9 +286,9 @@ def bar_reached(counts: pd.DataFrame, path: pathlib.Path) -> pathlib.Path | None
                     va="center", fontsize=7)  # fmt: skip
         ax.set_yticks(y, labels)
         ax.invert_yaxis()
-        ax.set_xlim(0, 112)
+        ax.set_xlim(0, 115)
         ax.set_xlabel("runs at the paper's bar (% of the group's runs)")
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
         ax.grid(axis="y", visible=False)
     return path
 
