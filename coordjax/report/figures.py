@@ -100,7 +100,7 @@ def size_vs_metric(final: pd.DataFrame, task: str, path: pathlib.Path) -> pathli
                 mine = here.loc[here["family"] == family]
                 ax.scatter(mine["param_count"], k * mine[metric], s=14, alpha=0.45,
                            color=color(family), edgecolors="none",
-                           label=f"{label(family)} ({len(mine)} models)")  # fmt: skip
+                           label=f"{label(family)} ({_models(len(mine))})")  # fmt: skip
                 best = mine.groupby("param_count")[metric]
                 best = best.max() if paper.BARS[task].larger_is_better else best.min()
                 ax.plot(best.index, k * best.to_numpy(), "-o", ms=3.5, lw=1.2, color=color(family),
@@ -114,6 +114,10 @@ def size_vs_metric(final: pd.DataFrame, task: str, path: pathlib.Path) -> pathli
             axes[0, 0].set_ylim(*_limits(np.asarray([]), metric))
         _bar_line(axes[0], task)
     return path
+
+
+def _models(n: int) -> str:
+    return f"{n} model" if n == 1 else f"{n} models"
 
 
 def _log_parameters(ax) -> None:
