@@ -42,7 +42,10 @@ def run_outputs(workdir: pathlib.Path, run: pd.Series) -> Outputs:
     from coordjax import datasets, models
     from coordjax.sweep.checkpoints import load_run
 
-    state = load_run(workdir, run["run_id"])
+    try:  # the checkpoint of the evaluation in the results table
+        state = load_run(workdir, run["run_id"], epoch=int(run["epoch"]))
+    except (ValueError, FileNotFoundError):  # a results row written just before a kill
+        state = load_run(workdir, run["run_id"])
     spec = models.MODELS[run["model"]]
     model = models.build(run["model"], **{k: int(run[k]) for k in spec.shape_args})
     variables = {"params": state["params"]}
