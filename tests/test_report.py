@@ -278,16 +278,35 @@ REAL = textwrap.dedent(
 )
 
 
-def test_a_real_sweep_written_on_4_devices_reports_on_1(tmp_path):
-    from coordjax.sweep import EngineOptions, Grid, run_sweep, union
+TINY_SWEEP = textwrap.dedent(
+    """
+    from coordjax.sweep import Grid, union
 
-    base = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2,
-            "eval_every": 1}  # fmt: skip
-    axes = {"lr": [0.05, 0.002], "split": ["uniform", "quadrant"]}
-    sweep = union("tiny", [Grid("tiny", base=base, axes=axes)])
-    run_sweep(sweep, tmp_path, options=EngineOptions(progress=False, strategy="vmap"))
+    BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2,
+            "eval_every": 1}
+    AXES = {"lr": [0.05, 0.002], "split": ["uniform", "quadrant"]}
+    PRESETS = {"t": lambda: union("tiny", [Grid("tiny", base=BASE, axes=AXES)])}
+    """
+)
+
+
+def test_a_real_sweep_written_on_4_devices_reports_on_1(tmp_path):
+    sweep_file = tmp_path / "tiny_sweep.py"
+    sweep_file.write_text(TINY_SWEEP)
+    workdir = tmp_path / "work"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4"}
+    command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",
+               "--workdir", str(workdir), "--strategy", "vmap", "--no-progress"]  # fmt: skip
+    sweep = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    # The sweep wrote its report at its end and its summary points to it.
+    assert f"report: {workdir / 'report' / 'report.md'}" in sweep.stdout
+    assert "best run per family and split" in sweep.stdout
+    assert max(map(len, sweep.stdout.splitlines())) <= 100
+    assert len(json.loads((workdir / "config.json").read_text())["devices"]) == 4
+
     env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
-    out = subprocess.run([sys.executable, "-c", REAL, str(tmp_path)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", REAL, str(workdir)], capture_output=True,
                          text=True, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -295,4 +314,4 @@ def test_a_real_sweep_written_on_4_devices_reports_on_1(tmp_path):
     for ours, engine in got["accuracy"].values():
         assert abs(ours - engine) <= 2 / 729  # argmax near-ties may flip on a different device
     text = pathlib.Path(got["path"]).read_text()
-    assert "fig_5.png" in text and (tmp_path / "report" / "fig_5.png").stat().st_size > 5000
+    assert "fig_5.png" in text and (workdir / "report" / "fig_5.png").stat().st_size > 5000
