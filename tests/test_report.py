@@ -315,3 +315,10 @@ def test_a_real_sweep_written_on_4_devices_reports_on_1(tmp_path):
         assert abs(ours - engine) <= 2 / 729  # argmax near-ties may flip on a different device
     text = pathlib.Path(got["path"]).read_text()
     assert "fig_5.png" in text and (workdir / "report" / "fig_5.png").stat().st_size > 5000
+
+
+def test_report_knows_each_models_shape_arguments():
+    from coordjax import models
+    from coordjax.report import tables
+
+    assert tables.SHAPE_ARGS == {name: spec.shape_args for name, spec in models.MODELS.items()}

@@ -10,6 +10,17 @@ from coordjax.report.source import SweepRecord
 from coordjax.sweep import summary
 
 SPLIT_ORDER = {"uniform": 0, "quadrant": 1}
+# Each model's shape arguments, as coordjax.models.MODELS declares them (a test checks); kept
+# here so that tables need not import the models (and JAX).
+SHAPE_ARGS = {
+    "deconv_painter": ("filter_size", "channel_mult"),
+    "coordconv_classifier": ("channel_mult",),
+    "coordconv_renderer": ("filter_size", "channel_mult"),
+    "conv_regressor_uniform": ("channel_mult",),
+    "conv_regressor_quadrant": ("channel_mult",),
+    "coordconv_regressor": (),
+    "tiny": ("channel_mult",),
+}
 TASK_ORDER = {"classification": 0, "rendering": 1, "regression": 2}
 FAMILY_ORDER = {"deconv": 0, "conv": 1, "coordconv": 9}  # the paper's baseline first
 
@@ -79,8 +90,8 @@ def best_models(record: SweepRecord) -> pd.DataFrame:
                 "split": b["split"],
                 "runs": int(b["models"]),
                 "params": f"{b['params']:,}",
-                "filter size": int(run["filter_size"]) if "filter_size" in run else "",
-                "channels x": int(run["channel_mult"]) if "channel_mult" in run else "",
+                "filter size": _shape(run, "filter_size"),
+                "channels x": _shape(run, "channel_mult"),
                 "batch": int(b["batch_size"]),
                 "lr": f"{b['lr']:g}",
                 "l2": f"{b['l2']:g}",
@@ -95,6 +106,17 @@ def best_models(record: SweepRecord) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _shape(run: pd.Series, key: str):
+    """A shape argument of the run's model, or "-" when the model has no such argument."""
+    if key not in run or key not in SHAPE_ARGS.get(run["model"], (key,)):
+        return "-"
+    return int(run[key])
+
+
+def _rate(steps: int, seconds: float) -> str:
+    return f"{steps / seconds:,.3g}" if seconds > 0 else "-"
 
 
 def ordered(table: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +215,7 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "strategy": strategy,
                 "wall time (s)": f"{wall:.1f}",
                 "model-steps": f"{steps:,}",
-                "model-steps/s": f"{steps / wall:,.0f}" if wall > 0 else "-",
+                "model-steps/s": _rate(steps, wall),
             }
         )
     per_bucket = pd.DataFrame(buckets)
@@ -213,7 +235,7 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
             ("compiled programs (init + one per chunk length, per bucket)", str(compiles)),
             ("training wall time, sum over buckets", f"{wall:.1f} s"),
             ("model-steps", f"{steps:,}"),
-            ("model-steps/s", f"{steps / wall:,.0f}" if wall > 0 else "-"),
+            ("model-steps/s", _rate(steps, wall)),
             ("device", f"{config.get('device_kind', '?')} x {len(config.get('devices', []))}"),
             ("engine", ", ".join(f"{k}={v}" for k, v in engine.items())),
             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
