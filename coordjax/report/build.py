@@ -209,7 +209,11 @@ def _table_sections(record: SweepRecord) -> list[str]:
         )
     )
     overview, per_bucket = tables.cost(record)
-    text = "## Cost\n\n" + tables.markdown(overview)
+    text = (
+        "## Cost\n\nWall times are as measured, with whatever else the machine ran at the time "
+        "(not a benchmark; see `benchmarks/` for controlled ratios).\n\n"
+        + tables.markdown(overview)
+    )
     if len(per_bucket):
         text += "\n\n" + tables.markdown(per_bucket, align_right=tuple(per_bucket.columns[5:]))
     out.append(text)
