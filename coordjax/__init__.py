@@ -12,16 +12,29 @@ Public surface::
     coordjax.sweep.run_sweep(...)    # many models at once (import coordjax.sweep)
 """
 
-from coordjax import datasets as datasets
-from coordjax import handbuilt as handbuilt
-from coordjax import linen as linen
-from coordjax import models as models
-from coordjax import nnx as nnx
-from coordjax import tasks as tasks
-from coordjax import train as train
-from coordjax.coords import CoordinatePrecisionWarning as CoordinatePrecisionWarning
-from coordjax.coords import add_coords as add_coords
-from coordjax.coords import coord_channels as coord_channels
-from coordjax.coords import num_coord_channels as num_coord_channels
+import importlib
+
+# Submodules and names load on first use (PEP 562), so that importing a light module such as
+# coordjax.paper or coordjax.report does not import JAX, the models or the training step.
+_SUBMODULES = ("datasets", "handbuilt", "linen", "models", "nnx", "tasks", "train")
+_NAMES = {
+    "CoordinatePrecisionWarning": "coordjax.coords",
+    "add_coords": "coordjax.coords",
+    "coord_channels": "coordjax.coords",
+    "num_coord_channels": "coordjax.coords",
+}
 
 __version__ = "0.1.0"
+__all__ = [*_SUBMODULES, *_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"coordjax.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'coordjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,17 +1,36 @@
-"""Sweeps: grids as data, a planner that buckets by shape, and the vmapped, resumable engine."""
+"""Sweeps: grids as data, a planner that buckets by shape, and the vmapped, resumable engine.
 
-from coordjax.sweep.checkpoints import load_run as load_run
-from coordjax.sweep.engine import EngineOptions as EngineOptions
-from coordjax.sweep.engine import run_sweep as run_sweep
-from coordjax.sweep.grid import DEFAULTS as DEFAULTS
-from coordjax.sweep.grid import Grid as Grid
-from coordjax.sweep.grid import Sweep as Sweep
-from coordjax.sweep.grid import customize as customize
-from coordjax.sweep.grid import run_id as run_id
-from coordjax.sweep.grid import union as union
-from coordjax.sweep.planner import STATIC_KEYS as STATIC_KEYS
-from coordjax.sweep.planner import VMAPPED_KEYS as VMAPPED_KEYS
-from coordjax.sweep.planner import Bucket as Bucket
-from coordjax.sweep.planner import plan as plan
-from coordjax.sweep.summary import summary_text as summary_text
-from coordjax.sweep.workdir import WorkdirError as WorkdirError
+Names load on first use (PEP 562): reading a workdir (``load_run``, ``summary_text``) does not
+import the engine or the training step.
+"""
+
+import importlib
+
+_NAMES = {
+    "load_run": "coordjax.sweep.checkpoints",
+    "EngineOptions": "coordjax.sweep.engine",
+    "run_sweep": "coordjax.sweep.engine",
+    "DEFAULTS": "coordjax.sweep.grid",
+    "Grid": "coordjax.sweep.grid",
+    "Sweep": "coordjax.sweep.grid",
+    "customize": "coordjax.sweep.grid",
+    "run_id": "coordjax.sweep.grid",
+    "union": "coordjax.sweep.grid",
+    "STATIC_KEYS": "coordjax.sweep.planner",
+    "VMAPPED_KEYS": "coordjax.sweep.planner",
+    "Bucket": "coordjax.sweep.planner",
+    "plan": "coordjax.sweep.planner",
+    "summary_text": "coordjax.sweep.summary",
+    "WorkdirError": "coordjax.sweep.workdir",
+}
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'coordjax.sweep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

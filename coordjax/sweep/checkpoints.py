@@ -69,14 +69,28 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
             break
     else:
         raise ValueError(f"run_id {run_id!r} is not in the plan of workdir {workdir}")
-    checkpoints = BucketCheckpoints(workdir / "checkpoints" / bucket["bucket_id"])
+    directory = (workdir / "checkpoints" / bucket["bucket_id"]).absolute()
+    if not directory.is_dir():
+        raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+    manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
     try:
-        epoch = checkpoints.latest_epoch() if epoch is None else epoch
+        epoch = manager.latest_step() if epoch is None else epoch
         if epoch is None:
             raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
-        stacked = checkpoints._manager.restore(epoch, args=ocp.args.StandardRestore())
+        # Onto this process's first device, whatever topology wrote it (a sweep sharded over 8
+        # GPUs read on a laptop's CPU): without a target, orbax insists on the saved topology.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+            manager.item_metadata(epoch),
+        )
+        stacked = manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
     finally:
-        checkpoints.close()
+        manager.close()
     state = jax.tree.map(lambda x: np.asarray(x)[position], stacked)
     if bucket.get("padded"):
         state = _unpad(state, bucket["static"]["model"], bucket["run_shapes"][position])
