@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         for lr in args.lrs:
             for batch in args.batch_sizes:
                 result = fit(model, task, data, make_hparams(lr, args.l2), seed=seed,
-                             epochs=args.epochs, batch_size=batch, eval_every=args.eval_every)  # fmt: skip
+                             epochs=args.epochs, batch_size=batch, eval_every=args.eval_every)
                 errs = " ".join(
                     f"e{r['epoch']}:{r['train_pixel_error']:.2f}/{r['test_pixel_error']:.2f}"
                     for r in result.history
