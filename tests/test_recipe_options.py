@@ -307,3 +307,16 @@ def test_unit_inputs_reach_the_exact_map_within_a_few_epochs(split):
                          epochs=3, batch_size=16, eval_every=1, input_scale="unit")  # fmt: skip
             reached = [h["test_accuracy"] for h in result.history]
             assert max(reached) == 1.0, (seed, lr, reached)
+
+
+def test_regression_robustness_presets():
+    from sweeps import regression
+
+    quick = pd.DataFrame(regression.PRESETS["robustness"]().expand())
+    full = pd.DataFrame(regression.PRESETS["robustness-full"]().expand())
+    assert (len(quick), len(full)) == (5 * 2 * 2, 10 * 3 * 2 * 2)
+    for frame in (quick, full):
+        assert (frame["model"] == "coordconv_regressor").all()
+        assert set(frame["split"]) == {"uniform", "quadrant"}
+        assert (frame["input_scale"] == "raw").all()  # one-hot inputs: nothing to rescale
+    assert set(full["batch_size"]) == {256, 32} and full["epochs"].max() == 100
