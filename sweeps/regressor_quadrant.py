@@ -48,8 +48,11 @@ def where_the_max_is(model, params, images: np.ndarray, centers: np.ndarray) -> 
     ties = (flat == flat.max(axis=1, keepdims=True)).sum(axis=1)
     return {
         "on_onehot": float(np.mean(d == 0)),
-        "within_2px": float(np.mean(np.maximum(np.abs(rows - centers[:, 1:2]),
-                                               np.abs(cols - centers[:, 0:1])) <= 2)),
+        "within_2px_per_output": np.round(np.mean(np.maximum(
+            np.abs(rows - centers[:, 1:2]), np.abs(cols - centers[:, 0:1])) <= 2, axis=0), 3
+        ).tolist(),
+        "abs_error_px_per_output": np.round(np.mean(np.abs(
+            64 * maps.reshape(n, h * w, k).max(axis=1) - centers), axis=0), 2).tolist(),
         "mean_dist_px": float(d.mean()),
         "on_border": float(np.mean((rows == 0) | (cols == 0) | (rows == h - 1) | (cols == w - 1))),
         "pred_px_if_off": _off_peak(maps, rows, cols, d),
