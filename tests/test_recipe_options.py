@@ -238,8 +238,8 @@ def test_fit_rejects_bad_input_scale():
 def test_robustness_presets_cover_seeds_lrs_splits_variants():
     from sweeps import classification
 
-    for name, seeds, epochs in (("robustness", 5, (3, 12, 12)),
-                                ("robustness-full", 10, (10, 50, 50))):  # fmt: skip
+    for name, seeds, epochs in (("robustness", 5, (6, 12, 12)),
+                                ("robustness-full", 10, (20, 50, 50))):  # fmt: skip
         runs = classification.PRESETS[name]().expand()
         frame = pd.DataFrame(runs)
         assert len(frame) == seeds * 3 * 2 * 3
@@ -292,32 +292,35 @@ def test_robustness_table_counts_runs_at_the_bar():
 # -- the claim the unit variant supports (slow) -----------------------------------------------
 
 
+UNIT_RUNS = [(seed, lr) for seed in (0, 1, 2) for lr in (0.01, 0.005)]
+
+
+def _unit_test_accuracy(split: str, seed: int, lr: float) -> list[float]:
+    result = fit(models.build("coordconv_classifier"), CLASSIFICATION,
+                 datasets.not_so_clevr(split), make_hparams(lr, 0.001), seed=seed, epochs=2,
+                 batch_size=16, eval_every=1, input_scale="unit")  # fmt: skip
+    return [h["test_accuracy"] for h in result.history]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["uniform", "quadrant"])
-def test_unit_inputs_reach_the_exact_map_within_a_few_epochs(split):
+@pytest.mark.parametrize("lr", [0.01, 0.005])
+def test_unit_inputs_reach_the_exact_map_at_seed_0(split, lr):
     """With inputs in the coordinate channels' range (the only change to the paper's recipe),
-    the CoordConv classifier reaches 100 % test accuracy within 2 epochs for seeds 0-2 at the
-    paper's lrs 1e-2 and 5e-3 (the ``unit`` grid of the ``robustness-quick`` preset; see the
-    README's science section for the measured runs).
+    seed 0 reaches 100 % test accuracy within 2 epochs on both splits at the paper's lrs 1e-2
+    and 5e-3 (the audit's probe; measured in the ``robustness-quick`` unit grid: uniform at
+    epoch 1, quadrant at epoch 2)."""
+    assert max(_unit_test_accuracy(split, 0, lr)) == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: 7 of 12 runs miss 100 % test in 2 epochs")
+@pytest.mark.parametrize("split", ["uniform", "quadrant"])
+def test_unit_inputs_reach_the_exact_map_for_every_seed(split):
+    """The claim for several seeds (0-2, lrs 1e-2 and 5e-3, 2 epochs) does NOT hold, as
+    measured (``robustness-quick``, unit grid): on quadrant seeds 1 and 2 fit the train split
+    exactly (100 %) but reach 25-80 % on the held-out quadrant; on uniform seed 1 at 5e-3 and
+    seed 2 at both lrs end at 57-97 %. Strict xfail: if it starts to pass, the README is wrong.
     """
-    data = datasets.not_so_clevr(split)
-    model = models.build("coordconv_classifier")
-    for seed in (0, 1, 2):
-        for lr in (0.01, 0.005):
-            result = fit(model, CLASSIFICATION, data, make_hparams(lr, 0.001), seed=seed,
-                         epochs=2, batch_size=16, eval_every=1, input_scale="unit")  # fmt: skip
-            reached = [h["test_accuracy"] for h in result.history]
-            assert max(reached) == 1.0, (seed, lr, reached)
-
-
-def test_regression_robustness_presets():
-    from sweeps import regression
-
-    quick = pd.DataFrame(regression.PRESETS["robustness"]().expand())
-    full = pd.DataFrame(regression.PRESETS["robustness-full"]().expand())
-    assert (len(quick), len(full)) == (5 * 2 * 2, 10 * 3 * 2 * 2)
-    for frame in (quick, full):
-        assert (frame["model"] == "coordconv_regressor").all()
-        assert set(frame["split"]) == {"uniform", "quadrant"}
-        assert (frame["input_scale"] == "raw").all()  # one-hot inputs: nothing to rescale
-    assert set(full["batch_size"]) == {256, 32} and full["epochs"].max() == 100
+    reached = {(seed, lr): max(_unit_test_accuracy(split, seed, lr)) for seed, lr in UNIT_RUNS}
+    assert all(value == 1.0 for value in reached.values()), reached
