@@ -30,8 +30,9 @@ Presets:
   robustness  how robust the CoordConv claim is (issue 10): seeds 0-4 x lr {1e-2, 5e-3, 1e-3}
              x both splits x three variants (grids): ``coordconv-faithful`` (the paper's
              recipe: raw inputs, constant lr, 12 epochs), ``coordconv-unit`` (inputs mapped to
-             the coordinate channels' range, ``input_scale="unit"``, 6 epochs: seed 0 fits
-             in 1-2, other seeds may not generalise, see robustness-quick) and ``coordconv-decay`` (the faithful recipe with a cosine lr decay over its 12
+             the coordinate channels' range, ``input_scale="unit"``, 6 epochs: seed 0 fits in
+             1-2, other seeds may not generalise, see robustness-quick) and
+             ``coordconv-decay`` (the faithful recipe with a cosine lr decay over its 12
              epochs); l2 1e-3, batch 16, evaluated every epoch. 90 models, ~133k model-steps:
              about two hours on an idle 2-core CPU. Read it with
              ``python -m coordjax.sweep.robustness WORKDIR`` (runs at the paper's bar per
