@@ -10,6 +10,17 @@ each output from: the fraction of examples whose max (per output channel) sits o
 pixel (or within its 5x5 receptive field), the mean distance from the one-hot pixel to the
 argmax, and how many positions tie at the max (a tie splits the max's gradient in JAX and TF's
 ``reduce_max``).
+
+Measured (shared 2-core CPU, 10 epochs, l2 1e-5; train / test px at epoch 10):
+  quadrant seed 0, lr 1e-2, batch 256: 19.9 / 28.5; max of the x output at (row 2, col 61) for
+    91 % of train examples, of the y output at (row 61, col 63) for 100 %;
+  quadrant seed 1: 20.3 / 27.7, both maxima at column 0 for every example;
+  quadrant seed 0, batch 32: 21.7 / 26.3, maxima at (0, 0) and (1, 63) for every example;
+  quadrant seed 0, lr 1e-3: 15.4 / 21.6, maxima within 2 px of the one-hot for 62 % / 77 %;
+  uniform seed 0: 13.1 / 13.3, y maximum within 2 px of the one-hot for 100 % (2.2 px error).
+  The max is unique in every example (no ties). A maximum on a pixel no training one-hot can
+  reach (the 2-pixel border, outside every one-hot's 5x5 receptive field; or the held-out
+  quadrant's corner) gives the one-hot weights no gradient: a dead max, the stall.
 """
 
 from __future__ import annotations
