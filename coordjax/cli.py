@@ -1,6 +1,7 @@
 """The ``coordjax`` command line. It parses arguments and calls the library; no logic lives here.
 
 coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
+coordjax report WORKDIR
 coordjax list
 """
 
@@ -79,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         help="call jax.distributed.initialize() first (multi-host runs)",
     )
 
+    sweep.add_argument(
+        "--no-report", action="store_true", help="do not write WORKDIR/report at the end"
+    )
+
+    report = sub.add_parser("report", help="write WORKDIR/report/report.md and its figures")
+    report.add_argument("workdir", help="a sweep's workdir")
+
     sub.add_parser("list", help="list sweeps and their presets")
     return parser
 
@@ -92,7 +100,20 @@ def main(argv: list[str] | None = None) -> int:
             module = _load_sweep_module(name)
             print(f"{name}: presets {', '.join(module.PRESETS)}")
         return 0
+    if args.command == "report":
+        print(f"report: {_report(args.workdir)}")
+        return 0
     return _sweep(args)
+
+
+def _report(workdir: str) -> str:
+    from coordjax import report
+
+    try:
+        return str(report.write_report(workdir))
+    except report.ReportError as err:
+        print(f"coordjax: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _sweep(args) -> int:
@@ -134,7 +155,17 @@ def _sweep(args) -> int:
     except sw.WorkdirError as err:
         raise SystemExit(f"coordjax: {err}") from None
     if jax.process_index() == 0:
-        print(sw.summary_text(results, wall_seconds=time.perf_counter() - start))
+        wall = time.perf_counter() - start
+        path = None
+        if not args.no_report:
+            from coordjax import report
+
+            try:
+                path = str(report.write_report(args.workdir))
+            except Exception as err:  # the results are saved; the report can be rerun alone
+                print(f"coordjax: the report failed ({type(err).__name__}: {err}); rerun "
+                      f"`coordjax report {args.workdir}`", file=sys.stderr)  # fmt: skip
+        print(sw.summary_text(results, wall_seconds=wall, report=path))
         print(f"results: {args.workdir}/results.csv")
     return 0
 

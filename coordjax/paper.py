@@ -271,8 +271,8 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
-def bar_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """How each run's test metric stood against its task's bar, evaluation by evaluation.
+def bar_statistics(results: pd.DataFrame, side: str = "test") -> pd.DataFrame:
+    """How each run's test (or train) metric stood against its task's bar, evaluation by evaluation.
 
     Exact-pixel metrics under a constant learning rate swing between evaluations, so a run's
     last evaluation alone under-reports what it reached; these statistics show both.
@@ -282,6 +282,7 @@ def bar_statistics(results: pd.DataFrame) -> pd.DataFrame:
         ``run_id``, ``task``, ``epoch``, ``split`` and the bar metric of each task present
         (``test_accuracy`` / ``test_iou`` / ``test_pixel_error``); ``model`` or ``grid`` name the
         family; ``diverged`` is optional. Rows of tasks without a bar are ignored.
+      side: ``"test"`` (default) or ``"train"``: which split's metric is held to the bar.
 
     Returns:
       One row per run, sorted by ``run_id``, with :data:`STATS_COLUMNS`:
@@ -292,6 +293,8 @@ def bar_statistics(results: pd.DataFrame) -> pd.DataFrame:
       ``final`` / ``best`` the metric at its last / best evaluation (NaN if diverged throughout);
       ``final_epoch`` (int) its last evaluated epoch; ``diverged`` (bool) at its last evaluation.
     """
+    if side not in ("test", "train"):
+        raise ValueError(f"side must be 'test' or 'train'; got {side!r}")
     if results.empty or "task" not in results:
         return pd.DataFrame(columns=list(STATS_COLUMNS))
     table = results.loc[results["task"].isin(BARS)].copy()
@@ -303,7 +306,8 @@ def bar_statistics(results: pd.DataFrame) -> pd.DataFrame:
     for run_id, history in table.groupby("run_id", sort=True):
         task = history["task"].iloc[0]
         bar = BARS[task]
-        values = history[bar.metric].to_numpy(dtype=np.float64)
+        metric = bar.metric.replace("test_", f"{side}_", 1)
+        values = history[metric].to_numpy(dtype=np.float64)
         hit = bar.reached(values)
         epochs = history["epoch"].to_numpy()
         finite = values[np.isfinite(values)]
@@ -318,7 +322,7 @@ def bar_statistics(results: pd.DataFrame) -> pd.DataFrame:
             "task": task,
             "family": history["family"].iloc[0],
             "split": history["split"].iloc[0],
-            "metric": bar.metric,
+            "metric": metric,
             "evaluations": len(values),
             "first_epoch_at_bar": float(epochs[hit][0]) if hit.any() else math.nan,
             "fraction_at_bar": float(hit.mean()),

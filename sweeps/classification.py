@@ -18,6 +18,14 @@ Presets:
              evaluations under the constant lr, and at epoch 50 only 2 runs are at 100 %;
              lr 1e-3 seed 0 never gets there (best 77 % uniform, 46 % quadrant).
   evidence-deconv  deconv fs 2, c 1, batch 32, lr 2e-3, 3 epochs, both splits.
+  fig-s2     a Fig S2 sized for an idle 2-core CPU (planned at ~45 minutes from the measured
+             rates of benchmarks/results/: deconv fs 2 c 1 at ~0.2 s per batch-32 step, larger
+             filters in proportion to their FLOPs): deconv fs {2, 3, 4} x c 1 (46k-184k
+             parameters) x lr {2e-3, 1e-2}, l2 1e-3, batch 32, 4 epochs (the paper: 1000), both
+             splits (12 models), and CoordConv at the smoke setting (lr 5e-3, l2 1e-3, seed 1,
+             10 epochs), both splits. Its report draws Fig S2 / Fig 4 / Fig 5. A few epochs
+             separate the families but cannot show deconv's ceiling (~86 % on uniform after 1000
+             epochs in the paper), so its upper-bound claims come out "partial".
   smoke      a small real sweep for a 2-core CPU (about 4-5 minutes): CoordConv at the reference
              README's single-run setting (lr 5e-3, l2 1e-3, batch 16), seed 1, 10 epochs, and a
              small deconv (fs 2, c 1, lr 2e-3, batch 32, 3 epochs), both splits. Measured: the
@@ -136,6 +144,18 @@ def smoke():
     )  # fmt: skip
 
 
+def fig_s2():
+    base = {**DECONV, "channel_mult": 1, "batch_size": 32, "l2": 0.001, "epochs": 4,
+            "eval_every": 2}  # fmt: skip
+    axes = {"filter_size": [2, 3, 4], "lr": [0.002, 0.01], "split": SPLITS}
+    deconv = Grid("deconv", base=base, axes=axes)
+    coordconv = Grid("coordconv", base={**COORDCONV, "lr": 0.005, "l2": 0.001, "epochs": 10,
+                                        "eval_every": 2, "seed": 1},
+                     axes={"split": SPLITS})  # fmt: skip
+    return union("classification", [deconv, coordconv],
+                 "a CPU-sized Fig S2: deconv 46k-184k parameters and CoordConv")  # fmt: skip
+
+
 def evidence():
     grid = Grid("coordconv", base={**COORDCONV, "l2": 0.001, "eval_every": 2},
                 axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS, "seed": [0, 1]})  # fmt: skip
@@ -189,6 +209,7 @@ PRESETS = {
     "reference": reference,
     "coordconv": coordconv,
     "smoke": smoke,
+    "fig-s2": fig_s2,
     "evidence": evidence,
     "evidence-deconv": evidence_deconv,
     "robustness": robustness,

@@ -167,3 +167,15 @@ def test_paper_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bar_statistics_of_the_train_side():
+    rows = classification("r", "coordconv_classifier", "uniform", [0.5, 0.9, 0.95])
+    for row, train in zip(rows, [0.8, 1.0, 1.0], strict=True):
+        row["train_accuracy"] = train
+    results = pd.DataFrame(rows)
+    train = paper.bar_statistics(results, side="train").iloc[0]
+    assert train["metric"] == "train_accuracy" and train["first_epoch_at_bar"] == 4
+    assert train["at_bar_end"] and not paper.bar_statistics(results).iloc[0]["ever_at_bar"]
+    with pytest.raises(ValueError, match="side"):
+        paper.bar_statistics(results, side="val")
