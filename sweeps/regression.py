@@ -24,8 +24,8 @@ Presets:
   The quadrant stall itself is diagnosed by ``python sweeps/regressor_quadrant.py`` (where the
   global max pool takes each output from). Measured at epoch 10 (seeds 0, 1; lr 1e-2 and 1e-3;
   batch 256 and 32): 15-22 px on train, with each output's max on a pixel no training one-hot
-  can reach (the 2-pixel border, or the held-out quadrant's corner), so the one-hot weights get
-  no gradient: a dead max. No ties. See its docstring and the README's science section.
+  can reach (the 2-pixel border), so the one-hot weights get no gradient: a dead max. No ties.
+  See its docstring and the README's science section.
 Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv near-perfect on both.
 """
 

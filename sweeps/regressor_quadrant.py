@@ -19,8 +19,9 @@ Measured (shared 2-core CPU, 10 epochs, l2 1e-5; train / test px at epoch 10):
   quadrant seed 0, lr 1e-3: 15.4 / 21.6, maxima within 2 px of the one-hot for 62 % / 77 %;
   uniform seed 0: 13.1 / 13.3, y maximum within 2 px of the one-hot for 100 % (2.2 px error).
   The max is unique in every example (no ties). A maximum on a pixel no training one-hot can
-  reach (the 2-pixel border, outside every one-hot's 5x5 receptive field; or the held-out
-  quadrant's corner) gives the one-hot weights no gradient: a dead max, the stall.
+  reach (the 2-pixel border, outside every one-hot's 5x5 receptive field) gives the one-hot
+  weights no gradient: a dead max, the stall. On uniform, training one-hots near the corners
+  can take the max over; on quadrant none lie near the held-out corner (our reading, untested).
 """
 
 from __future__ import annotations
