@@ -23,8 +23,9 @@ Presets:
              splits, the paper's 100 epochs (120 models).
   The quadrant stall itself is diagnosed by ``python sweeps/regressor_quadrant.py`` (where the
   global max pool takes each output from). Measured at epoch 10 (seeds 0, 1; lr 1e-2 and 1e-3;
-  batch 256 and 32): 15-22 px on train, with each output's max on a pixel no training one-hot
-  can reach (the 2-pixel border), so the one-hot weights get no gradient: a dead max. No ties.
+  batch 256 and 32): 15-22 px on train; at lr 1e-2 each output's max sits on (or just inside)
+  the 2-pixel border no one-hot can reach, so the one-hot weights get no gradient: a dead max.
+  No ties.
   See its docstring and the README's science section.
 Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv near-perfect on both.
 """
