@@ -324,3 +324,21 @@ def test_unit_inputs_reach_the_exact_map_for_every_seed(split):
     """
     reached = {(seed, lr): max(_unit_test_accuracy(split, seed, lr)) for seed, lr in UNIT_RUNS}
     assert all(value == 1.0 for value in reached.values()), reached
+
+
+def test_report_feeds_a_unit_run_its_scaled_inputs(tmp_path):
+    """The report's model outputs (Fig 5) of a unit-input run = the model on 2x/63 - 1."""
+    from coordjax.report import predictions
+    from coordjax.sweep import EngineOptions, load_run, run_sweep
+
+    base = {"task": "classification", "model": "tiny", "batch_size": 512, "epochs": 1,
+            "eval_every": 1, "lr": 0.05, "input_scale": "unit"}  # fmt: skip
+    sweep = union("tiny", [Grid("tiny", base=base, axes={"split": ["quadrant"]})])
+    results = run_sweep(sweep, tmp_path, options=EngineOptions(progress=False, strategy="vmap"))
+    run = results.iloc[-1]
+    out = predictions.run_outputs(tmp_path, run)
+    state = load_run(tmp_path, run["run_id"])
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    centers = np.asarray(datasets.not_so_clevr("quadrant").test.centers, np.float32)
+    expected = models.build("tiny").apply(variables, centers * (2 / 63) - 1, train=False)
+    np.testing.assert_allclose(out.test, expected, rtol=1e-5, atol=1e-6)

@@ -116,12 +116,20 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
 
 
-def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:
-    """The dataset's inputs ``x`` (B, ...) as the model receives them (``setup.input_scale``)."""
-    if setup.input_scale == "unit":
-        # The corners-aligned coordinate channels put pixel i at 2i/(n-1) - 1 (DESIGN).
+def scale_inputs(x, input_scale: str):
+    """Pixel-coordinate inputs ``x`` (B, 2) (array of any kind) under ``input_scale``.
+
+    ``"raw"`` returns ``x``; ``"unit"`` returns ``2x/63 - 1``: the corners-aligned coordinate
+    channels put pixel i at ``2i/(n-1) - 1`` (DESIGN).
+    """
+    if input_scale == "unit":
         return x * (2.0 / (CANVAS_SIZE - 1)) - 1.0
     return x
+
+
+def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:
+    """The dataset's inputs ``x`` (B, ...) as the model receives them (``setup.input_scale``)."""
+    return scale_inputs(x, setup.input_scale)
 
 
 class RunSpec(NamedTuple):
