@@ -64,7 +64,8 @@ def test_constant_schedule_ignores_decay():
     [
         (dict(lr=0.0), "lr"),
         (dict(lr=1e-3, l2=-1.0), "l2"),
-        (dict(lr=1e-3, schedule="cosine"), "schedule"),
+        (dict(lr=1e-3, schedule="linear"), "schedule"),
+        (dict(lr=1e-3, schedule="cosine"), "cosine_epochs"),
         (dict(lr=1e-3, lr_decay_every=0), "lr_decay_every"),
         (dict(lr=float("nan")), "lr"),
     ],

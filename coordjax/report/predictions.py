@@ -41,6 +41,7 @@ def run_outputs(workdir: pathlib.Path, run: pd.Series) -> Outputs:
 
     from coordjax import datasets, models
     from coordjax.sweep.checkpoints import load_run
+    from coordjax.train.step import scale_inputs
 
     try:  # the checkpoint of the evaluation in the results table
         state = load_run(workdir, run["run_id"], epoch=int(run["epoch"]))
@@ -51,11 +52,24 @@ def run_outputs(workdir: pathlib.Path, run: pd.Series) -> Outputs:
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    # As trained (coordjax.train.TrainSetup); results written before these keys default to them.
+    input_scale = _config_value(run, "input_scale", "raw")
+    precision = _config_value(run, "precision", "highest")
+
+    def forward(v, x):
+        if precision == "default":
+            return model.apply(v, x, train=False)
+        with jax.default_matmul_precision(precision):
+            return model.apply(v, x, train=False)
+
+    apply = jax.jit(forward)
     split = datasets.not_so_clevr(run["split"])
 
     def outputs(examples) -> np.ndarray:
-        inputs = examples.centers if spec.input_kind == "coords" else examples.onehots
+        if spec.input_kind == "coords":
+            inputs = scale_inputs(np.asarray(examples.centers, np.float32), input_scale)
+        else:
+            inputs = examples.onehots
         inputs = np.asarray(inputs, np.float32)
         return np.concatenate(
             [
@@ -65,6 +79,11 @@ def run_outputs(workdir: pathlib.Path, run: pd.Series) -> Outputs:
         )
 
     return Outputs(outputs(split.train), outputs(split.test), split)
+
+
+def _config_value(run: pd.Series, key: str, default: str) -> str:
+    value = run.get(key, default)
+    return value if isinstance(value, str) else default
 
 
 def softmax_maps(logits: np.ndarray) -> np.ndarray:

@@ -109,6 +109,8 @@ def make_setup(bucket: Bucket, lowering: str = "auto") -> TrainSetup:
         task=tasks.get(static["task"], **task_options),
         batch_size=static["batch_size"],
         steps_per_epoch=bucket.steps_per_epoch,
+        input_scale=static["input_scale"],
+        precision=static["precision"],
     )
 
 
@@ -124,6 +126,7 @@ def stack_runs(configs: list[dict[str, Any]]) -> RunSpec:
                 lr_decay_every=c["lr_decay_every"],
                 lr_max_decays=c["lr_max_decays"],
                 weight_decay=c["weight_decay"],
+                cosine_epochs=c["epochs"],  # the "cosine" schedule spans the whole run
             )  # fmt: skip
             for c in configs
         ]

@@ -33,7 +33,13 @@ DEFAULTS: dict[str, Any] = {
     "lr_decay_every": 200,
     "lr_max_decays": 4,
     "seed": 0,
+    "input_scale": "raw",  # "raw" (the paper) | "unit": coordinate inputs as 2x/63 - 1
+    "precision": "highest",  # matmul/conv precision the models are traced with
 }
+
+# Keys added after results were first written: left out of run ids (and bucket ids) while they
+# hold these values, so existing workdirs keep their ids.
+NEUTRAL: dict[str, Any] = {"input_scale": "raw", "precision": "highest"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +112,9 @@ class Sweep:
 
 def run_id(config: Mapping[str, Any]) -> str:
     """A stable id from a run's config content: ``<model>-<10 hex digits>``."""
-    content = {k: config[k] for k in sorted(DEFAULTS)}
+    content = {
+        k: config[k] for k in sorted(DEFAULTS) if not (k in NEUTRAL and config[k] == NEUTRAL[k])
+    }
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config['model']}-{digest}"
 

@@ -21,11 +21,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from coordjax import datasets, models
+from coordjax import datasets, models, tasks
+from coordjax.sweep.grid import NEUTRAL
 from coordjax.train import chunk_lengths, steps_per_epoch
+from coordjax.train.hparams import SCHEDULES
+from coordjax.train.step import check_input_scale, check_precision
 
 STATIC_KEYS = (
-    "task", "loss", "model", "filter_size", "channel_mult", "batch_size", "epochs", "eval_every"
+    "task", "loss", "model", "filter_size", "channel_mult", "batch_size", "epochs", "eval_every",
+    "input_scale", "precision",
 )  # fmt: skip
 VMAPPED_KEYS = (
     "lr", "l2", "weight_decay", "schedule", "lr_decay", "lr_decay_every", "lr_max_decays",
@@ -85,8 +89,11 @@ def validate_run(config: dict[str, Any]) -> None:
     for key in ("batch_size", "epochs", "eval_every", "filter_size", "channel_mult"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be a positive int; got {config[key]!r}")
-    if config["schedule"] not in ("constant", "step"):
-        raise ValueError(f"schedule must be 'constant' or 'step'; got {config['schedule']!r}")
+    if config["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {config['schedule']!r}")
+    if config["task"] in tasks.TASKS:
+        check_input_scale(config["input_scale"], tasks.TASKS[config["task"]]().input_field)
+    check_precision(config["precision"])
     for key in ("lr", "l2", "weight_decay"):
         if not isinstance(config[key], (int, float)) or config[key] < 0:
             raise ValueError(f"{key} must be a non-negative number; got {config[key]!r}")
@@ -160,5 +167,6 @@ def plan(
 
 
 def bucket_id(static: dict[str, Any]) -> str:
+    static = {k: v for k, v in static.items() if not (k in NEUTRAL and v == NEUTRAL[k])}
     digest = hashlib.sha1(json.dumps(static, sort_keys=True).encode()).hexdigest()[:8]
     return f"{static['model']}-{digest}"

@@ -48,6 +48,8 @@ def fit(
     epochs: int,
     batch_size: int,
     eval_every: int | None = None,
+    input_scale: str = "raw",
+    precision: str = "highest",
 ) -> FitResult:
     """Trains one model on a Not-so-Clevr split with the paper's recipe.
 
@@ -61,6 +63,10 @@ def fit(
       batch_size: minibatch size, >= 1.
       eval_every: evaluate on the full train and test splits every this many epochs (and after
         the last one); default: only at the end.
+      input_scale: ``"raw"`` (the paper's raw pixel coordinates) or ``"unit"`` (coordinates in
+        the coordinate channels' range); see :class:`coordjax.train.TrainSetup`.
+      precision: matmul/convolution precision the model is traced with (``"highest"``: full
+        float32, the default); see :class:`coordjax.train.TrainSetup`.
 
     Returns:
       A :class:`FitResult`.
@@ -75,6 +81,8 @@ def fit(
         task=task,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch(len(data.train), batch_size),
+        input_scale=input_scale,
+        precision=precision,
     )
     device = device_data(task)
     run = RunSpec(hparams=hparams, seed=np.int32(seed), split=split_indices(data))

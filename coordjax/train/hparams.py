@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCHEDULES = ("constant", "step")
+SCHEDULES = ("constant", "step", "cosine")
 
 
 class Hparams(NamedTuple):
@@ -19,7 +19,9 @@ class Hparams(NamedTuple):
     kernels added to the loss; no decoupled weight decay. (Adam's β1 0.9, β2 0.99, ε 1e-8 are
     recipe constants in :class:`coordjax.train.TrainSetup`, not swept.)
     The learning rate at epoch e is ``lr · lr_decay ** min(floor(e / lr_decay_every),
-    lr_max_decays)``: the deconv schedule is (0.1, 200, 4), a constant lr has lr_max_decays 0.
+    lr_max_decays) · c(e)``: the deconv schedule is (0.1, 200, 4), a constant lr has
+    lr_max_decays 0; ``c(e) = ½(1 + cos(π · min(e, E) / E))`` with ``E = cosine_epochs`` when
+    ``cosine_epochs > 0`` (the ``"cosine"`` schedule, not in the paper), else 1.
     """
 
     lr: jax.Array
@@ -28,6 +30,7 @@ class Hparams(NamedTuple):
     lr_decay: jax.Array
     lr_decay_every: jax.Array  # in epochs
     lr_max_decays: jax.Array
+    cosine_epochs: jax.Array  # 0: no cosine factor
 
 
 def make_hparams(
@@ -39,6 +42,7 @@ def make_hparams(
     lr_decay_every: float = 200,
     lr_max_decays: float = 4,
     weight_decay: float = 0.0,
+    cosine_epochs: float = 0,
 ) -> Hparams:
     """Builds validated :class:`Hparams` for one model.
 
@@ -46,11 +50,20 @@ def make_hparams(
       lr: base learning rate, > 0.
       l2: coefficient of the L2 penalty ``l2·Σ w²`` on regularised kernels, >= 0.
       schedule: ``"constant"`` or ``"step"`` (×``lr_decay`` every ``lr_decay_every`` epochs, at
-        most ``lr_max_decays`` times; defaults are the paper's deconv schedule).
+        most ``lr_max_decays`` times; defaults are the paper's deconv schedule) or ``"cosine"``
+        (``lr · ½(1 + cos(π e / cosine_epochs))`` at epoch ``e``, 0 from ``cosine_epochs`` on: a
+        decay for CoordConv, which the paper trains at a constant lr, so that a run that reaches
+        the exact map can hold it; Adam moves every weight by about lr per step).
+      cosine_epochs: the cosine schedule's length in epochs, >= 1 (required by ``"cosine"``,
+        ignored otherwise; the sweep engine uses the run's ``epochs``).
       weight_decay: decoupled weight decay (AdamW), >= 0; 0 is the paper's recipe.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {schedule!r}")
+    if schedule == "cosine" and not (np.isfinite(cosine_epochs) and cosine_epochs >= 1):
+        raise ValueError(
+            f"cosine_epochs must be >= 1 with schedule='cosine'; got {cosine_epochs!r}"
+        )
     checks = {
         "lr": lr > 0,
         "l2": l2 >= 0,
@@ -62,11 +75,12 @@ def make_hparams(
     values = dict(
         lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
         lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+        cosine_epochs=cosine_epochs if schedule == "cosine" else 0,
     )  # fmt: skip
     for name, ok in checks.items():
         if not (ok and np.isfinite(values[name])):
             raise ValueError(f"{name} is out of range: got {values[name]!r}")
-    if schedule == "constant":
+    if schedule != "step":
         values["lr_max_decays"] = 0
     return Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
@@ -78,5 +92,8 @@ def stack_hparams(hparams: list[Hparams]) -> Hparams:
 
 def learning_rate(hp: Hparams, epoch: jax.Array) -> jax.Array:
     """The learning rate in force during ``epoch`` (0-based), a traced float32 scalar."""
-    steps = jnp.minimum(jnp.floor(epoch.astype(jnp.float32) / hp.lr_decay_every), hp.lr_max_decays)
-    return hp.lr * hp.lr_decay**steps
+    e = epoch.astype(jnp.float32)
+    steps = jnp.minimum(jnp.floor(e / hp.lr_decay_every), hp.lr_max_decays)
+    length = jnp.maximum(hp.cosine_epochs, 1.0)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(e, length) / length))
+    return hp.lr * hp.lr_decay**steps * jnp.where(hp.cosine_epochs > 0, cosine, 1.0)

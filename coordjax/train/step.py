@@ -15,10 +15,17 @@ Recipe (experiments_spec.md §3.3, faithful by default):
     kept it too), so masked examples contribute nothing to the loss or to BatchNorm statistics;
   * a step whose loss or new parameters are not finite marks the model diverged; from then on its
     state is frozen (no update is applied), which never affects any other model.
+
+Options that are not the paper's recipe (``TrainSetup``): ``input_scale="unit"`` feeds pixel
+coordinates in the coordinate channels' range instead of raw; ``precision`` sets the matmul and
+convolution precision every model computation is traced with (float32, ``"highest"``, by
+default, so that accelerators whose default is a reduced-precision pass, e.g. TF32 on
+A100/H100, do not round raw inputs up to 59 to about a pixel).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -28,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from coordjax import models
+from coordjax.datasets.not_so_clevr import CANVAS_SIZE
 from coordjax.tasks import Task
 from coordjax.train.data import DeviceData, SplitIndices
 from coordjax.train.hparams import Hparams, learning_rate
@@ -46,6 +54,15 @@ class TrainSetup:
         model sharing this setup (models with fewer examples run no-op steps at the end).
       eval_batch_size: examples per evaluation batch (memory bound only; no effect on values).
       adam_b1, adam_b2, adam_eps: Adam constants of the recipe.
+      input_scale: how pixel-coordinate inputs (tasks whose ``input_field`` is ``"centers"``)
+        reach the model: ``"raw"`` (the reference's 4..59, the default) or ``"unit"``
+        (``2x/63 - 1``, the value of the coordinate channels at that pixel, ``[-1, 1]``
+        corners-aligned). Other tasks accept only ``"raw"``.
+      precision: ``jax.default_matmul_precision`` in force while the model is traced (forward,
+        gradients, evaluation): ``"highest"`` (full float32, the default), ``"high"``,
+        ``"default"`` (whatever the platform does; on A100/H100 GPUs and TPUs a reduced-precision
+        pass), or the equivalent names ``"float32"``, ``"tensorfloat32"``, ``"bfloat16"``. On
+        CPU all give float32.
     """
 
     model: nn.Module
@@ -56,17 +73,63 @@ class TrainSetup:
     adam_b1: float = 0.9
     adam_b2: float = 0.99
     adam_eps: float = 1e-8
+    input_scale: str = "raw"
+    precision: str = "highest"
 
     def __post_init__(self):
         for name in ("batch_size", "steps_per_epoch", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
+        check_input_scale(self.input_scale, self.task.input_field)
+        check_precision(self.precision)
+
+    def precision_context(self):
+        """The context under which the model is traced (see ``precision``)."""
+        if self.precision == "default":
+            return contextlib.nullcontext()
+        return jax.default_matmul_precision(self.precision)
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
         """Adam's moment estimates; the lr (a traced hyperparameter) is applied separately."""
         return optax.scale_by_adam(b1=self.adam_b1, b2=self.adam_b2, eps=self.adam_eps)
+
+
+INPUT_SCALES = ("raw", "unit")
+PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+
+
+def check_input_scale(input_scale: str, input_field: str) -> None:
+    """Raises ValueError unless ``input_scale`` is known and applies to the task's input."""
+    if input_scale not in INPUT_SCALES:
+        raise ValueError(f"input_scale must be one of {list(INPUT_SCALES)}; got {input_scale!r}")
+    if input_scale != "raw" and input_field != "centers":
+        raise ValueError(
+            f"input_scale={input_scale!r} applies to pixel-coordinate inputs (classification, "
+            f"rendering); this task's input is {input_field!r}: use 'raw'"
+        )
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
+
+
+def scale_inputs(x, input_scale: str):
+    """Pixel-coordinate inputs ``x`` (B, 2) (array of any kind) under ``input_scale``.
+
+    ``"raw"`` returns ``x``; ``"unit"`` returns ``2x/63 - 1``: the corners-aligned coordinate
+    channels put pixel i at ``2i/(n-1) - 1`` (DESIGN).
+    """
+    if input_scale == "unit":
+        return x * (2.0 / (CANVAS_SIZE - 1)) - 1.0
+    return x
+
+
+def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:
+    """The dataset's inputs ``x`` (B, ...) as the model receives them (``setup.input_scale``)."""
+    return scale_inputs(x, setup.input_scale)
 
 
 class RunSpec(NamedTuple):
@@ -121,7 +184,8 @@ def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
 def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
     """Initialises parameters (from ``seed``), BatchNorm statistics and Adam moments."""
     init_key, _ = _keys(run.seed)
-    variables = setup.model.init(init_key, data.inputs[:1], train=False)
+    with setup.precision_context():
+        variables = setup.model.init(init_key, model_inputs(setup, data.inputs[:1]), train=False)
     params = variables["params"]
     return TrainState(
         params=params,
@@ -154,10 +218,18 @@ def _variables(state: TrainState, params=None) -> dict:
 
 
 def loss_fn(setup, params, state, hparams, x, y, mask):
-    """Training-mode loss on one masked batch: (total, (new_batch_stats, data_loss))."""
-    outputs, updates = setup.model.apply(
-        _variables(state, params), x, train=True, mask=mask, mutable=["batch_stats"]
-    )
+    """Training-mode loss on one masked batch: (total, (new_batch_stats, data_loss)).
+
+    ``x`` is the dataset's input (scaled here by ``setup.input_scale``).
+    """
+    with setup.precision_context():
+        outputs, updates = setup.model.apply(
+            _variables(state, params),
+            model_inputs(setup, x),
+            train=True,
+            mask=mask,
+            mutable=["batch_stats"],
+        )
     data_loss = _masked_mean(setup.task.loss(outputs, y), mask)
     total = data_loss + hparams.l2 * l2_penalty(params)
     return total, (updates.get("batch_stats", {}), data_loss)
@@ -294,7 +366,8 @@ def _eval_sums(setup, data, state, idx, n):
     def chunk_sums(batch):
         batch_idx, batch_mask = batch
         x, y = data.inputs[batch_idx], data.targets[batch_idx]
-        outputs = setup.model.apply(_variables(state), x, train=False)
+        with setup.precision_context():
+            outputs = setup.model.apply(_variables(state), model_inputs(setup, x), train=False)
         values = {"loss": setup.task.loss(outputs, y), **setup.task.metrics(outputs, y)}
         return {k: jnp.sum(jnp.where(batch_mask, v, 0.0)) for k, v in values.items()}
 
