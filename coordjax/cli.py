@@ -56,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--strategy",
         default="auto",
-        choices=("auto", "vmap", "map"),
-        help="how a bucket's model axis is lowered (default auto: measured per bucket)",
+        choices=("auto", "vmap", "map", "tune"),
+        help="how a bucket's model axis is lowered: auto (default) is a fixed rule per platform "
+        "and models per device; tune times vmap against map per bucket (load-dependent). The "
+        "choice is recorded in the workdir and reused on resume",
     )
     sweep.add_argument(
         "--map-batch-size", type=int, default=4, help="models per lax.map slice with --strategy map"

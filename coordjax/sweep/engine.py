@@ -50,8 +50,8 @@ from coordjax.train import (
 logger = logging.getLogger("coordjax.sweep")
 
 MODEL_AXIS = "model"
-STRATEGIES = ("auto", "vmap", "map")
-AUTO_PROBE_STEPS = 2
+STRATEGIES = ("auto", "vmap", "map", "tune")
+TUNE_PROBE_STEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +61,14 @@ class EngineOptions:
     Attributes:
       strategy: how the model axis is lowered inside a device: ``"vmap"`` (one batched program;
         vmapped convolutions become grouped convolutions), ``"map"`` (``lax.map`` over slices of
-        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups), or
-        ``"auto"`` (default): per bucket, time a few training steps of ``"vmap"`` and of
-        ``"map"`` with slices of 1 on the bucket's own models and keep the faster (the choice is
-        recorded in the results' ``strategy`` column).
+        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups),
+        ``"auto"`` (default): a fixed rule per platform and models per device
+        (:func:`default_strategy`, from ``benchmarks/strategies.py``), so the same command
+        always computes the same numbers; or ``"tune"``: per bucket, time a few training steps
+        of ``"vmap"`` and of ``"map"`` with slices of 1 and keep the faster (machine load can
+        change that choice, and the two lowerings differ at float level). Whatever is chosen
+        is recorded per bucket in ``workdir/strategies.json`` and reused when the sweep
+        resumes; the results' ``strategy`` column repeats it.
       map_batch_size: models per slice for ``"map"``.
       max_models: at most this many models per program (larger buckets are split).
       shard: shard the model axis over all local devices (``shard_map``; each device runs the
@@ -162,14 +166,25 @@ def compiled_chunk(setup: TrainSetup, num_epochs: int, strategy: str, map_batch_
     return jax.jit(fn, donate_argnums=(2,))
 
 
-def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
-    """Times ``AUTO_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
+def default_strategy(platform: str, models_per_device: int, map_batch_size: int):
+    """The deterministic lowering of a bucket's model axis: ``(strategy, map_batch_size)``.
+
+    On CPU, ``lax.map`` over single models beats one vmapped program as soon as a device holds
+    several models (grouped convolutions; benchmarks/results/strategies-cpu.md: 1.3-1.5x at
+    4 models) and ties at one; on accelerators one vmapped program keeps the device busy.
+    """
+    if platform == "cpu" and models_per_device > 1:
+        return "map", 1
+    return "vmap", map_batch_size
+
+
+def tune_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
+    """Times ``TUNE_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
 
     Compile time is excluded (each candidate is compiled, run once, then timed); the probe's
-    results are discarded, so the choice never changes a model's numbers beyond float noise.
+    results are discarded. The winner depends on the machine's load at that moment, which is
+    why it is only used when asked for (``strategy="tune"``) and recorded for resumes.
     """
-    if options.strategy != "auto":
-        return options.strategy, options.map_batch_size
     size = setup.batch_size
     idx = jnp.arange(size, dtype=jnp.int32) % data.inputs.shape[0]
     mask = jnp.ones((size,), bool)
@@ -178,7 +193,7 @@ def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
         def body(state, _):
             return train_step(setup, data, run, state, idx, mask)[0], None
 
-        return jax.lax.scan(body, state, None, length=AUTO_PROBE_STEPS)[0]
+        return jax.lax.scan(body, state, None, length=TUNE_PROBE_STEPS)[0]
 
     timings = {}
     for candidate in (("vmap", options.map_batch_size), ("map", 1)):
@@ -189,11 +204,46 @@ def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
         timings[candidate] = time.perf_counter() - tick
     best = min(timings, key=timings.get)
     logger.info(
-        "strategy %s (probe: %s)",
+        "tuned strategy %s (probe: %s)",
         best[0],
         ", ".join(f"{name}={seconds * 1e3:.0f}ms" for (name, _), seconds in timings.items()),
     )
     return best
+
+
+def bucket_strategy(bucket, setup, data, runs, state, mesh, options, workdir) -> tuple[str, int]:
+    """The bucket's lowering: the one recorded in the workdir if any, else chosen and recorded.
+
+    A resumed bucket always continues with the lowering it started with, whatever ``options``
+    say now, so that an interrupted run computes exactly what an uninterrupted one does.
+    """
+    recorded = wd.read_strategies(workdir).get(bucket.bucket_id)
+    if recorded is not None:
+        choice = (recorded["strategy"], int(recorded["map_batch_size"]))
+        if options.strategy in ("vmap", "map") and options.strategy != choice[0]:
+            logger.info(
+                "bucket %s: keeping its recorded strategy %s (not %s) so resumed numbers equal "
+                "an uninterrupted run's",
+                bucket.bucket_id, choice[0], options.strategy,
+            )  # fmt: skip
+        return choice
+    n_devices = 1 if mesh is None else mesh.size
+    per_device = -(-bucket.num_models // n_devices)
+    if options.strategy in ("vmap", "map"):
+        choice, source = (options.strategy, options.map_batch_size), "option"
+    elif options.strategy == "tune" and jax.process_count() == 1:
+        choice, source = tune_strategy(setup, data, runs, state, mesh, options), "tune"
+    else:  # processes must agree on the program, and timings differ between hosts
+        platform = jax.devices()[0].platform
+        choice, source = default_strategy(platform, per_device, options.map_batch_size), "rule"
+    if jax.process_index() == 0:
+        wd.record_strategy(
+            workdir,
+            bucket.bucket_id,
+            {"strategy": choice[0], "map_batch_size": choice[1], "source": source,
+             "models_per_device": per_device},
+        )  # fmt: skip
+    return choice
 
 
 @functools.cache
@@ -307,7 +357,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             if epoch <= start_epoch:
                 continue
             if strategy is None:
-                strategy = choose_strategy(setup, data, runs, state, mesh, options)
+                strategy = bucket_strategy(bucket, setup, data, runs, state, mesh, options, workdir)
             program = compiled_chunk(setup, num_epochs, *strategy, mesh)
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)

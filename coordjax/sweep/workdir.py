@@ -5,6 +5,7 @@ Layout::
     workdir/
       config.json          sweep definition, preset, engine options, versions, device, plan
       results.csv          one row per model per evaluation (pandas.read_csv reads it)
+      strategies.json      each bucket's model-axis lowering (fixed at its start, reused)
       checkpoints/<bucket_id>/<epoch>/   orbax checkpoints of each bucket's stacked state
       .lock                held (flock) while a sweep runs
 
@@ -28,6 +29,7 @@ import pandas as pd
 
 CONFIG = "config.json"
 RESULTS = "results.csv"
+STRATEGIES = "strategies.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
 
@@ -57,10 +59,25 @@ def locked(workdir: pathlib.Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
+    """Writes ``path`` atomically, with the permissions a plain ``open(path, "w")`` gives."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         f.write(text)
         f.flush()
+        os.fchmod(f.fileno(), 0o666 & ~_umask())  # temporary files are created 0600
         os.fsync(f.fileno())
     os.replace(f.name, path)
 
@@ -107,3 +124,16 @@ def read_results(workdir: pathlib.Path) -> pd.DataFrame:
 
 def write_results(workdir: pathlib.Path, results: pd.DataFrame) -> None:
     atomic_write_text(pathlib.Path(workdir) / RESULTS, results.to_csv(index=False))
+
+
+def read_strategies(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """``{bucket_id: {"strategy", "map_batch_size", "source", ...}}`` recorded so far."""
+    path = pathlib.Path(workdir) / STRATEGIES
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_strategy(workdir: pathlib.Path, bucket_id: str, choice: dict[str, Any]) -> None:
+    """Records a bucket's lowering (before its first chunk trains)."""
+    recorded = read_strategies(workdir)
+    recorded[bucket_id] = choice
+    atomic_write_text(pathlib.Path(workdir) / STRATEGIES, json.dumps(recorded, indent=2))
