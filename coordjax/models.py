@@ -645,9 +645,9 @@ def build(name: str, **shape_kwargs: int) -> nn.Module:
             raise ValueError(
                 f"model {name!r} has no shape argument {key!r}; allowed: {list(spec.shape_args)}"
             )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, jnp.integer)) or value < 1:
             raise ValueError(f"{key} of model {name!r} must be a positive int; got {value!r}")
-    return spec.build(**shape_kwargs)
+    return spec.build(**{k: int(v) for k, v in shape_kwargs.items()})  # NumPy ints accepted
 
 
 def _params_of(tree: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from coordjax.sweep.checkpoints import load_run as load_run
 from coordjax.sweep.engine import EngineOptions as EngineOptions
+from coordjax.sweep.engine import SweepInterrupted as SweepInterrupted
 from coordjax.sweep.engine import run_sweep as run_sweep
 from coordjax.sweep.grid import DEFAULTS as DEFAULTS
 from coordjax.sweep.grid import Grid as Grid

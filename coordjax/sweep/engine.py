@@ -266,10 +266,22 @@ def _place(tree, mesh, spec):
     return jax.device_put(tree, NamedSharding(mesh, spec))
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; says where it stopped. Everything checkpointed is kept."""
+
+    def __init__(self, epoch: int, bucket_id: str, index: int, num_buckets: int):
+        super().__init__(
+            f"interrupted at epoch {epoch} of bucket {bucket_id} ({index + 1} of {num_buckets}); "
+            "rerun the same command to resume"
+        )
+        self.epoch, self.bucket_id = epoch, bucket_id
+
+
 @dataclasses.dataclass
 class _Progress:
     bar: Any
     done: int = 0
+    epoch: int = 0  # the current bucket's last checkpointed epoch (where a resume starts)
 
     def advance(self, model_steps: int, seconds: float | None = None) -> None:
         self.done += model_steps
@@ -301,8 +313,10 @@ def run_sweep(
     """
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
+    # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
     buckets = plan(runs, max_models=options.max_models, pad=options.pad)
+    wd.check_usable(workdir)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
     if options.max_models is not None or options.pad:
         # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
@@ -318,8 +332,14 @@ def run_sweep(
         mesh = _mesh(options.shard)
         progress = _Progress(_progress_bar(buckets, options))
         try:
-            for bucket in buckets:
-                results = _run_bucket(bucket, workdir, results, mesh, options, progress)
+            for index, bucket in enumerate(buckets):
+                progress.epoch = 0
+                try:
+                    results = _run_bucket(bucket, workdir, results, mesh, options, progress)
+                except KeyboardInterrupt as err:
+                    raise SweepInterrupted(
+                        progress.epoch, bucket.bucket_id, index, len(buckets)
+                    ) from err
         finally:
             if progress.bar is not None:
                 progress.bar.close()
@@ -345,6 +365,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
         start_epoch = checkpoints.latest_epoch() or 0
+        progress.epoch = start_epoch
         results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
         if start_epoch:
             state = checkpoints.restore(start_epoch, state)
@@ -369,6 +390,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
+            progress.epoch = epoch
             progress.advance(bucket.num_models * num_epochs * bucket.steps_per_epoch, seconds)
     finally:
         checkpoints.close()

@@ -38,6 +38,25 @@ class WorkdirError(RuntimeError):
     """The workdir is in use, or holds a different sweep."""
 
 
+def check_usable(workdir: pathlib.Path) -> None:
+    """Refuses, before anything is written, a workdir that is a file or cannot be written."""
+    workdir = pathlib.Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(
+            f"workdir {workdir} is a file, not a directory; choose another --workdir"
+        )
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise WorkdirError(f"workdir {workdir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WorkdirError(
+            f"workdir {workdir} cannot be written ({existing} is read-only or not writable by "
+            "you); choose another --workdir"
+        )
+
+
 @contextlib.contextmanager
 def locked(workdir: pathlib.Path):
     """Holds an exclusive lock on the workdir; refuses at once if another process holds it.
@@ -103,10 +122,14 @@ def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart
         return
     if not restart:
         held = existing.get("identity", {})
+        changes = differences(held, json.loads(json.dumps(identity, default=str)))
+        shown = "; ".join(changes[:3]) + (
+            f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        )
         raise WorkdirError(
             f"workdir {workdir} holds a different sweep ({held.get('sweep')}, preset "
-            f"{held.get('preset')}); pass --restart to move it aside and start over, or choose "
-            "another --workdir"
+            f"{held.get('preset')}; differs in {shown}); pass --restart to move it aside and "
+            "start over, or choose another --workdir"
         )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     backup = workdir.with_name(f"{workdir.name}.old-{stamp}")
@@ -115,6 +138,25 @@ def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart
             continue
         backup.mkdir(parents=True, exist_ok=True)
         shutil.move(str(item), backup / item.name)
+
+
+def differences(held: Any, new: Any, path: str = "") -> list[str]:
+    """What differs between two JSON values, as ``"path: held -> new"`` strings."""
+    if isinstance(held, dict) and isinstance(new, dict):
+        out = []
+        for key in [*held, *(k for k in new if k not in held)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{where}: {held[key]!r} -> absent")
+            elif key not in held:
+                out.append(f"{where}: absent -> {new[key]!r}")
+            else:
+                out += differences(held[key], new[key], where)
+        return out
+    if isinstance(held, list) and isinstance(new, list) and len(held) == len(new):
+        return [d for i, (a, b) in enumerate(zip(held, new, strict=True))
+                for d in differences(a, b, f"{path}[{i}]")]  # fmt: skip
+    return [] if held == new else [f"{path or 'identity'}: {held!r} -> {new!r}"]
 
 
 def read_results(workdir: pathlib.Path) -> pd.DataFrame:
