@@ -225,7 +225,7 @@ def _list_text() -> str:
         for preset in module.PRESETS:
             definition = _build_preset(module, name, preset)
             models = len(definition.expand())
-            grids = ", ".join(g.name for g in definition.grids)
+            grids = ", ".join(dict.fromkeys(g.name for g in definition.grids))
             estimate = _estimated_time(definition)
             lines.append(f"  {preset:<16} {models:>5} models  {definition.description}")
             lines.append(f"  {'':<16} {'':>5}         --only: {grids}" + (

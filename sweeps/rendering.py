@@ -100,7 +100,7 @@ def smoke():
                 axes={"lr": [0.01], "split": SPLITS},
             ),
         ],
-        "a few minutes on a 2-core CPU",
+        "CoordConv renderer vs a small deconv, both splits; minutes on a 2-core CPU",
     )
 
 

@@ -279,16 +279,59 @@ class SweepInterrupted(KeyboardInterrupt):
 
 @dataclasses.dataclass
 class _Progress:
-    bar: Any
-    done: int = 0
-    epoch: int = 0  # the current bucket's last checkpointed epoch (where a resume starts)
+    """The progress bar: bucket and phase, one rate, and an ETA weighted by each bucket's cost.
 
-    def advance(self, model_steps: int, seconds: float | None = None) -> None:
-        self.done += model_steps
+    Work restored from checkpoints moves the bar but not the rate: the rate and the ETA count
+    only what this process trained (compiles excluded), so a resume shows no bogus speed.
+    """
+
+    bar: Any = None
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)  # bucket_id -> cost
+    epoch: int = 0  # the current bucket's last checkpointed epoch (where a resume starts)
+    label: str = ""
+    status: str = ""
+    compiled: set = dataclasses.field(default_factory=set)
+    trained_cost: float = 0.0
+    trained_seconds: float = 0.0
+    trained_model_steps: int = 0
+
+    def start(self, index: int, count: int, bucket: Bucket) -> None:
+        self.epoch = 0
+        self.label = f"bucket {index + 1}/{count} {bucket.bucket_id}"
+        self.phase("starting")
+
+    def phase(self, name: str) -> None:
         if self.bar is not None:
-            self.bar.update(model_steps)
-            if seconds is not None:
-                self.bar.set_postfix_str(f"{model_steps / max(seconds, 1e-9):,.0f} model-steps/s")
+            rate = f" | {self.status}" if self.status else ""
+            self.bar.set_description_str(f"{self.label} {name}{rate}", refresh=True)
+
+    def _cost(self, bucket: Bucket, epochs: int) -> float:
+        return self.costs.get(bucket.bucket_id, 0.0) * epochs / bucket.static["epochs"]
+
+    def restored(self, bucket: Bucket, epochs: int) -> None:
+        if self.bar is not None and epochs:
+            self.bar.update(self._cost(bucket, epochs))
+
+    def trained(self, bucket: Bucket, epochs: int, seconds: float) -> None:
+        cost = self._cost(bucket, epochs)
+        self.trained_cost += cost
+        self.trained_seconds += seconds
+        self.trained_model_steps += bucket.num_models * epochs * bucket.steps_per_epoch
+        if self.bar is None:
+            return
+        self.bar.update(cost)
+        rate = self.trained_model_steps / max(self.trained_seconds, 1e-9)
+        left = (self.bar.total - self.bar.n) * self.trained_seconds / max(self.trained_cost, 1e-30)
+        self.status = f"{rate:,.0f} model-steps/s, ETA {_duration(left)}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def run_sweep(
@@ -330,68 +373,112 @@ def run_sweep(
             wd.write_config(workdir, _config(identity, buckets, options))
         results = wd.read_results(workdir)
         mesh = _mesh(options.shard)
-        progress = _Progress(_progress_bar(buckets, options))
-        try:
-            for index, bucket in enumerate(buckets):
-                progress.epoch = 0
-                try:
-                    results = _run_bucket(bucket, workdir, results, mesh, options, progress)
-                except KeyboardInterrupt as err:
-                    raise SweepInterrupted(
-                        progress.epoch, bucket.bucket_id, index, len(buckets)
-                    ) from err
-        finally:
-            if progress.bar is not None:
-                progress.bar.close()
+        progress = _progress(buckets, options)
+        with _logs_through(progress.bar):
+            try:
+                for index, bucket in enumerate(buckets):
+                    progress.start(index, len(buckets), bucket)
+                    try:
+                        results = _run_bucket(bucket, workdir, results, mesh, options, progress)
+                    except KeyboardInterrupt as err:
+                        raise SweepInterrupted(
+                            progress.epoch, bucket.bucket_id, index, len(buckets)
+                        ) from err
+            finally:
+                if progress.bar is not None:
+                    progress.bar.close()
+        if not progress.trained_model_steps:
+            logger.info("nothing to do: every bucket of this sweep is finished in %s", workdir)
     return results
 
 
-def _progress_bar(buckets: list[Bucket], options: EngineOptions):
+def _progress(buckets: list[Bucket], options: EngineOptions) -> _Progress:
+    """The progress bar (or a silent tracker). A bucket's cost is its FLOPs from XLA's cost
+    analysis (train steps and evaluations), so the ETA weighs a deconv epoch above a
+    CoordConv one; model-steps stand in where the analysis gives nothing."""
     if not options.progress:
-        return None
+        return _Progress()
     from tqdm.auto import tqdm
 
-    total = sum(b.num_models * b.total_steps for b in buckets)
-    return tqdm(total=total, unit="model-step", unit_scale=True, desc="sweep", smoothing=0.1)
+    from coordjax.sweep.dry_run import bucket_costs
+
+    costs = {}
+    for bucket in buckets:
+        per_model = bucket_costs(bucket)
+        flops = (
+            bucket.total_steps * per_model["step_flops"]
+            + len(bucket.chunks) * per_model["eval_flops"]
+        )
+        costs[bucket.bucket_id] = bucket.num_models * (
+            flops if np.isfinite(flops) and flops > 0 else bucket.total_steps
+        )
+    bar = tqdm(total=sum(costs.values()), desc="sweep", bar_format=BAR_FORMAT)
+    return _Progress(bar=bar, costs=costs)
+
+
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {desc}"
+
+
+@contextlib.contextmanager
+def _logs_through(bar):
+    """While the bar shows, log lines go through ``tqdm.write`` and do not break it."""
+    if bar is None:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("coordjax")]):
+        yield
 
 
 def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFrame:
-    setup = make_setup(bucket)
-    n_devices = 1 if mesh is None else mesh.size
-    configs = _padded(list(bucket.runs), n_devices)
-    data = _place(device_data(setup.task), mesh, P())
-    state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
-
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
         start_epoch = checkpoints.latest_epoch() or 0
         progress.epoch = start_epoch
         results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
+        progress.restored(bucket, start_epoch)
+        if start_epoch >= bucket.static["epochs"]:
+            logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
+            return results
+        progress.phase("initialising")
+        setup = make_setup(bucket)
+        n_devices = 1 if mesh is None else mesh.size
+        configs = _padded(list(bucket.runs), n_devices)
+        data = _place(device_data(setup.task), mesh, P())
+        state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
         if start_epoch:
             state = checkpoints.restore(start_epoch, state)
             logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
         wall = _bucket_wall_time(results, bucket.bucket_id)
-        progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch)
         epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
             epoch += num_epochs
             if epoch <= start_epoch:
                 continue
             if strategy is None:
+                progress.phase("choosing a strategy")
                 strategy = bucket_strategy(bucket, setup, data, runs, state, mesh, options, workdir)
             program = compiled_chunk(setup, num_epochs, *strategy, mesh)
+            if progress.bar is not None and program not in progress.compiled:
+                # Compiled ahead of the call (jit reuses it) so the bar can say so.
+                progress.phase("compiling")
+                program.lower(data, runs, state).compile()
+                progress.compiled.add(program)
+            progress.phase(f"training + evaluating epochs {epoch - num_epochs + 1}-{epoch}")
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
             metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
             seconds = time.perf_counter() - tick
             wall += seconds
+            progress.phase("checkpointing")
             rows = _rows(bucket, metrics, epochs, steps, wall, param_counts, strategy[0])
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
             progress.epoch = epoch
-            progress.advance(bucket.num_models * num_epochs * bucket.steps_per_epoch, seconds)
+            progress.trained(bucket, num_epochs, seconds)
     finally:
         checkpoints.close()
     return results

@@ -141,10 +141,13 @@ def union(name: str, grids: Iterable[Grid], description: str = "") -> Sweep:
 
 
 def customize(sweep: Sweep, *, seeds: int | None = None, only: str | None = None) -> Sweep:
-    """A variant of ``sweep``: the grids whose name contains ``only``, with seeds 0..seeds-1."""
+    """A variant of ``sweep``: the grids named ``only`` (else those whose name contains it), with
+    seeds 0..seeds-1."""
     grids = list(sweep.grids)
     if only:
-        grids = [g for g in grids if only in g.name]
+        # An exact grid name selects that grid alone ("conv" is not also "deconv"/"coordconv").
+        exact = [g for g in grids if g.name == only]
+        grids = exact or [g for g in grids if only in g.name]
         if not grids:
             raise ValueError(
                 f"only={only!r} matches no grid; grids: {[g.name for g in sweep.grids]}"
