@@ -434,11 +434,21 @@ def _logs_through(bar):
 def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFrame:
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
-        start_epoch = checkpoints.latest_epoch() or 0
-        progress.epoch = start_epoch
+        saved = checkpoints.epochs()
+        start_epoch = saved[-1] if saved else 0
+        if start_epoch and _rows_missing(results, bucket, start_epoch):
+            # Every number derives from the runs' seeds: retraining reproduces the lost rows.
+            logger.warning(
+                "bucket %s: %s lacks its rows up to epoch %d although checkpoints remain; "
+                "retraining the bucket from the start (this reproduces them exactly)",
+                bucket.bucket_id, workdir / wd.RESULTS, start_epoch,
+            )  # fmt: skip
+            for epoch in saved:
+                checkpoints.delete(epoch)
+            start_epoch = 0
         results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
-        progress.restored(bucket, start_epoch)
         if start_epoch >= bucket.static["epochs"]:
+            progress.restored(bucket, start_epoch)
             logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
             return results
         progress.phase("initialising")
@@ -448,8 +458,10 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
         data = _place(device_data(setup.task), mesh, P())
         state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
         if start_epoch:
-            state = checkpoints.restore(start_epoch, state)
-            logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
+            start_epoch, state = _restore_readable(checkpoints, bucket, state)
+            results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
+        progress.epoch = start_epoch
+        progress.restored(bucket, start_epoch)
         wall = _bucket_wall_time(results, bucket.bucket_id)
         epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
@@ -477,11 +489,64 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
+            checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()))
             progress.epoch = epoch
             progress.trained(bucket, num_epochs, seconds)
     finally:
         checkpoints.close()
     return results
+
+
+def _rows_missing(results: pd.DataFrame, bucket: Bucket, epoch: int) -> bool:
+    """Whether the results table lacks a row of the bucket's runs at an evaluation <= epoch."""
+    ends = np.cumsum(bucket.chunks)
+    wanted = {(r["run_id"], int(e)) for r in bucket.runs for e in ends if e <= epoch}
+    if results.empty:
+        return bool(wanted)
+    mine = results.loc[results["bucket_id"] == bucket.bucket_id]
+    have = set(zip(mine["run_id"], mine["epoch"].astype(int), strict=True))
+    return not wanted <= have
+
+
+def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state):
+    """The latest readable checkpoint: ``(epoch, state)``; unreadable ones are deleted with a
+    warning, and with none readable the bucket starts over (``(0, state)``)."""
+    for epoch in reversed(checkpoints.epochs()):
+        try:
+            restored = checkpoints.restore(epoch, state)
+        except Exception as err:  # orbax raises many kinds for truncated or garbage files
+            logger.warning(
+                "bucket %s: checkpoint %s is unreadable (%s: %s); deleting it and resuming "
+                "from the one before",
+                bucket.bucket_id, checkpoints.directory / str(epoch), type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )  # fmt: skip
+            checkpoints.delete(epoch)
+            continue
+        logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, epoch)
+        return epoch, restored
+    logger.warning(
+        "bucket %s: no readable checkpoint; training it from the start", bucket.bucket_id
+    )
+    return 0, state
+
+
+def _epochs_to_keep(results: pd.DataFrame, bucket: Bucket, saved: list[int]) -> set[int]:
+    """The latest two checkpoints and each run's best evaluation so far (``load_run`` can load
+    the model the summary reports as a run's peak)."""
+    from coordjax.sweep.summary import PRIMARY_METRIC
+
+    keep = set(saved[-2:])
+    metric, larger = PRIMARY_METRIC.get(bucket.static["task"], (None, True))
+    mine = results.loc[results["bucket_id"] == bucket.bucket_id] if len(results) else results
+    if metric is None or mine.empty or metric not in mine:
+        return keep
+    for _, history in mine.groupby("run_id"):
+        values = history[metric].astype(float)
+        if values.notna().any():
+            best = values.idxmax() if larger else values.idxmin()
+            keep.add(int(history.loc[best, "epoch"]))
+    return keep
 
 
 def initial_state(bucket: Bucket, setup: TrainSetup, data, configs, mesh=None):
