@@ -7,7 +7,11 @@ rewritten atomically, and the stacked state is checkpointed. Nothing runs per st
 
 Rerunning on the same workdir resumes each bucket from its latest checkpoint and skips finished
 buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
-recomputed, which gives the same numbers because every key derives from the run's seed.
+recomputed, which gives the same numbers because every key derives from the run's seed. Each
+bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
+equals an uninterrupted one bit for bit. An unreadable latest checkpoint is deleted (with a
+warning) for the one before; a bucket whose results rows were lost is retrained from the start.
+Checkpoints kept per bucket: the latest two and each run's best evaluation.
 """
 
 from __future__ import annotations
