@@ -246,6 +246,8 @@ def _sweep(args) -> int:
     from coordjax import sweep as sw
     from coordjax.sweep import dry_run
 
+    if args.distributed:  # before anything touches a JAX backend
+        jax.distributed.initialize()
     where = args.name if args.name.endswith(".py") else f"sweep {args.name!r}"
     # Everything is checked before the workdir is touched.
     module = _load_sweep_module(args.name)
@@ -268,8 +270,6 @@ def _sweep(args) -> int:
         return 0
     if not args.workdir:
         raise UsageError("--workdir is required (unless --dry-run)")
-    if args.distributed:
-        jax.distributed.initialize()
     start = time.perf_counter()
     try:
         results = sw.run_sweep(
