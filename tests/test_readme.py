@@ -47,6 +47,4 @@ def readme_dir(tmp_path_factory):
 def test_readme_python_block_runs(code, line, readme_dir, monkeypatch):
     monkeypatch.chdir(readme_dir)
     namespace: dict = {"__name__": "readme"}
-    exec(compile(code, f"README.md:{line}", "exec"), namespace)
-    if "result" in namespace:  # the fit example claims 100 % test accuracy
-        assert namespace["result"].history[-1]["test_accuracy"] == 1.0
+    exec(compile(code, f"README.md:{line}", "exec"), namespace)  # blocks assert their claims
