@@ -5,8 +5,8 @@ classifier, the CoordConv renderer, the three regressors), on the same batch and
 counts, this measures steady-state model-steps/s and, separately, compile time of:
 
   engine     the sweep engine with its default choices (``EngineOptions()``): its own program
-             builder ``engine.compiled_steps`` (the program its ``"auto"`` strategy times), and
-             the strategy ``engine.choose_strategy`` picks for the bucket;
+             builder ``engine.compiled_steps`` (the program its ``"tune"`` strategy times), and
+             the strategy its fixed rule ``engine.default_strategy`` picks for the bucket;
   vmap, map  that builder with each model-axis lowering (``jit(vmap)``; ``lax.map`` over
              slices of 1 model);
   lax, matmul each convolution lowering (``coordjax.conv``), when the library has them;
@@ -57,7 +57,7 @@ ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT_DIR = ROOT / "results"
 L2 = 1e-3
 LR = 2e-3
-K_STEPS = engine.AUTO_PROBE_STEPS  # the engine's builder is shared with its "auto" probe
+K_STEPS = engine.TUNE_PROBE_STEPS  # the engine's builder is shared with its "tune" probe
 FULL_SIZES = (1, 8, 32)
 QUICK_SIZES = (1, 8)
 QUICK_BUDGET_S = 360.0  # no new extra measurement after this, so --quick stays under 10 min
@@ -245,7 +245,8 @@ def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]
             f"{case.label} M={num_models} {name}: {rows[strategy].model_steps_per_s:.3g} "
             "model-steps/s"
         )
-    chosen = engine.choose_strategy(setup, data, runs, states, mesh, options)
+    per_device = -(-num_models // (1 if mesh is None else mesh.size))
+    chosen = engine.default_strategy(jax.devices()[0].platform, per_device, options.map_batch_size)
     lowering = default_lowering()
     note = f"strategy {chosen[0]}" + (f", lowering {lowering}" if lowering else "")
     return [dataclasses.replace(rows[tuple(chosen)], contender="engine", note=note), *rows.values()]

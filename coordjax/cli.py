@@ -3,6 +3,10 @@
 coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
 coordjax report WORKDIR
 coordjax list
+
+Every mistake in the user's input (flags, sweep names, presets, grid values, sweep files,
+workdirs) is answered with one line ``coordjax: ...`` and exit status 2; ``--debug`` shows the
+traceback instead. Ctrl-C prints where the sweep stopped and how to resume.
 """
 
 from __future__ import annotations
@@ -14,8 +18,56 @@ import logging
 import pathlib
 import sys
 import time
+import traceback
 
 from coordjax import catalog
+
+DESCRIPTION = """\
+Train and resume sweeps of CoordConv experiments (Liu et al., NeurIPS 2018): whole grids of
+models trained at once, with results, checkpoints and config in a workdir."""
+
+EPILOG = """\
+examples:
+  coordjax list                                             sweeps, presets, model counts
+  coordjax sweep classification --preset smoke --workdir runs/smoke
+  coordjax sweep classification --preset paper --dry-run   the plan, without training
+  coordjax sweep my_sweep.py --preset mine --workdir runs/mine   your own grid file
+
+Rerunning the same command resumes an interrupted sweep; finished buckets are skipped."""
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A mistake in the user's input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``coordjax: ...`` line (not usage + message)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _frame_in(tb, filename: str) -> int | None:
+    """The line of the innermost frame of ``tb`` executing ``filename``, if any."""
+    line = None
+    for frame in traceback.extract_tb(tb):
+        if pathlib.Path(frame.filename).resolve() == pathlib.Path(filename).resolve():
+            line = frame.lineno
+    return line
+
+
+def _user_code_error(err: BaseException, filename: str, doing: str) -> UsageError:
+    """One line for an exception raised while running a sweep file: file:line, type, message."""
+    if isinstance(err, SyntaxError) and err.filename and err.lineno:
+        where = f"{err.filename}:{err.lineno}"
+        message = err.msg
+    else:
+        line = _frame_in(err.__traceback__, filename)
+        where = f"{filename}:{line}" if line else filename
+        message = str(err)
+    return UsageError(f"{where}: {doing}: {type(err).__name__}: {message}")
 
 
 def _load_sweep_module(name: str):
@@ -23,26 +75,77 @@ def _load_sweep_module(name: str):
     if name.endswith(".py"):
         path = pathlib.Path(name)
         if not path.is_file():
-            raise SystemExit(f"coordjax: sweep file {name!r} does not exist")
+            raise UsageError(f"sweep file {name!r} does not exist")
         spec = importlib.util.spec_from_file_location(f"coordjax_user_sweep_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not isinstance(getattr(module, "PRESETS", None), dict):
-            raise SystemExit(f"coordjax: sweep file {name!r} defines no PRESETS dict")
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            raise _user_code_error(err, str(path), "error while loading the sweep file") from err
+        presets = getattr(module, "PRESETS", None)
+        if not isinstance(presets, dict) or not presets:
+            raise UsageError(
+                f"sweep file {name!r} defines no PRESETS dict (preset name -> function returning "
+                "a coordjax.sweep.Sweep)"
+            )
         return module
     if name not in catalog.SWEEPS:
-        raise SystemExit(
-            f"coordjax: unknown sweep {name!r}; choose from {list(catalog.SWEEPS)} "
+        raise UsageError(
+            f"unknown sweep {name!r}; choose from {list(catalog.SWEEPS)} "
             "or pass a path to a .py file defining PRESETS"
         )
     return importlib.import_module(f"coordjax.catalog.{name}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coordjax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _build_preset(module, sweep_name: str, preset: str):
+    """Calls the preset's function; a Sweep, or a one-line UsageError saying what is wrong."""
+    from coordjax import sweep as sw
 
-    sweep = sub.add_parser("sweep", help="run (or resume) a sweep into a workdir")
+    presets = module.PRESETS
+    if preset not in presets:
+        raise UsageError(
+            f"unknown preset {preset!r} for sweep {sweep_name!r}; choose from {list(presets)}"
+        )
+    make = presets[preset]
+    if not callable(make):
+        raise UsageError(
+            f"preset {preset!r} of {sweep_name!r} is a {type(make).__name__}, not a function; "
+            "PRESETS maps names to functions returning a coordjax.sweep.Sweep"
+        )
+    try:
+        definition = make()
+    except Exception as err:
+        raise _user_code_error(err, module.__file__, f"preset {preset!r}") from err
+    if not isinstance(definition, sw.Sweep):
+        hint = (
+            " (wrap it: coordjax.sweep.union(name, [grid]))"
+            if isinstance(definition, sw.Grid)
+            else ""
+        )
+        raise UsageError(
+            f"preset {preset!r} of {sweep_name!r} returned a {type(definition).__name__}, not a "
+            f"coordjax.sweep.Sweep{hint}"
+        )
+    return definition
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="coordjax",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="run (or resume) a sweep into a workdir",
+        description="Run a sweep preset into --workdir; rerunning the same command resumes it.",
+    )
     sweep.add_argument("name", help=f"one of {list(catalog.SWEEPS)}, or a .py file with PRESETS")
     sweep.add_argument("--preset", default="smoke", help="which grid of the sweep (default smoke)")
     sweep.add_argument("--workdir", help="where config, results and checkpoints live")
@@ -53,12 +156,16 @@ def _parser() -> argparse.ArgumentParser:
         help="move a workdir holding a different sweep aside and start over",
     )
     sweep.add_argument("--seeds", type=int, help="replace the seed axis by seeds 0..N-1")
-    sweep.add_argument("--only", help="keep runs whose grid name contains this string")
+    sweep.add_argument(
+        "--only", help="keep the grids whose name contains this string (see `coordjax list`)"
+    )
     sweep.add_argument(
         "--strategy",
         default="auto",
-        choices=("auto", "vmap", "map"),
-        help="how a bucket's model axis is lowered (default auto: measured per bucket)",
+        choices=("auto", "vmap", "map", "tune"),
+        help="how a bucket's model axis is lowered: auto (default) is a fixed rule per platform "
+        "and models per device; tune times vmap against map per bucket (load-dependent). The "
+        "choice is recorded in the workdir and reused on resume",
     )
     sweep.add_argument(
         "--lowering",
@@ -87,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call jax.distributed.initialize() first (multi-host runs)",
     )
+    sweep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     sweep.add_argument(
         "--no-report", action="store_true", help="do not write WORKDIR/report at the end"
@@ -94,24 +202,74 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write WORKDIR/report/report.md and its figures")
     report.add_argument("workdir", help="a sweep's workdir")
+    report.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    sub.add_parser("list", help="list sweeps and their presets")
+    sub.add_parser(
+        "list",
+        help="list sweeps, their presets, model counts and grid names",
+        description="List each sweep's presets: description, model count, grids for --only.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("coordjax").setLevel(logging.INFO)
-    if args.command == "list":
-        for name in catalog.SWEEPS:
-            module = _load_sweep_module(name)
-            print(f"{name}: presets {', '.join(module.PRESETS)}")
-        return 0
-    if args.command == "report":
-        print(f"report: {_report(args.workdir)}")
-        return 0
-    return _sweep(args)
+    """Runs the command line; returns the exit status (0, or 2 for a mistake in the input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("coordjax").setLevel(logging.INFO)
+        if args.command == "list":
+            print(_list_text())
+            return 0
+        if args.command == "report":
+            print(f"report: {_report(args.workdir)}")
+            return 0
+        return _sweep(args)
+    except UsageError as err:
+        if debug:
+            raise
+        print(f"coordjax: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt as err:
+        if debug:
+            raise
+        print(f"coordjax: {err or 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+def _list_text() -> str:
+    """Each catalog sweep's presets: description, model count, grid names for ``--only``."""
+    lines = []
+    for name in catalog.SWEEPS:
+        module = _load_sweep_module(name)
+        lines.append(f"{name}:")
+        for preset in module.PRESETS:
+            definition = _build_preset(module, name, preset)
+            models = len(definition.expand())
+            grids = ", ".join(dict.fromkeys(g.name for g in definition.grids))
+            estimate = _estimated_time(definition)
+            lines.append(f"  {preset:<16} {models:>5} models  {definition.description}")
+            indent = " " * 33  # under the description
+            details = [f"--only: {grids}"]
+            if estimate:
+                details.append(f"estimated time here: {estimate}")
+            if len(indent) + len("   ".join(details)) <= 100:
+                lines.append(indent + "   ".join(details))
+            else:
+                lines.extend(indent + detail for detail in details)
+    return "\n".join(lines)
+
+
+def _estimated_time(definition) -> str | None:
+    """The estimated wall time of a preset on this device, from measured rates."""
+    from coordjax.sweep.rates import estimate_seconds, format_duration
+
+    try:
+        return format_duration(estimate_seconds(definition).seconds)
+    except ValueError:  # a preset this device cannot estimate
+        return None
 
 
 def _report(workdir: str) -> str:
@@ -120,8 +278,7 @@ def _report(workdir: str) -> str:
     try:
         return str(report.write_report(workdir))
     except report.ReportError as err:
-        print(f"coordjax: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError(str(err)) from err
 
 
 def _sweep(args) -> int:
@@ -130,16 +287,14 @@ def _sweep(args) -> int:
     from coordjax import sweep as sw
     from coordjax.sweep import dry_run
 
-    if args.distributed:
+    if args.distributed:  # before anything touches a JAX backend
         jax.distributed.initialize()
+    where = args.name if args.name.endswith(".py") else f"sweep {args.name!r}"
+    # Everything is checked before the workdir is touched.
     module = _load_sweep_module(args.name)
-    if args.preset not in module.PRESETS:
-        raise SystemExit(
-            f"coordjax: unknown preset {args.preset!r} for sweep {args.name!r}; "
-            f"choose from {list(module.PRESETS)}"
-        )
-    definition = sw.customize(module.PRESETS[args.preset](), seeds=args.seeds, only=args.only)
+    definition = _build_preset(module, args.name, args.preset)
     try:
+        definition = sw.customize(definition, seeds=args.seeds, only=args.only)
         options = sw.EngineOptions(
             strategy=args.strategy,
             map_batch_size=args.map_batch_size,
@@ -149,20 +304,23 @@ def _sweep(args) -> int:
             pad=tuple(k.strip() for k in args.pad.split(",") if k.strip()),
             lowering=args.lowering,
         )
-    except ValueError as err:
-        raise SystemExit(f"coordjax: {err}") from None
+        sw.plan(definition.expand(), max_models=options.max_models, pad=options.pad)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{where}, preset {args.preset!r}: {_flag_names(err)}") from err
     if args.dry_run:
         print(dry_run.plan_text(definition, options))
         return 0
     if not args.workdir:
-        raise SystemExit("coordjax: --workdir is required (unless --dry-run)")
+        raise UsageError("--workdir is required (unless --dry-run)")
     start = time.perf_counter()
     try:
         results = sw.run_sweep(
             definition, args.workdir, preset=args.preset, options=options, restart=args.restart
         )
     except sw.WorkdirError as err:
-        raise SystemExit(f"coordjax: {err}") from None
+        raise UsageError(str(err)) from err
+    except OSError as err:  # the workdir's filesystem refused a write
+        raise UsageError(f"workdir {args.workdir}: {err}") from err
     if jax.process_index() == 0:
         wall = time.perf_counter() - start
         path = None
@@ -177,6 +335,26 @@ def _sweep(args) -> int:
         print(sw.summary_text(results, wall_seconds=wall, report=path))
         print(f"results: {args.workdir}/results.csv")
     return 0
+
+
+# Library errors name keyword arguments; at the command line the flag is what the user typed.
+_FLAGS = {
+    "seeds must": "--seeds must",
+    "only=": "--only ",
+    "max_models must": "--max-models must",
+    "map_batch_size must": "--map-batch-size must",
+    "pad may name": "--pad may name",
+    "pad must": "--pad must",
+    "strategy must": "--strategy must",
+}
+
+
+def _flag_names(err: BaseException) -> str:
+    message = str(err)
+    for name, flag in _FLAGS.items():
+        if message.startswith(name):
+            return flag + message[len(name) :]
+    return message
 
 
 if __name__ == "__main__":

@@ -49,6 +49,15 @@ def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
 
 
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _normalise_axes(axes: Sequence[int] | None, spatial_ndim: int) -> tuple[int, ...]:
     if axes is None:
         return tuple(range(spatial_ndim))
@@ -100,7 +109,15 @@ def _ramp(n: int, coord_range: str) -> tuple[np.ndarray, np.ndarray, float]:
 
 def num_coord_channels(spatial_ndim: int, *, with_r: bool = False, axes=None) -> int:
     """Number of channels ``add_coords`` adds: one per selected axis, plus one for the radius."""
+    _check_flag("with_r", with_r)
     return len(_normalise_axes(axes, spatial_ndim)) + int(bool(with_r))
+
+
+def _iterable(value) -> tuple:
+    try:
+        return tuple(value)
+    except TypeError:
+        return (None,)  # not a sequence: refused by the caller
 
 
 def coord_channels(
@@ -132,14 +149,15 @@ def coord_channels(
     >>> coord_channels((3, 2))[..., 0].tolist()
     [[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]
     """
-    if isinstance(spatial_shape, (int, np.integer)):
+    if _is_int(spatial_shape):
         spatial_shape = (spatial_shape,)
-    try:
-        shape = tuple(int(n) for n in spatial_shape)
-    except TypeError as err:
-        raise TypeError(
-            f"spatial_shape must be a sequence of static ints; got {spatial_shape!r}"
-        ) from err
+    if isinstance(spatial_shape, (str, bytes)) or not all(
+        _is_int(n) for n in _iterable(spatial_shape)
+    ):
+        raise TypeError(f"spatial_shape must be a sequence of static ints; got {spatial_shape!r}")
+    shape = tuple(int(n) for n in spatial_shape)
+    _check_flag("with_r", with_r)
+    _check_flag("normalize_r", normalize_r)
     if not shape:
         raise ValueError("spatial_shape must have at least one spatial dimension; got ()")
     if any(n < 1 for n in shape):
@@ -224,7 +242,7 @@ def add_coords(
     """
     if not isinstance(x, (jax.Array, np.ndarray)):
         raise TypeError(f"x must be a jax or numpy array; got {type(x).__name__}")
-    if not isinstance(spatial_ndim, (int, np.integer)) or spatial_ndim < 1:
+    if not _is_int(spatial_ndim) or spatial_ndim < 1:
         raise ValueError(f"spatial_ndim must be an int >= 1; got {spatial_ndim!r}")
     if x.ndim < spatial_ndim + 1:
         raise ValueError(

@@ -142,6 +142,25 @@ class _Spec:
         return (*spatial, n_in, self.features)
 
 
+def _check_window(name: str, value, ndim: int) -> None:
+    """strides / dilations: None, a positive int, or one positive int per spatial axis."""
+    if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                         and value >= 1):  # fmt: skip
+        return
+    values = tuple(value) if isinstance(value, Sequence) else None
+    if (
+        values is None
+        or len(values) != ndim
+        or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values
+        )
+    ):
+        raise ValueError(
+            f"{name} must be a positive int or {ndim} positive ints (one per spatial axis of "
+            f"kernel_size); got {value!r}"
+        )
+
+
 def _make_spec(
     *,
     transpose: bool,
@@ -167,6 +186,8 @@ def _make_spec(
     if not isinstance(features, (int, np.integer)) or isinstance(features, bool) or features < 1:
         raise ValueError(f"features must be a positive int; got {features!r}")
     ks = _canonical_kernel_size(kernel_size)
+    for name in ("strides", "input_dilation", "kernel_dilation"):
+        _check_window(name, conv_options.get(name), len(ks))
     _check_choice("coord_weights", coord_weights, COORD_WEIGHTS)
     _check_choice("order", order, ORDERS)
     _check_choice("coord_range", coord_range, RANGES)

@@ -648,9 +648,10 @@ def build(name: str, *, lowering: str = "auto", **shape_kwargs: int) -> nn.Modul
             raise ValueError(
                 f"model {name!r} has no shape argument {key!r}; allowed: {list(spec.shape_args)}"
             )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, jnp.integer)) or value < 1:
             raise ValueError(f"{key} of model {name!r} must be a positive int; got {value!r}")
-    return spec.build(lowering=lowering, **shape_kwargs)
+    # NumPy ints accepted
+    return spec.build(lowering=lowering, **{k: int(v) for k, v in shape_kwargs.items()})
 
 
 def _params_of(tree: Any) -> Any:

@@ -125,6 +125,8 @@ class _CoordConvBase(nnx.Module):
         kernel_metadata: Mapping[str, Any],
         bias_metadata: Mapping[str, Any],
     ) -> None:
+        if not isinstance(self.in_features, (int, np.integer)) or self.in_features < 1:
+            raise ValueError(f"in_features must be a positive int; got {self.in_features!r}")
         specs = _param_specs(
             spec,
             self.in_features,

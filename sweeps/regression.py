@@ -71,7 +71,7 @@ def smoke():
     return union(
         "regression",
         _grids(6, 3, {"lr": [0.001, 0.01], "l2": [1e-4]}),
-        "a few minutes on a 2-core CPU",
+        "conv vs CoordConv regressors, 6 epochs; minutes on a 2-core CPU",
     )
 
 

@@ -100,7 +100,7 @@ def smoke():
                 axes={"lr": [0.01], "split": SPLITS},
             ),
         ],
-        "a few minutes on a 2-core CPU",
+        "CoordConv vs deconv renderers, both splits; minutes on a 2-core CPU",
     )
 
 

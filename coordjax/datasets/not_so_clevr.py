@@ -276,3 +276,14 @@ def not_so_clevr(
     if split != "random":  # seed and test_fraction do not matter: share one cache entry
         seed, test_fraction = 0, 0.2
     return _cached_split(split, seed, test_fraction)
+
+
+def scale_inputs(x, input_scale: str):
+    """Pixel-coordinate inputs ``x`` (B, 2) (array of any kind) under ``input_scale``.
+
+    ``"raw"`` returns ``x``; ``"unit"`` returns ``2x/63 - 1``: the corners-aligned coordinate
+    channels put pixel i at ``2i/(n-1) - 1``. Shared by the training step and the report.
+    """
+    if input_scale == "unit":
+        return x * (2.0 / (CANVAS_SIZE - 1)) - 1.0
+    return x

@@ -10,6 +10,7 @@ _NAMES = {
     "load_run": "coordjax.sweep.checkpoints",
     "EngineOptions": "coordjax.sweep.engine",
     "run_sweep": "coordjax.sweep.engine",
+    "SweepInterrupted": "coordjax.sweep.engine",
     "DEFAULTS": "coordjax.sweep.grid",
     "Grid": "coordjax.sweep.grid",
     "Sweep": "coordjax.sweep.grid",

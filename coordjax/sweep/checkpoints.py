@@ -15,24 +15,40 @@ class BucketCheckpoints:
 
     Saves are synchronous so that a checkpoint on disk is always complete when :meth:`save`
     returns; orbax writes to a temporary directory and renames it when done, so a process killed
-    mid-save leaves the previous checkpoint as the latest readable one.
+    mid-save leaves the previous checkpoint as the latest readable one. Which checkpoints are
+    kept is the caller's choice (:meth:`prune`): the engine keeps the latest two and each run's
+    best evaluation.
     """
 
-    def __init__(self, directory: pathlib.Path, *, max_to_keep: int = 2):
+    def __init__(self, directory: pathlib.Path):
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=None,
             create=True,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=False,
         )
-        self._manager = ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+        self.directory = pathlib.Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
 
+    def epochs(self) -> list[int]:
+        """The saved epochs, ascending."""
+        return sorted(self._manager.all_steps())
+
     def save(self, epoch: int, state: Any) -> None:
         self._manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
+
+    def prune(self, keep: set[int]) -> None:
+        """Deletes every saved epoch not in ``keep``."""
+        for epoch in self.epochs():
+            if epoch not in keep:
+                self._manager.delete(epoch)
+
+    def delete(self, epoch: int) -> None:
+        self._manager.delete(epoch)
 
     def restore(self, epoch: int, target: Any) -> Any:
         """Restores into the structure, shapes, dtypes and shardings of ``target``."""
@@ -51,7 +67,8 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     Args:
       workdir: a sweep's workdir.
       run_id: the run (a ``run_id`` of the results table).
-      epoch: which checkpoint (default: the bucket's latest).
+      epoch: which checkpoint (default: the bucket's latest). Kept: the bucket's latest two
+        and every run's best evaluation (the summary's ``peak_epoch``).
 
     Returns:
       ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
@@ -78,9 +95,15 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
         item_handlers=ocp.StandardCheckpointHandler(),
     )
     try:
-        epoch = manager.latest_step() if epoch is None else epoch
+        saved = sorted(manager.all_steps())
+        epoch = (saved[-1] if saved else None) if epoch is None else epoch
         if epoch is None:
             raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+        if epoch not in saved:
+            raise ValueError(
+                f"run {run_id!r} has no checkpoint at epoch {epoch!r} in {workdir}: its bucket "
+                f"keeps epochs {saved} (the latest two and each run's best evaluation)"
+            )
         # Onto this process's first device, whatever topology wrote it (a sweep sharded over 8
         # GPUs read on a laptop's CPU): without a target, orbax insists on the saved topology.
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -7,7 +7,11 @@ rewritten atomically, and the stacked state is checkpointed. Nothing runs per st
 
 Rerunning on the same workdir resumes each bucket from its latest checkpoint and skips finished
 buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
-recomputed, which gives the same numbers because every key derives from the run's seed.
+recomputed, which gives the same numbers because every key derives from the run's seed. Each
+bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
+equals an uninterrupted one bit for bit. An unreadable latest checkpoint is deleted (with a
+warning) for the one before; a bucket whose results rows were lost is retrained from the start.
+Checkpoints kept per bucket: the latest two and each run's best evaluation.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ from coordjax.train import (
 logger = logging.getLogger("coordjax.sweep")
 
 MODEL_AXIS = "model"
-STRATEGIES = ("auto", "vmap", "map")
-AUTO_PROBE_STEPS = 2
+STRATEGIES = ("auto", "vmap", "map", "tune")
+TUNE_PROBE_STEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +65,14 @@ class EngineOptions:
     Attributes:
       strategy: how the model axis is lowered inside a device: ``"vmap"`` (one batched program;
         vmapped convolutions become grouped convolutions), ``"map"`` (``lax.map`` over slices of
-        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups), or
-        ``"auto"`` (default): per bucket, time a few training steps of ``"vmap"`` and of
-        ``"map"`` with slices of 1 on the bucket's own models and keep the faster (the choice is
-        recorded in the results' ``strategy`` column).
+        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups),
+        ``"auto"`` (default): a fixed rule per platform and models per device
+        (:func:`default_strategy`, from ``benchmarks/strategies.py``), so the same command
+        always computes the same numbers; or ``"tune"``: per bucket, time a few training steps
+        of ``"vmap"`` and of ``"map"`` with slices of 1 and keep the faster (machine load can
+        change that choice, and the two lowerings differ at float level). Whatever is chosen
+        is recorded per bucket in ``workdir/strategies.json`` and reused when the sweep
+        resumes; the results' ``strategy`` column repeats it.
       map_batch_size: models per slice for ``"map"``.
       max_models: at most this many models per program (larger buckets are split).
       shard: shard the model axis over all local devices (``shard_map``; each device runs the
@@ -178,7 +186,7 @@ def compiled_chunk(setup: TrainSetup, num_epochs: int, strategy: str, map_batch_
 def compiled_steps(setup: TrainSetup, num_steps: int, strategy: str, map_batch_size: int, mesh):
     """``num_steps`` training steps of every model on one fixed batch, lifted like a chunk.
 
-    The program ``"auto"`` times to choose a strategy (and benchmarks time): the same
+    The program ``"tune"`` times to choose a strategy (and benchmarks time): the same
     ``train_step`` and model-axis lowering as :func:`compiled_chunk`, without the epoch's
     shuffle and the evaluation. Called as ``program(data, runs, states)``; returns the states.
     """
@@ -196,28 +204,74 @@ def compiled_steps(setup: TrainSetup, num_steps: int, strategy: str, map_batch_s
     return jax.jit(_distribute(_per_device(steps, strategy, map_batch_size), mesh))
 
 
-def choose_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
-    """Times ``AUTO_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
+def default_strategy(platform: str, models_per_device: int, map_batch_size: int):
+    """The deterministic lowering of a bucket's model axis: ``(strategy, map_batch_size)``.
+
+    On CPU, ``lax.map`` over single models beats one vmapped program as soon as a device holds
+    several models (grouped convolutions; benchmarks/results/strategies-cpu.md: 1.3-1.5x at
+    4 models) and ties at one; on accelerators one vmapped program keeps the device busy.
+    """
+    if platform == "cpu" and models_per_device > 1:
+        return "map", 1
+    return "vmap", map_batch_size
+
+
+def tune_strategy(setup, data, runs, state, mesh, options) -> tuple[str, int]:
+    """Times ``TUNE_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
 
     Compile time is excluded (each candidate is compiled, run once, then timed); the probe's
-    results are discarded, so the choice never changes a model's numbers beyond float noise.
+    results are discarded. The winner depends on the machine's load at that moment, which is
+    why it is only used when asked for (``strategy="tune"``) and recorded for resumes.
     """
-    if options.strategy != "auto":
-        return options.strategy, options.map_batch_size
     timings = {}
     for candidate in (("vmap", options.map_batch_size), ("map", 1)):
-        program = compiled_steps(setup, AUTO_PROBE_STEPS, *candidate, mesh)
+        program = compiled_steps(setup, TUNE_PROBE_STEPS, *candidate, mesh)
         jax.block_until_ready(program(data, runs, state))
         tick = time.perf_counter()
         jax.block_until_ready(program(data, runs, state))
         timings[candidate] = time.perf_counter() - tick
     best = min(timings, key=timings.get)
     logger.info(
-        "strategy %s (probe: %s)",
+        "tuned strategy %s (probe: %s)",
         best[0],
         ", ".join(f"{name}={seconds * 1e3:.0f}ms" for (name, _), seconds in timings.items()),
     )
     return best
+
+
+def bucket_strategy(bucket, setup, data, runs, state, mesh, options, workdir) -> tuple[str, int]:
+    """The bucket's lowering: the one recorded in the workdir if any, else chosen and recorded.
+
+    A resumed bucket always continues with the lowering it started with, whatever ``options``
+    say now, so that an interrupted run computes exactly what an uninterrupted one does.
+    """
+    recorded = wd.read_strategies(workdir).get(bucket.bucket_id)
+    if recorded is not None:
+        choice = (recorded["strategy"], int(recorded["map_batch_size"]))
+        if options.strategy in ("vmap", "map") and options.strategy != choice[0]:
+            logger.info(
+                "bucket %s: keeping its recorded strategy %s (not %s) so resumed numbers equal "
+                "an uninterrupted run's",
+                bucket.bucket_id, choice[0], options.strategy,
+            )  # fmt: skip
+        return choice
+    n_devices = 1 if mesh is None else mesh.size
+    per_device = -(-bucket.num_models // n_devices)
+    if options.strategy in ("vmap", "map"):
+        choice, source = (options.strategy, options.map_batch_size), "option"
+    elif options.strategy == "tune" and jax.process_count() == 1:
+        choice, source = tune_strategy(setup, data, runs, state, mesh, options), "tune"
+    else:  # processes must agree on the program, and timings differ between hosts
+        platform = jax.devices()[0].platform
+        choice, source = default_strategy(platform, per_device, options.map_batch_size), "rule"
+    if jax.process_index() == 0:
+        wd.record_strategy(
+            workdir,
+            bucket.bucket_id,
+            {"strategy": choice[0], "map_batch_size": choice[1], "source": source,
+             "models_per_device": per_device},
+        )  # fmt: skip
+    return choice
 
 
 @functools.cache
@@ -240,17 +294,72 @@ def _place(tree, mesh, spec):
     return jax.device_put(tree, NamedSharding(mesh, spec))
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; says where it stopped. Everything checkpointed is kept."""
+
+    def __init__(self, epoch: int, bucket_id: str, index: int, num_buckets: int):
+        super().__init__(
+            f"interrupted at epoch {epoch} of bucket {bucket_id} ({index + 1} of {num_buckets}); "
+            "rerun the same command to resume"
+        )
+        self.epoch, self.bucket_id = epoch, bucket_id
+
+
 @dataclasses.dataclass
 class _Progress:
-    bar: Any
-    done: int = 0
+    """The progress bar: bucket and phase, one rate, and an ETA weighted by each bucket's cost.
 
-    def advance(self, model_steps: int, seconds: float | None = None) -> None:
-        self.done += model_steps
+    Work restored from checkpoints moves the bar but not the rate: the rate and the ETA count
+    only what this process trained (compiles excluded), so a resume shows no bogus speed.
+    """
+
+    bar: Any = None
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)  # bucket_id -> cost
+    epoch: int = 0  # the current bucket's last checkpointed epoch (where a resume starts)
+    label: str = ""
+    status: str = ""
+    compiled: set = dataclasses.field(default_factory=set)
+    trained_cost: float = 0.0
+    trained_seconds: float = 0.0
+    trained_model_steps: int = 0
+
+    def start(self, index: int, count: int, bucket: Bucket) -> None:
+        self.epoch = 0
+        self.label = f"bucket {index + 1}/{count} {bucket.bucket_id}"
+        self.phase("starting")
+
+    def phase(self, name: str) -> None:
         if self.bar is not None:
-            self.bar.update(model_steps)
-            if seconds is not None:
-                self.bar.set_postfix_str(f"{model_steps / max(seconds, 1e-9):,.0f} model-steps/s")
+            rate = f" | {self.status}" if self.status else ""
+            self.bar.set_description_str(f"{self.label} {name}{rate}", refresh=True)
+
+    def _cost(self, bucket: Bucket, epochs: int) -> float:
+        return self.costs.get(bucket.bucket_id, 0.0) * epochs / bucket.static["epochs"]
+
+    def restored(self, bucket: Bucket, epochs: int) -> None:
+        if self.bar is not None and epochs:
+            self.bar.update(self._cost(bucket, epochs))
+
+    def trained(self, bucket: Bucket, epochs: int, seconds: float) -> None:
+        cost = self._cost(bucket, epochs)
+        self.trained_cost += cost
+        self.trained_seconds += seconds
+        self.trained_model_steps += bucket.num_models * epochs * bucket.steps_per_epoch
+        if self.bar is None:
+            return
+        self.bar.update(cost)
+        rate = self.trained_model_steps / max(self.trained_seconds, 1e-9)
+        left = (self.bar.total - self.bar.n) * self.trained_seconds / max(self.trained_cost, 1e-30)
+        self.status = f"{rate:,.0f} model-steps/s, ETA {_duration(left)}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def run_sweep(
@@ -275,8 +384,10 @@ def run_sweep(
     """
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
+    # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
     buckets = plan(runs, max_models=options.max_models, pad=options.pad)
+    wd.check_usable(workdir)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
     if options.max_models is not None or options.pad:
         # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
@@ -292,13 +403,22 @@ def run_sweep(
             wd.write_config(workdir, _config(identity, buckets, options))
         results = wd.read_results(workdir)
         mesh = _mesh(options.shard)
-        progress = _Progress(_progress_bar(buckets, options))
-        try:
-            for bucket in buckets:
-                results = _run_bucket(bucket, workdir, results, mesh, options, progress)
-        finally:
-            if progress.bar is not None:
-                progress.bar.close()
+        progress = _progress(buckets, options)
+        with _logs_through(progress.bar):
+            try:
+                for index, bucket in enumerate(buckets):
+                    progress.start(index, len(buckets), bucket)
+                    try:
+                        results = _run_bucket(bucket, workdir, results, mesh, options, progress)
+                    except KeyboardInterrupt as err:
+                        raise SweepInterrupted(
+                            progress.epoch, bucket.bucket_id, index, len(buckets)
+                        ) from err
+            finally:
+                if progress.bar is not None:
+                    progress.bar.close()
+        if not progress.trained_model_steps:
+            logger.info("nothing to do: every bucket of this sweep is finished in %s", workdir)
     return results
 
 
@@ -310,53 +430,161 @@ def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
     return recorded if recorded in ("lax", "matmul") else conv.resolve_lowering("auto")
 
 
-def _progress_bar(buckets: list[Bucket], options: EngineOptions):
+def _progress(buckets: list[Bucket], options: EngineOptions) -> _Progress:
+    """The progress bar (or a silent tracker). A bucket's cost is its FLOPs from XLA's cost
+    analysis (train steps and evaluations), so the ETA weighs a deconv epoch above a
+    CoordConv one; model-steps stand in where the analysis gives nothing."""
     if not options.progress:
-        return None
+        return _Progress()
     from tqdm.auto import tqdm
 
-    total = sum(b.num_models * b.total_steps for b in buckets)
-    return tqdm(total=total, unit="model-step", unit_scale=True, desc="sweep", smoothing=0.1)
+    from coordjax.sweep.dry_run import bucket_costs
+
+    costs = {}
+    for bucket in buckets:
+        per_model = bucket_costs(bucket)
+        flops = (
+            bucket.total_steps * per_model["step_flops"]
+            + len(bucket.chunks) * per_model["eval_flops"]
+        )
+        costs[bucket.bucket_id] = bucket.num_models * (
+            flops if np.isfinite(flops) and flops > 0 else bucket.total_steps
+        )
+    bar = tqdm(total=sum(costs.values()), desc="sweep", bar_format=BAR_FORMAT)
+    return _Progress(bar=bar, costs=costs)
+
+
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {desc}"
+
+
+@contextlib.contextmanager
+def _logs_through(bar):
+    """While the bar shows, log lines go through ``tqdm.write`` and do not break it."""
+    if bar is None:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("coordjax")]):
+        yield
 
 
 def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFrame:
-    setup = make_setup(bucket, options.lowering)
-    n_devices = 1 if mesh is None else mesh.size
-    configs = _padded(list(bucket.runs), n_devices)
-    data = _place(device_data(setup.task), mesh, P())
-    state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
-
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
-        start_epoch = checkpoints.latest_epoch() or 0
+        saved = checkpoints.epochs()
+        start_epoch = saved[-1] if saved else 0
+        if start_epoch and _rows_missing(results, bucket, start_epoch):
+            # Every number derives from the runs' seeds: retraining reproduces the lost rows.
+            logger.warning(
+                "bucket %s: %s lacks its rows up to epoch %d although checkpoints remain; "
+                "retraining the bucket from the start (this reproduces them exactly)",
+                bucket.bucket_id, workdir / wd.RESULTS, start_epoch,
+            )  # fmt: skip
+            for epoch in saved:
+                checkpoints.delete(epoch)
+            start_epoch = 0
         results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
+        if start_epoch >= bucket.static["epochs"]:
+            progress.restored(bucket, start_epoch)
+            logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
+            return results
+        progress.phase("initialising")
+        setup = make_setup(bucket, options.lowering)
+        n_devices = 1 if mesh is None else mesh.size
+        configs = _padded(list(bucket.runs), n_devices)
+        data = _place(device_data(setup.task), mesh, P())
+        state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh)
         if start_epoch:
-            state = checkpoints.restore(start_epoch, state)
-            logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, start_epoch)
+            start_epoch, state = _restore_readable(checkpoints, bucket, state)
+            results = _drop_rows_after(results, bucket.bucket_id, start_epoch)
+        progress.epoch = start_epoch
+        progress.restored(bucket, start_epoch)
         wall = _bucket_wall_time(results, bucket.bucket_id)
-        progress.advance(bucket.num_models * start_epoch * bucket.steps_per_epoch)
         epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
             epoch += num_epochs
             if epoch <= start_epoch:
                 continue
             if strategy is None:
-                strategy = choose_strategy(setup, data, runs, state, mesh, options)
+                progress.phase("choosing a strategy")
+                strategy = bucket_strategy(bucket, setup, data, runs, state, mesh, options, workdir)
             program = compiled_chunk(setup, num_epochs, *strategy, mesh)
+            if progress.bar is not None and program not in progress.compiled:
+                # Compiled ahead of the call (jit reuses it) so the bar can say so.
+                progress.phase("compiling")
+                program.lower(data, runs, state).compile()
+                progress.compiled.add(program)
+            progress.phase(f"training + evaluating epochs {epoch - num_epochs + 1}-{epoch}")
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
             metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
             seconds = time.perf_counter() - tick
             wall += seconds
+            progress.phase("checkpointing")
             rows = _rows(bucket, metrics, epochs, steps, wall, param_counts, strategy[0])
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
-            progress.advance(bucket.num_models * num_epochs * bucket.steps_per_epoch, seconds)
+            checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()))
+            progress.epoch = epoch
+            progress.trained(bucket, num_epochs, seconds)
     finally:
         checkpoints.close()
     return results
+
+
+def _rows_missing(results: pd.DataFrame, bucket: Bucket, epoch: int) -> bool:
+    """Whether the results table lacks a row of the bucket's runs at an evaluation <= epoch."""
+    ends = np.cumsum(bucket.chunks)
+    wanted = {(r["run_id"], int(e)) for r in bucket.runs for e in ends if e <= epoch}
+    if results.empty:
+        return bool(wanted)
+    mine = results.loc[results["bucket_id"] == bucket.bucket_id]
+    have = set(zip(mine["run_id"], mine["epoch"].astype(int), strict=True))
+    return not wanted <= have
+
+
+def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state):
+    """The latest readable checkpoint: ``(epoch, state)``; unreadable ones are deleted with a
+    warning, and with none readable the bucket starts over (``(0, state)``)."""
+    for epoch in reversed(checkpoints.epochs()):
+        try:
+            restored = checkpoints.restore(epoch, state)
+        except Exception as err:  # orbax raises many kinds for truncated or garbage files
+            logger.warning(
+                "bucket %s: checkpoint %s is unreadable (%s: %s); deleting it and resuming "
+                "from the one before",
+                bucket.bucket_id, checkpoints.directory / str(epoch), type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )  # fmt: skip
+            checkpoints.delete(epoch)
+            continue
+        logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, epoch)
+        return epoch, restored
+    logger.warning(
+        "bucket %s: no readable checkpoint; training it from the start", bucket.bucket_id
+    )
+    return 0, state
+
+
+def _epochs_to_keep(results: pd.DataFrame, bucket: Bucket, saved: list[int]) -> set[int]:
+    """The latest two checkpoints and each run's best evaluation so far (``load_run`` can load
+    the model the summary reports as a run's peak)."""
+    from coordjax.sweep.summary import PRIMARY_METRIC
+
+    keep = set(saved[-2:])
+    metric, larger = PRIMARY_METRIC.get(bucket.static["task"], (None, True))
+    mine = results.loc[results["bucket_id"] == bucket.bucket_id] if len(results) else results
+    if metric is None or mine.empty or metric not in mine:
+        return keep
+    for _, history in mine.groupby("run_id"):
+        values = history[metric].astype(float)
+        if values.notna().any():
+            best = values.idxmax() if larger else values.idxmin()
+            keep.add(int(history.loc[best, "epoch"]))
+    return keep
 
 
 def initial_state(bucket: Bucket, setup: TrainSetup, data, configs, mesh=None):

@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 # Every run config has these keys; a grid's base config overrides them.
 DEFAULTS: dict[str, Any] = {
     "task": "classification",
@@ -57,15 +59,26 @@ class Grid:
     axes: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a grid's name must be a non-empty str; got {self.name!r}")
+        if not isinstance(self.base, Mapping) or not isinstance(self.axes, Mapping):
+            raise TypeError(f"base and axes of grid {self.name!r} must be dicts")
         for key in (*self.base, *self.axes):
             if key not in DEFAULTS:
                 raise ValueError(f"unknown config key {key!r} in grid {self.name!r}; "
                                  f"allowed: {sorted(DEFAULTS)}")  # fmt: skip
         for key, values in self.axes.items():
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise TypeError(f"axis {key!r} of grid {self.name!r} must be a list of values")
-            if not values:
+            if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+                raise TypeError(
+                    f"axis {key!r} of grid {self.name!r} must be a list of values; got {values!r}"
+                )
+            if not len(values):
                 raise ValueError(f"axis {key!r} of grid {self.name!r} has no values")
+        # NumPy scalars become plain Python values: ids, JSON and checks see one kind of number.
+        base = {k: _plain(k, v, self.name) for k, v in self.base.items()}
+        axes = {k: [_plain(k, v, self.name) for v in vs] for k, vs in self.axes.items()}
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "axes", axes)
 
     def __len__(self) -> int:
         n = 1
@@ -110,6 +123,18 @@ class Sweep:
                 "grids": [g.to_json() for g in self.grids]}  # fmt: skip
 
 
+def _plain(key: str, value: Any, grid: str) -> Any:
+    """``value`` as a plain str/int/float/bool (NumPy scalars converted), else TypeError."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, (str, int, float, bool)):
+        raise TypeError(
+            f"{key} in grid {grid!r} must be a str or a number; got {type(value).__name__} "
+            f"{value!r}"
+        )
+    return value
+
+
 def run_id(config: Mapping[str, Any]) -> str:
     """A stable id from a run's config content: ``<model>-<10 hex digits>``."""
     content = {
@@ -124,16 +149,19 @@ def union(name: str, grids: Iterable[Grid], description: str = "") -> Sweep:
 
 
 def customize(sweep: Sweep, *, seeds: int | None = None, only: str | None = None) -> Sweep:
-    """A variant of ``sweep``: the grids whose name contains ``only``, with seeds 0..seeds-1."""
+    """A variant of ``sweep``: the grids named ``only`` (else those whose name contains it), with
+    seeds 0..seeds-1."""
     grids = list(sweep.grids)
     if only:
-        grids = [g for g in grids if only in g.name]
+        # An exact grid name selects that grid alone ("conv" is not also "deconv"/"coordconv").
+        exact = [g for g in grids if g.name == only]
+        grids = exact or [g for g in grids if only in g.name]
         if not grids:
             raise ValueError(
                 f"only={only!r} matches no grid; grids: {[g.name for g in sweep.grids]}"
             )
     if seeds is not None:
-        if not isinstance(seeds, int) or seeds < 1:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"seeds must be a positive int; got {seeds!r}")
         grids = [
             dataclasses.replace(

@@ -16,6 +16,7 @@ Batch size cannot be padded: it changes the number of steps per epoch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Any
 from coordjax import datasets, models, tasks
 from coordjax.sweep.grid import NEUTRAL
 from coordjax.train import chunk_lengths, steps_per_epoch
-from coordjax.train.hparams import SCHEDULES
+from coordjax.train.hparams import check_hparams
 from coordjax.train.step import check_input_scale, check_precision
 
 STATIC_KEYS = (
@@ -80,25 +81,76 @@ class Bucket:
         return chunk_lengths(self.static["epochs"], self.static["eval_every"])
 
 
+# The dataset field a task feeds its models, and what a model must produce, by ModelSpec kinds.
+_INPUT_KIND = {"centers": "coords", "onehots": "onehot"}
+_OUTPUT_KIND = {"onehots": "map", "images": "map", "normalized_centers": "vector"}
+
+
 def validate_run(config: dict[str, Any]) -> None:
-    """Raises ValueError naming the key when a run config is not runnable."""
+    """Raises ValueError naming the grid and the key when a run config is not runnable.
+
+    Everything that would otherwise fail (or silently train something else) after the workdir
+    is written is checked here: names, types (bools and strings are not numbers), ranges, the
+    model against the task, and the batch size against the split's training examples.
+    """
+    where = f"grid {config.get('grid', '?')!r}: "
+    try:
+        _validate_run(config)
+    except ValueError as err:
+        raise ValueError(where + str(err)) from None
+
+
+def _validate_run(config: dict[str, Any]) -> None:
+    if config["task"] not in tasks.TASKS:
+        raise ValueError(f"task must be one of {sorted(tasks.TASKS)}; got {config['task']!r}")
     if config["model"] not in models.MODELS:
         raise ValueError(f"model must be one of {sorted(models.MODELS)}; got {config['model']!r}")
     if config["split"] not in datasets.SPLITS:
         raise ValueError(f"split must be one of {list(datasets.SPLITS)}; got {config['split']!r}")
+    losses = ["default", *(tasks.RENDERING_LOSSES if config["task"] == "rendering" else ())]
+    if config["loss"] not in losses:
+        raise ValueError(
+            f"loss for task {config['task']!r} must be one of {losses}; got {config['loss']!r}"
+        )
+    task = tasks.get(config["task"])
+    spec = models.MODELS[config["model"]]
+    if (spec.input_kind, spec.output_kind) != (
+        _INPUT_KIND[task.input_field],
+        _OUTPUT_KIND[task.target_field],
+    ):
+        fitting = sorted(
+            name
+            for name, s in models.MODELS.items()
+            if (s.input_kind, s.output_kind)
+            == (_INPUT_KIND[task.input_field], _OUTPUT_KIND[task.target_field])
+        )
+        raise ValueError(
+            f"model {config['model']!r} does not fit task {config['task']!r} (it maps "
+            f"{spec.input_kind} to a {spec.output_kind}); models for this task: {fitting}"
+        )
     for key in ("batch_size", "epochs", "eval_every", "filter_size", "channel_mult"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"{key} must be a positive int; got {config[key]!r}")
-    if config["schedule"] not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {config['schedule']!r}")
-    if config["task"] in tasks.TASKS:
-        check_input_scale(config["input_scale"], tasks.TASKS[config["task"]]().input_field)
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int; got {value!r}")
+    check_input_scale(config["input_scale"], task.input_field)
     check_precision(config["precision"])
-    for key in ("lr", "l2", "weight_decay"):
-        if not isinstance(config[key], (int, float)) or config[key] < 0:
-            raise ValueError(f"{key} must be a non-negative number; got {config[key]!r}")
-    if config["lr"] <= 0:
-        raise ValueError(f"lr must be > 0; got {config['lr']!r}")
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an int in [0, 2**31); got {seed!r}")
+    check_hparams(cosine_epochs=config["epochs"], **{k: config[k] for k in (
+        "lr", "l2", "schedule", "lr_decay", "lr_decay_every", "lr_max_decays", "weight_decay"
+    )})  # fmt: skip
+    n_train = _n_train(config["split"])
+    if config["batch_size"] > n_train:
+        raise ValueError(
+            f"batch_size {config['batch_size']} is larger than the {n_train} training examples "
+            f"of split {config['split']!r}; use at most {n_train}"
+        )
+
+
+@functools.cache
+def _n_train(split: str) -> int:
+    return len(datasets.split_indices(split)[0])
 
 
 PADDABLE_KEYS = tuple(sorted({k for spec in models.MODELS.values() for k in spec.paddable}))

@@ -71,8 +71,17 @@ def fit(
     Returns:
       A :class:`FitResult`.
     """
-    if not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs must be a positive int; got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    if not 1 <= batch_size <= len(data.train):
+        raise ValueError(
+            f"batch_size must be in [1, {len(data.train)}] (the training examples of split "
+            f"{data.split!r}); got {batch_size!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     eval_every = epochs if eval_every is None else eval_every
     if not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int; got {eval_every!r}")

@@ -3,6 +3,7 @@ every value and a sweep can stack them along a leading model axis."""
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -58,8 +59,37 @@ def make_hparams(
         ignored otherwise; the sweep engine uses the run's ``epochs``).
       weight_decay: decoupled weight decay (AdamW), >= 0; 0 is the paper's recipe.
     """
+    check_hparams(lr=lr, l2=l2, schedule=schedule, lr_decay=lr_decay,
+                  lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+                  weight_decay=weight_decay, cosine_epochs=cosine_epochs)  # fmt: skip
+    values = dict(
+        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
+        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+        cosine_epochs=cosine_epochs if schedule == "cosine" else 0,
+    )  # fmt: skip
+    if schedule != "step":
+        values["lr_max_decays"] = 0
+    return Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+
+
+def check_hparams(
+    *, lr, l2, schedule, lr_decay, lr_decay_every, lr_max_decays, weight_decay, cosine_epochs=0
+) -> None:
+    """Raises ValueError naming the hyperparameter that is not a number in its range.
+
+    Bools and strings are refused (``lr=True`` would train at 1.0, ``"0.01"`` would not be a
+    number); NumPy scalars are numbers. ``cosine_epochs`` is checked only for ``"cosine"`` (the
+    sweep engine sets it from the run's ``epochs``).
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {schedule!r}")
+    values = dict(
+        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
+        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays, cosine_epochs=cosine_epochs,
+    )  # fmt: skip
+    for name, value in values.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a real number; got {value!r}")
     if schedule == "cosine" and not (np.isfinite(cosine_epochs) and cosine_epochs >= 1):
         raise ValueError(
             f"cosine_epochs must be >= 1 with schedule='cosine'; got {cosine_epochs!r}"
@@ -72,17 +102,13 @@ def make_hparams(
         "lr_decay_every": lr_decay_every >= 1,
         "lr_max_decays": lr_max_decays >= 0,
     }
-    values = dict(
-        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
-        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
-        cosine_epochs=cosine_epochs if schedule == "cosine" else 0,
-    )  # fmt: skip
+    allowed = {
+        "lr": "> 0", "l2": ">= 0", "weight_decay": ">= 0", "lr_decay": "> 0",
+        "lr_decay_every": ">= 1 (epochs)", "lr_max_decays": ">= 0",
+    }  # fmt: skip
     for name, ok in checks.items():
         if not (ok and np.isfinite(values[name])):
-            raise ValueError(f"{name} is out of range: got {values[name]!r}")
-    if schedule != "step":
-        values["lr_max_decays"] = 0
-    return Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+            raise ValueError(f"{name} must be finite and {allowed[name]}; got {values[name]!r}")
 
 
 def stack_hparams(hparams: list[Hparams]) -> Hparams:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from coordjax import models
-from coordjax.datasets.not_so_clevr import CANVAS_SIZE
+from coordjax.datasets.not_so_clevr import scale_inputs
 from coordjax.tasks import Task
 from coordjax.train.data import DeviceData, SplitIndices
 from coordjax.train.hparams import Hparams, learning_rate
@@ -114,17 +114,6 @@ def check_input_scale(input_scale: str, input_field: str) -> None:
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
-
-
-def scale_inputs(x, input_scale: str):
-    """Pixel-coordinate inputs ``x`` (B, 2) (array of any kind) under ``input_scale``.
-
-    ``"raw"`` returns ``x``; ``"unit"`` returns ``2x/63 - 1``: the corners-aligned coordinate
-    channels put pixel i at ``2i/(n-1) - 1`` (DESIGN).
-    """
-    if input_scale == "unit":
-        return x * (2.0 / (CANVAS_SIZE - 1)) - 1.0
-    return x
 
 
 def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:

@@ -1,0 +1,70 @@
+"""What a user reads from the command line: --help, `coordjax list`, and the progress bar."""
+
+import importlib
+
+import pytest
+
+from coordjax import catalog, cli
+from coordjax.sweep import Grid, plan, union
+from coordjax.sweep.engine import _duration, _Progress
+
+
+def test_help_is_for_users(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "CoordConv" in out and "coordjax sweep classification --preset smoke" in out
+    assert "no logic lives here" not in out  # not the module's developer docstring
+
+
+def test_list_gives_description_model_count_and_grid_names(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name in catalog.SWEEPS:
+        module = importlib.import_module(f"coordjax.catalog.{name}")
+        assert f"{name}:" in lines
+        section = lines[lines.index(f"{name}:") + 1 :]
+        for preset, make in module.PRESETS.items():
+            sweep = make()
+            (line,) = [i for i, text in enumerate(section) if text.split()[0] == preset][:1]
+            assert f"{len(sweep.expand())} models" in section[line]
+            assert sweep.description in section[line]
+            grids = section[line + 1].split("--only: ")[1].split("   ")[0].split(", ")
+            assert grids == list(dict.fromkeys(g.name for g in sweep.grids))
+    assert max(len(line) for line in lines) <= 100
+
+
+class FakeBar:
+    def __init__(self, total):
+        self.total, self.n, self.description = total, 0.0, ""
+
+    def update(self, n):
+        self.n += n
+
+    def set_description_str(self, text, refresh=True):
+        self.description = text
+
+
+def test_progress_rate_counts_only_work_trained_here():
+    """Resumed work moves the bar, not the rate; the ETA weighs buckets by their cost."""
+    base = {"model": "tiny", "epochs": 4}
+    sweep = union("s", [Grid("a", base=base), Grid("b", base={**base, "batch_size": 32})])
+    first, second = plan(sweep.expand())
+    costs = {first.bucket_id: 100.0, second.bucket_id: 300.0}  # the second costs 3x the first
+    progress = _Progress(bar=FakeBar(400.0), costs=costs)
+    progress.start(0, 2, first)
+    progress.restored(first, 2)  # half of the first bucket came from a checkpoint
+    assert progress.bar.n == 50.0 and progress.status == ""
+    progress.trained(first, 2, seconds=10.0)  # the other half: 50 cost units in 10 s
+    steps = first.num_models * 2 * first.steps_per_epoch
+    assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {_duration(60.0)}"
+    progress.start(1, 2, second)
+    progress.phase("compiling")
+    assert progress.bar.description.startswith(f"bucket 2/2 {second.bucket_id} compiling | ")
+
+
+def test_durations():
+    assert _duration(59) == "0m59s" and _duration(3600 * 5 + 61) == "5h01m"
+    assert _duration(86400 * 140) == "140d00h"

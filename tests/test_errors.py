@@ -1,0 +1,328 @@
+"""Every mistake a user can make gets one clear line: at the command line ``coordjax: ...`` naming
+the parameter (and the grid and file it came from) and what is allowed, exit status 2, nothing
+written; in the library a ValueError/TypeError naming the argument.
+
+The CLI runs in-process (``coordjax.cli.main``), so the table is fast.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import coordjax as cj
+from coordjax import cli, datasets, models, tasks
+from coordjax.sweep import workdir as wd
+
+TINY = (
+    '{"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 1, "eval_every": 1}'
+)
+
+
+def sweep_file(tmp_path, grid_base: str = "{}", *, body: str | None = None) -> str:
+    """A user's sweep file whose one grid has ``TINY`` updated with ``grid_base``."""
+    text = body or textwrap.dedent(f"""\
+        from coordjax.sweep import Grid, union
+        BASE = {TINY}
+        PRESETS = {{"t": lambda: union("mine", [Grid("g", base={{**BASE, **{grid_base}}})])}}
+        """)
+    path = tmp_path / "mine.py"
+    path.write_text(text)
+    return str(path)
+
+
+def run_cli(capsys, argv):
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def grid_case(base: str, *expected: str):
+    """A sweep file whose grid has one bad value: the message names the file, the preset, the
+    grid and the key; nothing is written."""
+    return ("grid", base, ("mine.py", "preset 't'", "grid 'g'", *expected))
+
+
+def flag_case(flags: list[str], *expected: str):
+    return ("flags", flags, expected)
+
+
+def file_case(body: str, *expected: str):
+    return ("file", body, expected)
+
+
+CASES = {
+    # flags
+    "seeds 0": flag_case(["--seeds", "0"], "--seeds", "positive int"),
+    "only nomatch": flag_case(["--only", "nomatch"], "--only", "'nomatch'", "grids: ['g']"),
+    "max-models 0": flag_case(["--max-models", "0"], "--max-models", "positive int"),
+    "map-batch-size 0": flag_case(["--map-batch-size", "0"], "--map-batch-size", "positive int"),
+    "strategy bogus": flag_case(["--strategy", "fast"], "--strategy", "'fast'", "'tune'"),
+    "pad batch_size": flag_case(["--pad", "batch_size"], "--pad", "filter_size", "steps per"),
+    "pad unknown": flag_case(["--pad", "width"], "--pad", "'width'", "channel_mult"),
+    "seeds not int": flag_case(["--seeds", "two"], "--seeds", "'two'"),
+    "unknown flag": flag_case(["--epochs", "3"], "unrecognized arguments: --epochs 3"),
+    "unknown preset": flag_case(["--preset", "nope"], "unknown preset 'nope'", "['t']"),
+    # grid values
+    "unknown task": grid_case('{"task": "segmentation"}', "task must be one of", "rendering"),
+    "bad rendering loss": grid_case(
+        '{"task": "rendering", "loss": "bce"}', "loss for task 'rendering'", "'mse'"
+    ),
+    "model does not fit task": grid_case(
+        '{"model": "coordconv_regressor"}', "does not fit task 'classification'", "tiny"
+    ),
+    "unknown model": grid_case('{"model": "resnet"}', "model must be one of", "deconv_painter"),
+    "unknown split": grid_case('{"split": "diagonal"}', "split must be one of", "quadrant"),
+    "lr nan": grid_case('{"lr": float("nan")}', "lr must be finite and > 0", "nan"),
+    "lr 0": grid_case('{"lr": 0.0}', "lr must be finite and > 0"),
+    "lr True": grid_case('{"lr": True}', "lr must be a real number", "True"),
+    "lr string": grid_case('{"lr": "0.01"}', "lr must be a real number", "'0.01'"),
+    "l2 negative": grid_case('{"l2": -1.0}', "l2 must be finite and >= 0"),
+    "lr_decay_every 0": grid_case('{"lr_decay_every": 0}', "lr_decay_every", ">= 1"),
+    "schedule": grid_case('{"schedule": "linear"}', "schedule must be one of", "'cosine'"),
+    "seed string": grid_case('{"seed": "1"}', "seed must be an int", "'1'"),
+    "seed word": grid_case('{"seed": "seven"}', "seed must be an int", "'seven'"),
+    "seed True": grid_case('{"seed": True}', "seed must be an int", "True"),
+    "batch larger than split": grid_case(
+        '{"batch_size": 10**6}', "batch_size 1000000 is larger than the 2368 training", "uniform"
+    ),
+    "batch 0": grid_case('{"batch_size": 0}', "batch_size must be a positive int"),
+    "filter size float": grid_case('{"filter_size": 2.5}', "filter_size", "positive int", "2.5"),
+    "epochs True": grid_case('{"epochs": True}', "epochs must be a positive int"),
+    "eval_every 0": grid_case('{"eval_every": 0}', "eval_every must be a positive int"),
+    "channel_mult string": grid_case('{"channel_mult": "2"}', "channel_mult", "'2'"),
+    "value a list": grid_case('{"lr": [0.1]}', "lr in grid 'g' must be a str or a number"),
+    # the sweep file itself
+    "unknown key": file_case(
+        'from coordjax.sweep import Grid, union\n\nPRESETS = {"t": lambda: union("u", '
+        '[Grid("g", base={"learning_rate": 0.1})])}\n',
+        "mine.py:3",
+        "unknown config key 'learning_rate'",
+        "allowed:",
+    ),
+    "axis not a list": file_case(
+        'from coordjax.sweep import Grid, union\nPRESETS = {"t": lambda: union("u", '
+        '[Grid("g", axes={"lr": 0.1})])}\n',
+        "mine.py:2",
+        "axis 'lr' of grid 'g' must be a list",
+    ),
+    "empty axis": file_case(
+        'from coordjax.sweep import Grid, union\nPRESETS = {"t": lambda: union("u", '
+        '[Grid("g", axes={"lr": []})])}\n',
+        "mine.py:2",
+        "axis 'lr' of grid 'g' has no values",
+    ),
+    "error in file": file_case(
+        "import math\n\nx = undefined_name + 1\nPRESETS = {}\n",
+        "mine.py:3",
+        "NameError",
+        "undefined_name",
+    ),
+    "syntax error": file_case("PRESETS = {\n", "mine.py:1", "SyntaxError"),
+    "no PRESETS": file_case("x = 1\n", "defines no PRESETS"),
+    "preset returns a Grid": file_case(
+        'from coordjax.sweep import Grid\nPRESETS = {"t": lambda: Grid("g")}\n',
+        "returned a Grid",
+        "union",
+    ),
+    "preset not callable": file_case(
+        'from coordjax.sweep import Grid, union\nPRESETS = {"t": union("u", [Grid("g")])}\n',
+        "preset 't'",
+        "not a function",
+    ),
+    "preset raises": file_case(
+        "def t():\n    raise RuntimeError('no data here')\n\n\nPRESETS = {'t': t}\n",
+        "mine.py:2",
+        "RuntimeError: no data here",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind, value, expected", CASES.values(), ids=CASES.keys())
+def test_cli_mistake_is_one_line_exit_2_and_nothing_written(
+    tmp_path, capsys, kind, value, expected
+):
+    workdir = tmp_path / "runs" / "w"
+    if kind == "flags":
+        argv = ["sweep", sweep_file(tmp_path), "--preset", "t", "--workdir", str(workdir), *value]
+    elif kind == "grid":
+        argv = ["sweep", sweep_file(tmp_path, value), "--preset", "t", "--workdir", str(workdir)]
+    else:
+        argv = ["sweep", sweep_file(tmp_path, body=value), "--preset", "t"]
+        argv += ["--workdir", str(workdir)]
+    status, out, err = run_cli(capsys, argv)
+    assert status == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coordjax: "), err
+    for part in expected:
+        assert part in lines[0], (part, lines[0])
+    assert not (tmp_path / "runs").exists()  # validated before anything is written
+
+
+PLAIN_CASES = {
+    "unknown sweep": (["sweep", "nope", "--workdir", "w"], ["unknown sweep 'nope'", "regression"]),
+    "missing sweep file": (["sweep", "gone.py", "--workdir", "w"], ["'gone.py' does not exist"]),
+    "unknown preset": (["sweep", "classification", "--preset", "huge"], ["'huge'", "'paper'"]),
+    "no workdir": (["sweep", "classification"], ["--workdir is required"]),
+    "unknown command": (["train"], ["invalid choice: 'train'", "'sweep'"]),
+    "no command": ([], ["required: command"]),
+}
+
+
+@pytest.mark.parametrize("argv, expected", PLAIN_CASES.values(), ids=PLAIN_CASES.keys())
+def test_cli_plain_mistakes(capsys, argv, expected):
+    status, out, err = run_cli(capsys, argv)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coordjax: "), err
+    for part in expected:
+        assert part in lines[0], (part, lines[0])
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(cli.UsageError, match="--seeds"):
+        cli.main(["--debug", "sweep", sweep_file(tmp_path), "--preset", "t", "--seeds", "0"])
+
+
+def test_workdir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "w").write_text("not a directory")
+    status, _, err = run_cli(capsys, ["sweep", sweep_file(tmp_path), "--preset", "t",
+                                      "--workdir", str(tmp_path / "w")])  # fmt: skip
+    assert status == 2 and err.count("\n") == 1
+    assert "is a file, not a directory" in err
+
+
+def test_workdir_that_cannot_be_written(tmp_path, capsys, monkeypatch):
+    # Tests may run as root, which ignores permission bits: the filesystem's answer is faked.
+    monkeypatch.setattr(wd.os, "access", lambda path, mode: False)
+    status, _, err = run_cli(capsys, ["sweep", sweep_file(tmp_path), "--preset", "t",
+                                      "--workdir", str(tmp_path / "ro" / "w")])  # fmt: skip
+    assert status == 2 and err.count("\n") == 1
+    assert "cannot be written" in err and "--workdir" in err
+    assert not (tmp_path / "ro").exists()
+
+
+def test_different_sweep_refusal_says_what_differs(tmp_path, capsys):
+    workdir = str(tmp_path / "w")
+    first = sweep_file(tmp_path, '{"lr": 0.01}')
+    assert cli.main(["sweep", first, "--preset", "t", "--workdir", workdir, "--no-progress"]) == 0
+    capsys.readouterr()
+    second = sweep_file(tmp_path, '{"lr": 0.02}')
+    status, _, err = run_cli(capsys, ["sweep", second, "--preset", "t", "--workdir", workdir])
+    assert status == 2 and err.count("\n") == 1
+    assert "different sweep" in err and "lr: 0.01 -> 0.02" in err and "--restart" in err
+
+
+def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
+    """SIGINT during training: one line, no traceback, and the rerun resumes."""
+    path = sweep_file(tmp_path, '{"epochs": 400, "eval_every": 1}')
+    command = [sys.executable, "-m", "coordjax.cli", "sweep", path, "--preset", "t",
+               "--workdir", str(tmp_path / "w"), "--no-progress"]  # fmt: skip
+    victim = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    checkpoints = tmp_path / "w" / "checkpoints"
+
+    def saved():  # finished checkpoints only (orbax writes to a temporary name first)
+        return [d for d in checkpoints.glob("*/*") if d.name.isdigit()]
+
+    while not saved() and time.monotonic() < deadline:
+        assert victim.poll() is None, victim.communicate()
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGINT)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err, err
+    assert last.startswith("coordjax: interrupted at epoch ") and "of bucket tiny-" in last
+    assert last.endswith("rerun the same command to resume")
+    epoch = int(last.split("interrupted at epoch ")[1].split()[0])
+    assert epoch >= 1 and (tmp_path / "w" / "results.csv").exists()
+
+
+# -- the library ------------------------------------------------------------------------------
+
+LIBRARY_CASES = {
+    "spatial_ndim True": (
+        lambda: cj.add_coords(jnp.zeros((2, 8, 8, 1)), spatial_ndim=True),
+        "spatial_ndim",
+    ),
+    "coord_channels str": (lambda: cj.coord_channels("64"), "spatial_shape"),
+    "coord_channels float size": (lambda: cj.coord_channels((64.5, 3)), "spatial_shape"),
+    "with_r yes": (lambda: cj.add_coords(jnp.zeros((2, 8, 8, 1)), with_r="yes"), "with_r"),
+    "coord_channels with_r str": (lambda: cj.coord_channels((4, 4), with_r="no"), "with_r"),
+    "make_hparams lr str": (lambda: cj.train.make_hparams(lr="0.01"), "lr must be a real"),
+    "make_hparams lr True": (lambda: cj.train.make_hparams(lr=True), "lr must be a real"),
+    "make_hparams l2 nan": (lambda: cj.train.make_hparams(0.1, float("nan")), "l2 must be"),
+    "fit batch 0": (
+        lambda: cj.train.fit(
+            models.build("tiny"),
+            tasks.get("classification"),
+            datasets.not_so_clevr("uniform"),
+            cj.train.make_hparams(0.01),
+            seed=0,
+            epochs=1,
+            batch_size=0,
+        ),  # fmt: skip
+        "batch_size must be in [1, 2368]",
+    ),
+    "fit batch too large": (
+        lambda: cj.train.fit(
+            models.build("tiny"),
+            tasks.get("classification"),
+            datasets.not_so_clevr("quadrant"),
+            cj.train.make_hparams(0.01),
+            seed=0,
+            epochs=1,
+            batch_size=5000,
+        ),  # fmt: skip
+        "batch_size must be in [1, 2407]",
+    ),
+    "linen strides 0": (lambda: cj.linen.CoordConv(3, (3, 3), strides=0), "strides"),
+    "linen strides length": (lambda: cj.linen.CoordConv(3, (3, 3), strides=(1, 1, 1)), "strides"),
+    "linen dilation 0": (
+        lambda: cj.linen.CoordConvTranspose(3, (3, 3), kernel_dilation=(0, 1)),
+        "kernel_dilation",
+    ),
+    "nnx in_features 0": (
+        lambda: cj.nnx.CoordConv(
+            in_features=0, out_features=3, kernel_size=(3, 3), rngs=nnx.Rngs(0)
+        ),
+        "in_features",
+    ),
+    "nnx strides 0": (
+        lambda: cj.nnx.CoordConv(
+            in_features=2, out_features=3, kernel_size=(3, 3), strides=0, rngs=nnx.Rngs(0)
+        ),
+        "strides",
+    ),
+    "build channel_mult 0": (lambda: models.build("deconv_painter", channel_mult=0), "channel"),
+    "build channel_mult True": (lambda: models.build("tiny", channel_mult=True), "channel_mult"),
+}
+
+
+@pytest.mark.parametrize("make, name", LIBRARY_CASES.values(), ids=LIBRARY_CASES.keys())
+def test_library_mistake_names_the_argument(make, name):
+    with pytest.raises((ValueError, TypeError)) as info:
+        make()
+    assert name in str(info.value)
+
+
+def test_numpy_integers_are_ints():
+    """A model can be rebuilt from a results row (NumPy ints), and grids accept NumPy values."""
+    from coordjax.sweep import Grid, plan, union
+
+    built = models.build("deconv_painter", filter_size=np.int64(3), channel_mult=np.int64(2))
+    assert (built.filter_size, built.channel_mult) == (3, 2)
+    assert isinstance(built.channel_mult, int)
+    grid = Grid("g", base={"model": "tiny", "batch_size": np.int64(64)},
+                axes={"lr": np.array([0.1, 0.2]), "seed": [np.int32(3)]})  # fmt: skip
+    (bucket,) = plan(union("u", [grid]).expand())
+    assert bucket.static["batch_size"] == 64 and [r["lr"] for r in bucket.runs] == [0.1, 0.2]
+    assert cj.coord_channels((np.int64(4), 3)).shape == (4, 3, 2)
