@@ -3,6 +3,7 @@ leaves no convolution in a vmapped training step (values = the lax lowering's), 
 engine records the resolved lowering in the workdir and reuses it on resume."""
 
 import json
+import shutil
 
 import flax.linen as nn
 import jax
@@ -133,7 +134,7 @@ def test_build_rejects_an_unknown_lowering():
 
 
 def _tiny_sweep():
-    base = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 1,
+    base = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2,
             "eval_every": 1, "split": "quadrant"}  # fmt: skip
     return union("tiny", [Grid("tiny", base=base, axes={"lr": [0.01]})])
 
@@ -157,16 +158,20 @@ def test_engine_records_resolved_lowering_and_reuses_it_on_resume(tmp_path, monk
         return real_build(name, lowering=lowering, **kwargs)
 
     monkeypatch.setattr(models, "build", spy)
+    # Make the finished run resumable: drop its last checkpoint, so the rerun retrains epoch 2.
+    (latest,) = [d for d in (tmp_path / "lax" / "checkpoints").glob("*/2")]
+    shutil.rmtree(latest)
     run_sweep(_tiny_sweep(), tmp_path / "lax", options=EngineOptions(**quiet))
     assert _recorded(tmp_path / "lax") == "lax"
     assert seen and set(seen) == {"lax"}
 
 
 def test_cli_rejects_an_unknown_lowering(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["sweep", "classification", "--lowering", "fast", "--dry-run"])
-    assert exit_info.value.code == 2
-    assert "--lowering" in capsys.readouterr().err
+    status = cli.main(["sweep", "classification", "--lowering", "fast", "--dry-run"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("coordjax: ") and len(err.strip().splitlines()) == 1
+    assert "--lowering" in err and "'matmul'" in err
 
 
 # -- the library's layers take the lowering ------------------------------------------------------

@@ -519,6 +519,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
             metrics, epochs, steps = _fetch((metrics, state.epoch, state.step))
+            progress.epoch = epoch  # trained; a Ctrl-C from here on reports this epoch
             seconds = time.perf_counter() - tick
             wall += seconds
             progress.phase("checkpointing")
@@ -528,7 +529,6 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress) -> pd.DataFra
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
             checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()))
-            progress.epoch = epoch
             progress.trained(bucket, num_epochs, seconds)
     finally:
         checkpoints.close()
