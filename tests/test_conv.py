@@ -1,5 +1,7 @@
 """coordjax.conv: same values and gradients as lax.conv_general_dilated, also under vmap."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -191,3 +193,23 @@ def test_resolve_lowering_rule_and_errors():
         conv.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), strides=(1, 0))
     with pytest.raises(ValueError, match="channels"):
         conv.conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 1)))
+
+
+def test_stride2_fs4_transposed_conv_reads_a_2x2_window_per_phase():
+    """4x4 at stride 2: the four phases are the batch axis of one matmul over 2x2 windows (no
+    multiplying zeros of a shared 3x3 window); values equal flax's ConvTranspose."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 4, 3, 4)), jnp.float32)
+    fn = functools.partial(conv.conv_transpose, strides=2, padding="SAME", lowering="matmul")
+    on_activations = [
+        e
+        for e in jax.make_jaxpr(fn)(x, w).eqns
+        if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (4, 2, 5, 4, 4)
+    ]  # (phase, B, *q, C_out)
+    assert len(on_activations) == 1
+    (contracting, _), (batch, _) = on_activations[0].params["dimension_numbers"]
+    assert batch == (0,)
+    assert on_activations[0].invars[0].aval.shape[contracting[0]] == 2 * 2 * 3
+    want = _flax_reference(True, (4, 4), (2, 2), "SAME")(x, w)
+    np.testing.assert_allclose(fn(x, w), want, rtol=1e-5, atol=1e-5)
