@@ -1,5 +1,7 @@
 """coordjax.conv: same values and gradients as lax.conv_general_dilated, also under vmap."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -191,3 +193,31 @@ def test_resolve_lowering_rule_and_errors():
         conv.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), strides=(1, 0))
     with pytest.raises(ValueError, match="channels"):
         conv.conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 1)))
+
+
+@pytest.mark.parametrize("per_phase", [True, False], ids=["per-phase", "shared-window"])
+def test_stride2_fs4_transposed_conv_windows(monkeypatch, per_phase):
+    """4x4 at stride 2, wide output: the four phases are the batch axis of one matmul over 2x2
+    windows (no multiplying zeros of a shared 3x3 window); narrow: one shared window. Both
+    equal flax's ConvTranspose in value and gradients, also under a model vmap."""
+    monkeypatch.setattr(conv, "PER_PHASE_MIN_C_OUT", 4 if per_phase else 5)
+    rng = np.random.default_rng(3)
+    xs = jnp.asarray(rng.normal(size=(2, 2, 5, 4, 3)), jnp.float32)  # (model, B, H, W, C_in)
+    ws = jnp.asarray(rng.normal(size=(2, 4, 4, 3, 4)), jnp.float32)
+    fn = functools.partial(conv.conv_transpose, strides=2, padding="SAME", lowering="matmul")
+    on_activations = [
+        e
+        for e in jax.make_jaxpr(fn)(xs[0], ws[0]).eqns
+        if e.primitive.name == "dot_general"
+        and e.outvars[0].aval.shape in ((4, 2, 5, 4, 4), (2, 5, 4, 4 * 4))
+    ]  # (phase, B, *q, C_out) or (B, *q, phase * C_out)
+    assert len(on_activations) == 1
+    (contracting, _), (batch, _) = on_activations[0].params["dimension_numbers"]
+    window = on_activations[0].invars[0].aval.shape[contracting[0]] // 3
+    assert (batch, window) == (((0,), 2 * 2) if per_phase else ((), 3 * 3))
+    reference = _loss(_flax_reference(True, (4, 4), (2, 2), "SAME"))
+    got = jax.jit(jax.vmap(jax.value_and_grad(_loss(fn), argnums=(0, 1))))(xs, ws)
+    for i in range(2):
+        want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
+        for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g[i], e, rtol=1e-4, atol=1e-4)
