@@ -45,6 +45,10 @@ Presets:
              about two hours on an idle 2-core CPU. Read it with
              ``python -m coordjax.sweep.robustness WORKDIR`` (runs at the paper's bar per
              variant and split: ever, at the end, share of evaluations, first epoch).
+             Measured (2-core CPU under load, the unit grid, 80 min): runs at 100 % test
+             accuracy at the end, uniform 15/15, quadrant 5/15 (seed 3 at every lr, seed 0 at
+             5e-3, seed 4 at 1e-2; the other 10 end at 12-99.9 % on the held-out quadrant).
+             The faithful and decay grids were not finished (see the README).
   robustness-full  the same for a GPU: seeds 0-9, the paper's 50 epochs for the faithful and
              decay variants, 20 for unit (180 models).
   robustness-quick  a reduced run for a shared 2-core CPU: seeds 0-2 x lr {1e-2, 5e-3} x both
