@@ -24,7 +24,6 @@ import time
 
 import jax
 import pandas as pd
-from jax.sharding import PartitionSpec as P
 
 from coordjax import conv
 from coordjax._checks import check_choice
@@ -38,22 +37,19 @@ from coordjax.sweep.planner import Bucket, plan, validate_pad
 from coordjax.sweep.programs import MODEL_AXIS as MODEL_AXIS
 from coordjax.sweep.programs import TUNE_PROBE_STEPS as TUNE_PROBE_STEPS
 from coordjax.sweep.programs import Programs as Programs
+from coordjax.sweep.programs import bucket_inputs, make_mesh, tune_strategy
 from coordjax.sweep.programs import compiled_chunk as compiled_chunk
 from coordjax.sweep.programs import compiled_init as compiled_init
 from coordjax.sweep.programs import compiled_steps as compiled_steps
 from coordjax.sweep.programs import default_strategy as default_strategy
 from coordjax.sweep.programs import initial_state as initial_state
-from coordjax.sweep.programs import make_mesh, padded_to_devices, place, tune_strategy
 from coordjax.sweep.progress import logs_through, make_progress
-from coordjax.train import TrainSetup, device_data
+from coordjax.train import TrainSetup
 from coordjax.train.run_config import stack_runs as stack_runs
 
 logger = logging.getLogger("coordjax.sweep")
 
 STRATEGIES = ("auto", "vmap", "map", "tune")
-
-# Private names of the engine before the split, used by tests and benchmarks.
-_mesh, _place, _padded = make_mesh, place, padded_to_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,11 +244,9 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> 
             logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
             return results
         progress.phase("initialising")
-        setup = bucket.setup(options.lowering)
-        n_devices = 1 if mesh is None else mesh.size
-        configs = padded_to_devices(bucket.runs, n_devices)
-        data = place(device_data(setup.task), mesh, P())
-        state, runs, param_counts = initial_state(bucket, setup, data, configs, mesh, programs)
+        setup, data, runs, state, param_counts = bucket_inputs(
+            bucket, mesh, options.lowering, programs
+        )
         if start_epoch:
             start_epoch, state = _restore_readable(checkpoints, bucket, state)
             results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)

@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +25,11 @@ from jax.sharding import PartitionSpec as P
 from coordjax import models
 from coordjax.sweep.planner import Bucket
 from coordjax.train import (
+    DeviceData,
     RunSpec,
     TrainSetup,
     TrainState,
+    device_data,
     init_state,
     padding,
     train_chunk,
@@ -100,13 +102,21 @@ def compiled_chunk(
 
 
 def compiled_steps(
-    setup: TrainSetup, num_steps: int, strategy: str, map_batch_size: int, mesh: Mesh | None
+    setup: TrainSetup,
+    num_steps: int,
+    strategy: str,
+    map_batch_size: int,
+    mesh: Mesh | None,
+    *,
+    return_losses: bool = False,
 ) -> Callable:
     """``num_steps`` training steps of every model on one fixed batch, lifted like a chunk.
 
     The program ``"tune"`` times to choose a strategy (and benchmarks time): the same
     ``train_step`` and model-axis lowering as :func:`compiled_chunk`, without the epoch's
-    shuffle and the evaluation. Called as ``program(data, runs, states)``; returns the states.
+    shuffle and the evaluation. Called as ``program(data, runs, states)``; returns the states,
+    or with ``return_losses`` ``(states, losses)``, losses ``(M, num_steps)`` (to check that
+    two lowerings train alike).
     """
 
     def steps(data, run, state):
@@ -115,9 +125,11 @@ def compiled_steps(
         mask = jnp.ones((size,), bool)
 
         def body(state, _):
-            return train_step(setup, data, run, state, idx, mask)[0], None
+            state, loss = train_step(setup, data, run, state, idx, mask)
+            return state, (loss if return_losses else None)
 
-        return jax.lax.scan(body, state, None, length=num_steps)[0]
+        state, losses = jax.lax.scan(body, state, None, length=num_steps)
+        return (state, losses) if return_losses else state
 
     return jax.jit(distribute(per_device(steps, strategy, map_batch_size), mesh))
 
@@ -152,7 +164,7 @@ class Programs:
         return self._get(compiled_chunk, setup, num_epochs, strategy, map_batch_size, mesh)
 
     def steps(self, setup, num_steps, strategy, map_batch_size, mesh) -> Callable:
-        """:func:`compiled_steps`, built once per arguments."""
+        """:func:`compiled_steps` (states only), built once per arguments."""
         return self._get(compiled_steps, setup, num_steps, strategy, map_batch_size, mesh)
 
     def init(self, setup, mesh) -> Callable:
@@ -247,3 +259,29 @@ def initial_state(
     state = programs.init(setup, mesh)(data, runs, None)
     count = models.count_params(jax.tree.map(lambda x: x[0], state.params))
     return state, runs, [count] * len(configs)
+
+
+class BucketInputs(NamedTuple):
+    """What a bucket's programs are called with, and each model's parameter count.
+
+    ``runs`` and ``states`` are stacked over the bucket's models, padded with copies of the last
+    run to a multiple of the device count (``param_counts`` has one entry per stacked model).
+    """
+
+    setup: TrainSetup
+    data: DeviceData
+    runs: RunSpec
+    states: TrainState
+    param_counts: list[int]
+
+
+def bucket_inputs(
+    bucket: Bucket, mesh: Mesh | None, lowering: str = "auto", programs: Programs | None = None
+) -> BucketInputs:
+    """The setup, the device data and the initial stacked state of a bucket, as the engine
+    trains it (and the benchmarks time it): placed on ``mesh``, convolutions lowered as given."""
+    setup = bucket.setup(lowering)
+    configs = padded_to_devices(bucket.runs, 1 if mesh is None else mesh.size)
+    data = place(device_data(setup.task), mesh, P())
+    states, runs, param_counts = initial_state(bucket, setup, data, configs, mesh, programs)
+    return BucketInputs(setup, data, runs, states, param_counts)
