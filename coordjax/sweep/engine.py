@@ -159,6 +159,7 @@ def run_sweep(
     preset: str = "",
     options: EngineOptions | None = None,
     restart: bool = False,
+    programs: Programs | None = None,
 ) -> pd.DataFrame:
     """Trains every run of ``sweep``, resumably, and returns the results table.
 
@@ -168,6 +169,8 @@ def run_sweep(
       preset: the preset's name (recorded; part of the workdir's identity).
       options: execution options.
       restart: move a workdir holding a different sweep aside and start over.
+      programs: compiled programs to reuse and add to (e.g. across the sweeps of one process);
+        by default this call builds its own and drops them when it returns.
 
     Returns:
       The results table (also in ``workdir/results.csv``): one row per model per evaluation.
@@ -193,7 +196,7 @@ def run_sweep(
             wd.write_config(workdir, wd.sweep_config(identity, buckets, options, jax.devices()))
         results = wd.read_results(workdir)
         mesh = make_mesh(options.shard)
-        programs = Programs()  # this sweep's compiled programs, dropped when it ends
+        programs = Programs() if programs is None else programs
         progress = make_progress(buckets, options.progress)
         with logs_through(progress.bar):
             try:

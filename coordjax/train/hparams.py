@@ -3,7 +3,6 @@ every value and a sweep can stack them along a leading model axis."""
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from typing import NamedTuple
 
@@ -63,11 +62,11 @@ def make_hparams(
     check_hparams(lr=lr, l2=l2, schedule=schedule, lr_decay=lr_decay,
                   lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
                   weight_decay=weight_decay, cosine_epochs=cosine_epochs)  # fmt: skip
-    values = hparams_from(
+    hparams = hparams_from(
         schedule=schedule, cosine_epochs=cosine_epochs, lr=lr, l2=l2, weight_decay=weight_decay,
         lr_decay=lr_decay, lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
     )  # fmt: skip
-    return Hparams(*(jnp.asarray(v) for v in values))
+    return jax.tree.map(jnp.asarray, hparams)
 
 
 def hparams_from(*, schedule: str, cosine_epochs: float, **values: float) -> Hparams:
@@ -94,12 +93,11 @@ def check_hparams(*, schedule, cosine_epochs=0, **values) -> None:
     # The ranges are declared once, on the run config's fields (which build on this module).
     from coordjax.train.run_config import RunConfig
 
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    fields["schedule"].metadata["role"].check("schedule", schedule)
+    RunConfig.check_key("schedule", schedule)
     for name, value in values.items():
         if name not in RunConfig.keys(hparam=True):
             raise TypeError(f"unknown hyperparameter {name!r}")
-        fields[name].metadata["role"].check(name, value)
+        RunConfig.check_key(name, value)
     if isinstance(cosine_epochs, (bool, np.bool_)) or not isinstance(cosine_epochs, numbers.Real):
         raise ValueError(f"cosine_epochs must be a real number; got {cosine_epochs!r}")
     if schedule == "cosine" and not (np.isfinite(cosine_epochs) and cosine_epochs >= 1):

@@ -168,6 +168,14 @@ class RunConfig:
         )
 
     @classmethod
+    def check_key(cls, name: str, value: Any) -> None:
+        """Checks one key's value on its own (ValueError naming it); keys checked against
+        others are checked by the constructor only."""
+        check = _role(next(f for f in dataclasses.fields(cls) if f.name == name)).check
+        if check is not None:
+            check(name, value)
+
+    @classmethod
     def defaults(cls) -> dict[str, Any]:
         """``{key: default}`` for every field, in order."""
         return {f.name: f.default for f in dataclasses.fields(cls)}
