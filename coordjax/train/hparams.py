@@ -62,9 +62,15 @@ def make_hparams(
     check_hparams(lr=lr, l2=l2, schedule=schedule, lr_decay=lr_decay,
                   lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
                   weight_decay=weight_decay, cosine_epochs=cosine_epochs)  # fmt: skip
+    from coordjax.train.run_config import RunConfig  # builds on this module
+
+    # Hyperparameters without a keyword here take the run config's defaults.
+    defaults = {k: v for k, v in RunConfig.defaults().items() if k in RunConfig.keys(hparam=True)}
     hparams = hparams_from(
-        schedule=schedule, cosine_epochs=cosine_epochs, lr=lr, l2=l2, weight_decay=weight_decay,
-        lr_decay=lr_decay, lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+        schedule=schedule, cosine_epochs=cosine_epochs, **{**defaults, **dict(
+            lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
+            lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+        )},
     )  # fmt: skip
     return jax.tree.map(jnp.asarray, hparams)
 
