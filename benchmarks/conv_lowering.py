@@ -1,7 +1,8 @@
 """Convolution lowerings on one model's training step: ``lax`` vs ``matmul`` (coordjax.conv).
 
-For each model and batch size, a ``jit(lax.scan)`` of ``--steps`` training steps
-(``coordjax.train.train_step``: forward, all gradients, Adam) is compiled once per lowering, run
+For each model and batch size, the engine's program of ``--steps`` training steps
+(``coordjax.sweep.programs.compiled_steps``: ``train_step`` = forward, all gradients, Adam, in a
+``lax.scan``, vmapped over the bucket's models) is compiled once per lowering, run
 once to warm up, then timed ``--repeats`` times (best kept). Both lowerings run in this one
 process, interleaved, so their *ratio* is meaningful even on a loaded machine; absolute steps/s
 are not a benchmark result unless the machine was idle (the report records the load average).
@@ -13,24 +14,15 @@ With ``--models M > 1`` the step is vmapped over M models (a sweep bucket).
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import time
 
 import benchlib
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from coordjax import conv, models, tasks
-from coordjax.train import (
-    RunSpec,
-    TrainSetup,
-    device_data,
-    init_state,
-    make_hparams,
-    split_indices,
-    train_step,
-)
+from coordjax import conv, models
+from coordjax.sweep import Grid, plan, programs, union
 
 CASES = [
     ("deconv_painter", {"filter_size": 2, "channel_mult": 1}),
@@ -43,32 +35,17 @@ CASES = [
 
 
 def _program(name, kwargs, lowering, batch, steps, n_models):
+    """The engine's ``steps``-step program (``compiled_steps``, vmap lowering) on a bucket of
+    ``n_models`` models (seeds 0..M-1, uniform split) that the engine's planner builds."""
     kind = models.MODELS[name].input_kind
-    task = tasks.get("classification" if kind == "coords" else "regression")
-    data = device_data(task)
-    setup = TrainSetup(
-        model=models.build(name, lowering=lowering, **kwargs),
-        task=task,
-        batch_size=batch,
-        steps_per_epoch=1,
-    )
-    runs = [
-        RunSpec(make_hparams(1e-3, 1e-4), np.int32(s), split_indices("uniform"))
-        for s in range(n_models)
-    ]
-    runs = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), *runs)
-    states = jax.jit(jax.vmap(lambda r: init_state(setup, data, r)))(runs)
-    idx = jnp.arange(batch, dtype=jnp.int32)
-    mask = jnp.ones((batch,), bool)
-
-    def one_model(run, state):
-        def body(state, _):
-            return train_step(setup, data, run, state, idx, mask)
-
-        return jax.lax.scan(body, state, None, length=steps)[0]
-
-    program = jax.jit(jax.vmap(one_model))
-    return program, runs, states
+    base = {"task": "classification" if kind == "coords" else "regression", "model": name,
+            "batch_size": batch, "lr": 1e-3, "l2": 1e-4, "epochs": 1, "eval_every": 1,
+            **kwargs}  # fmt: skip
+    grid = Grid(name, base=base, axes={"seed": list(range(n_models))})
+    (bucket,) = plan(union(name, [grid]).expand())
+    setup, data, runs, states, _ = programs.bucket_inputs(bucket, None, lowering)
+    program = programs.compiled_steps(setup, steps, "vmap", 1, None)
+    return functools.partial(program, data), runs, states
 
 
 def _time(program, runs, states, repeats):

@@ -13,7 +13,8 @@ for the paper's shape grids, through the engine's own planner and initialisation
             classification), 2 models per shape (``--full``: fs {2, 3, 4} x c {1, 2, 3}).
 
 Per mode it reports the total compile time (ahead of time), the time of K train steps of all
-models (each bucket's vmapped program called in turn; median of a few calls after a warm-up),
+models (each bucket's program called in turn: the engine's ``compiled_steps``, vmap lowering, the
+program its ``"tune"`` strategy times; median of a few calls after a warm-up),
 model-steps/s, the ratio padded / bucketed, and the largest difference of the K training losses
 between the two modes (the padded models must train like the true ones).
 
@@ -23,21 +24,17 @@ between the two modes (the padded models must train like the true ones).
 from __future__ import annotations
 
 import argparse
-import functools
 import pathlib
 import statistics
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 
 import benchlib
 import jax
 import numpy as np
 
-from coordjax.sweep import Grid, plan, union
-from coordjax.sweep.engine import initial_state, make_setup
-from coordjax.train import device_data, split_indices, train_step
+from coordjax.sweep import Grid, plan, programs, union
 
 K_STEPS = 5
 REPEATS = 3
@@ -64,43 +61,21 @@ def grids(full: bool) -> dict[str, Grid]:
     }  # fmt: skip
 
 
-def k_steps(setup, data, run, state, idx, mask):
-    """One model: K train steps on fixed batches (a ``lax.scan``); returns the K losses."""
-
-    def body(state, batch):
-        return train_step(setup, data, run, state, *batch)
-
-    return jax.lax.scan(body, state, (idx, mask))[1]
-
-
-def fixed_batches(bucket, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """K batches per model from its train split (seeded by its run id): (M, K, B) idx, mask."""
-    idx = []
-    for config in bucket.runs:
-        train = np.asarray(split_indices(config["split"]).train_idx)
-        rng = np.random.default_rng(zlib.crc32(config["run_id"].encode()))
-        idx.append(rng.permutation(train)[: K_STEPS * batch_size].reshape(K_STEPS, batch_size))
-    idx = np.stack(idx).astype(np.int32)
-    return idx, np.ones(idx.shape, bool)
-
-
 def measure(buckets, repeats: int) -> dict:
-    """Compiles and times every bucket's vmapped K-step program; returns totals and losses."""
+    """Compiles and times every bucket's K-step program (the engine's ``compiled_steps``, vmap
+    lowering, on the bucket as the engine initialises it); returns totals and losses."""
     compile_s, call_s, losses = 0.0, 0.0, {}
     for bucket in buckets:
-        setup = make_setup(bucket)
-        data = device_data(setup.task)
-        state, runs, _ = initial_state(bucket, setup, data, list(bucket.runs))
-        idx, mask = fixed_batches(bucket, setup.batch_size)
-        fn = jax.vmap(functools.partial(k_steps, setup), in_axes=(None, 0, 0, 0, 0))
+        setup, data, runs, state, _ = programs.bucket_inputs(bucket, None)
+        program = programs.compiled_steps(setup, K_STEPS, "vmap", 1, None, return_losses=True)
         tick = time.perf_counter()
-        compiled = jax.jit(fn).lower(data, runs, state, idx, mask).compile()
+        compiled = program.lower(data, runs, state).compile()
         compile_s += time.perf_counter() - tick
-        out = jax.block_until_ready(compiled(data, runs, state, idx, mask))  # warm-up
+        _, out = jax.block_until_ready(compiled(data, runs, state))  # warm-up
         times = []
         for _ in range(repeats):
             tick = time.perf_counter()
-            out = jax.block_until_ready(compiled(data, runs, state, idx, mask))
+            _, out = jax.block_until_ready(compiled(data, runs, state))
             times.append(time.perf_counter() - tick)
         call_s += statistics.median(times)
         for config, row in zip(bucket.runs, np.asarray(out), strict=True):

@@ -5,14 +5,17 @@ splits) in one program; ``EngineOptions.strategy`` picks how the model axis is l
 convolutions become grouped convolutions (sweep_anchors.md §6.1), which can be slow, so this
 benchmark measures, for M models of one bucket:
 
-  loop  M calls of the jitted single-model function, one model at a time (the baseline);
-  vmap  ``jit(vmap(f))`` over the M stacked states (``EngineOptions(strategy="vmap")``);
-  map   ``jit(lax.map(f, ..., batch_size=k))`` with ``k = max(1, M // 4)`` (``strategy="map"``).
+  loop  M calls of the engine's program for one model, one model at a time (the baseline);
+  vmap  the engine's program with ``strategy="vmap"`` over the M stacked models;
+  map   the engine's program with ``strategy="map"`` and ``k = max(1, M // 4)`` models per
+        ``lax.map`` slice.
 
-``f`` runs K consecutive ``train_step``s (a ``lax.scan`` over K fixed index batches per model) on
-the classification task. Each program is compiled ahead of time (timed separately), called once to
-warm up, then timed over a few repetitions (median). Every number in the output is measured in this
-one run, so compare the ratios, not absolute times from different runs or machines.
+Every program is the engine's own (``coordjax.sweep.programs.compiled_steps``: K consecutive
+``train_step``s on its fixed batch, the program its ``"tune"`` strategy times), on a bucket the
+engine's planner builds and initialises, on the classification task. Each program is compiled
+ahead of time (timed separately), called once to warm up, then timed over a few repetitions
+(median). Every number in the output is measured in this one run, so compare the ratios, not
+absolute times from different runs or machines.
 
     python benchmarks/strategies.py --quick       # M in {1, 4}
     python benchmarks/strategies.py               # M in {1, 4, 8}
@@ -23,7 +26,6 @@ Writes ``benchmarks/results/strategies-<device_kind>.md`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import functools
 import pathlib
 import statistics
 import sys
@@ -33,22 +35,9 @@ from typing import Any, NamedTuple
 
 import benchlib
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from coordjax import models, tasks
-from coordjax.train import (
-    RunSpec,
-    TrainSetup,
-    TrainState,
-    device_data,
-    init_state,
-    make_hparams,
-    split_indices,
-    stack_hparams,
-    stack_splits,
-    train_step,
-)
+from coordjax.sweep import Grid, plan, programs, union
 
 TASK = "classification"
 BATCH_SIZE = 16
@@ -67,19 +56,6 @@ QUICK_SIZES = (1, 4)
 DEFAULT_OUT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
-class Bucket(NamedTuple):
-    """One bucket's inputs, stacked along a leading model axis of size M.
-
-    data is shared by every model; idx and mask are (M, K, B): each model's K fixed batches.
-    """
-
-    data: Any
-    runs: RunSpec
-    states: TrainState
-    idx: jax.Array
-    mask: jax.Array
-
-
 class Result(NamedTuple):
     """One measurement: a strategy at a model count, with its compiled program's outputs."""
 
@@ -96,75 +72,17 @@ class Result(NamedTuple):
 # Inputs
 
 
-def make_train_setup(model: str) -> TrainSetup:
-    """The static setup of the bucket: the model at its benchmark shape, batch size 16."""
-    return TrainSetup(
-        model=models.build(model, **MODEL_KWARGS[model]),
-        task=tasks.get(TASK),
-        batch_size=BATCH_SIZE,
-        steps_per_epoch=K_STEPS,  # unused by train_step; the K steps stand for one epoch
-    )
-
-
-def make_runs(num_models: int) -> RunSpec:
-    """Per-model runs: lr cycles through the sweep's values, splits alternate, seed = index."""
-    hparams = stack_hparams([make_hparams(LRS[i % len(LRS)], L2) for i in range(num_models)])
-    # Pad every split to the largest of SPLITS so that the per-model shapes do not depend on M
-    # (the single-model program of "loop" is compiled once and reused for every M).
-    full = [split_indices(name) for name in SPLITS]
-    pads = {
-        "pad_train": max(s.train_idx.shape[0] for s in full),
-        "pad_test": max(s.test_idx.shape[0] for s in full),
-    }
-    names = [SPLITS[i % len(SPLITS)] for i in range(num_models)]
-    splits = stack_splits([split_indices(name, **pads) for name in names])
-    seeds = jnp.arange(num_models, dtype=jnp.int32)
-    return RunSpec(hparams=hparams, seed=seeds, split=splits)
-
-
-def fixed_batches(runs: RunSpec, num_steps: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """K index batches per model, drawn (on the host, seeded by the model) from its train split.
-
-    Returns (idx, mask), each (M, K, B); every example is valid.
-    """
-    train_idx, n_train = np.asarray(runs.split.train_idx), np.asarray(runs.split.n_train)
-    seeds = np.asarray(runs.seed)
-    batches = []
-    for row, n, seed in zip(train_idx, n_train, seeds, strict=True):
-        order = np.random.default_rng(int(seed)).permutation(row[:n])
-        batches.append(order[: num_steps * batch_size].reshape(num_steps, batch_size))
-    idx = jnp.asarray(np.stack(batches), jnp.int32)
-    return idx, jnp.ones(idx.shape, bool)
-
-
-def make_bucket(setup: TrainSetup, data: Any, num_models: int) -> Bucket:
-    """Builds and initialises a bucket of ``num_models`` models (states from ``init_state``)."""
-    runs = make_runs(num_models)
-    init = jax.jit(jax.vmap(functools.partial(init_state, setup), in_axes=(None, 0)))
-    states = jax.block_until_ready(init(data, runs))
-    idx, mask = fixed_batches(runs, K_STEPS, setup.batch_size)
-    return Bucket(data=data, runs=runs, states=states, idx=idx, mask=mask)
-
-
-def model_slice(bucket: Bucket, i: int) -> tuple[Any, ...]:
-    """Model ``i``'s (run, state, idx, mask), without the model axis."""
-    return jax.tree.map(lambda x: x[i], (bucket.runs, bucket.states, bucket.idx, bucket.mask))
-
-
-# --------------------------------------------------------------------------------------------
-# The benchmarked function and the three strategies
-
-
-def k_steps(setup: TrainSetup, data, run, state, idx, mask) -> tuple[TrainState, jax.Array]:
-    """One model: ``train_step`` on each of the K batches ``idx[k]`` (a ``lax.scan``).
-
-    Returns the final state and the K training losses.
-    """
-
-    def body(state, batch):
-        return train_step(setup, data, run, state, *batch)
-
-    return jax.lax.scan(body, state, (idx, mask))
+def make_bucket(model: str, num_models: int):
+    """The engine's bucket of M models: lr cycles through the sweep's values, splits
+    alternate, seed = index (one grid point per model, planned by the engine's planner)."""
+    base = {"task": TASK, "model": model, "batch_size": BATCH_SIZE, "l2": L2, "epochs": 1,
+            "eval_every": 1, **MODEL_KWARGS[model]}  # fmt: skip
+    grids = [
+        Grid(f"m{i}", base={**base, "lr": LRS[i % len(LRS)], "split": SPLITS[i % 2], "seed": i})
+        for i in range(num_models)
+    ]
+    (bucket,) = plan(union("strategies", grids).expand())
+    return bucket
 
 
 def map_batch_size(num_models: int) -> int:
@@ -172,53 +90,38 @@ def map_batch_size(num_models: int) -> int:
     return max(1, num_models // 4)
 
 
-def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
-    """AOT-compiles ``jax.jit(fn)`` for ``args``; returns the executable and compile seconds."""
+def compile_timed(setup, strategy: str, k: int, args) -> tuple[Callable, float]:
+    """The engine's K-step program for ``strategy``, AOT-compiled for ``args``, and the
+    compile seconds; the program returns ``(states, (M, K) losses)``."""
+    program = programs.compiled_steps(setup, K_STEPS, strategy, k, None, return_losses=True)
     tick = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = program.lower(*args).compile()
     return compiled, time.perf_counter() - tick
 
 
-def compile_single(setup: TrainSetup, bucket: Bucket) -> tuple[Callable, float]:
-    """The single-model program used by "loop" (one compile serves every M)."""
-    return compile_timed(functools.partial(k_steps, setup), bucket.data, *model_slice(bucket, 0))
-
-
-def loop_program(single: Callable, bucket: Bucket) -> Callable[[], np.ndarray]:
-    """ "loop": M calls of the single-model executable; returns a thunk giving (M, K) losses.
+def loop_program(setup, inputs) -> tuple[Callable[[], np.ndarray], float]:
+    """ "loop": M calls of the one-model program; returns a thunk giving (M, K) losses.
 
     Per-model inputs are sliced out before timing; the M calls are dispatched back to back.
     """
-    per_model = [model_slice(bucket, i) for i in range(bucket.idx.shape[0])]
+    num_models = inputs.runs.seed.shape[0]
+    per_model = [
+        jax.tree.map(lambda x, i=i: x[i : i + 1], (inputs.runs, inputs.states))
+        for i in range(num_models)
+    ]
+    single, seconds = compile_timed(setup, "vmap", 1, (inputs.data, *per_model[0]))
 
     def call():
-        outs = [single(bucket.data, *args) for args in per_model]
-        return jnp.stack([losses for _, losses in jax.block_until_ready(outs)])
+        outs = jax.block_until_ready([single(inputs.data, *args) for args in per_model])
+        return np.concatenate([np.asarray(losses) for _, losses in outs])
 
-    return call
-
-
-def vmap_program(setup: TrainSetup, bucket: Bucket) -> tuple[Callable[[], jax.Array], float]:
-    """ "vmap": ``jit(vmap(k_steps))`` over the stacked models (data shared)."""
-    fn = jax.vmap(functools.partial(k_steps, setup), in_axes=(None, 0, 0, 0, 0))
-    args = (bucket.data, bucket.runs, bucket.states, bucket.idx, bucket.mask)
-    compiled, seconds = compile_timed(fn, *args)
-    return lambda: jax.block_until_ready(compiled(*args))[1], seconds
+    return call, seconds
 
 
-def map_program(
-    setup: TrainSetup, bucket: Bucket, batch_size: int
-) -> tuple[Callable[[], jax.Array], float]:
-    """ "map": ``jit(lax.map(k_steps, ..., batch_size=k))`` over the stacked models."""
-    single = functools.partial(k_steps, setup)
-
-    def mapped(data, runs, states, idx, mask):
-        return jax.lax.map(
-            lambda xs: single(data, *xs), (runs, states, idx, mask), batch_size=batch_size
-        )
-
-    args = (bucket.data, bucket.runs, bucket.states, bucket.idx, bucket.mask)
-    compiled, seconds = compile_timed(mapped, *args)
+def stacked_program(setup, inputs, strategy: str, k: int) -> tuple[Callable[[], Any], float]:
+    """ "vmap" / "map": the engine's program over the M stacked models (data shared)."""
+    args = (inputs.data, inputs.runs, inputs.states)
+    compiled, seconds = compile_timed(setup, strategy, k, args)
     return lambda: jax.block_until_ready(compiled(*args))[1], seconds
 
 
@@ -243,22 +146,18 @@ def time_calls(call: Callable[[], Any], repeats: int) -> tuple[tuple[float, ...]
 
 def bench_model(model: str, sizes: Sequence[int], repeats: int) -> list[Result]:
     """Every strategy at every M for one model, logging progress to stderr."""
-    setup = make_train_setup(model)
-    data = device_data(setup.task)
-    single, single_compile_s = None, 0.0
     results = []
     for num_models in sizes:
-        bucket = make_bucket(setup, data, num_models)
-        if single is None:
-            single, single_compile_s = compile_single(setup, bucket)
+        inputs = programs.bucket_inputs(make_bucket(model, num_models), None)
+        setup = inputs.setup
         k = map_batch_size(num_models)
-        programs = {
-            "loop": (loop_program(single, bucket), single_compile_s),
-            "vmap": vmap_program(setup, bucket),
-            "map": map_program(setup, bucket, k),
+        contenders = {
+            "loop": loop_program(setup, inputs),
+            "vmap": stacked_program(setup, inputs, "vmap", k),
+            "map": stacked_program(setup, inputs, "map", k),
         }
         for strategy in STRATEGIES:
-            call, compile_s = programs[strategy]
+            call, compile_s = contenders[strategy]
             times, losses = time_calls(call, repeats)
             result = Result(
                 model,
@@ -316,12 +215,13 @@ def header(sizes: Sequence[int], repeats: int) -> str:
         [
             *benchlib.environment_lines("Model-axis strategies: loop vs jit(vmap) vs lax.map"),
             f"- setup: task {TASK}, batch size {BATCH_SIZE}, K = {K_STEPS} train_steps per call "
-            f"(lax.scan), M in {list(sizes)}, median of {repeats} timed calls after one warm-up; "
+            f"(the engine's compiled_steps), M in {list(sizes)}, median of {repeats} timed "
+            "calls after one warm-up; "
             "models: " + "; ".join(f"{m} {kw}" for m, kw in MODEL_KWARGS.items()),
             "- step time: wall time of one train_step of all M models (call time / K); "
             "vs loop: model-steps/s over loop's at the same M (same run); spread: (max - min) / "
-            "median of the timed calls; loop's compile is the single-model program, compiled once "
-            "per model and reused for every M.",
+            "median of the timed calls; loop's compile is the one-model program, compiled once "
+            "per M and reused for its M calls.",
         ]
     )
 

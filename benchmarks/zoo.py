@@ -5,8 +5,8 @@ classifier, the CoordConv renderer, the three regressors), on the same batch and
 counts, this measures steady-state model-steps/s and, separately, compile time of:
 
   engine     the sweep engine with its default choices (``EngineOptions()``): its own program
-             builder ``engine.compiled_steps`` (the program its ``"tune"`` strategy times), and
-             the strategy its fixed rule ``engine.default_strategy`` picks for the bucket;
+             builder ``programs.compiled_steps`` (the program its ``"tune"`` strategy times), and
+             the strategy its fixed rule ``programs.default_strategy`` picks for the bucket;
   vmap, map  that builder with each model-axis lowering (``jit(vmap)``; ``lax.map`` over
              slices of 1 model);
   lax, matmul each convolution lowering (``coordjax.conv``), when the library has them;
@@ -50,14 +50,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax import conv, models
-from coordjax.sweep import Grid, engine, plan, rates, union
+from coordjax.sweep import Grid, engine, plan, programs, rates, union
 from coordjax.train import device_data, train_step
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT_DIR = ROOT / "results"
 L2 = 1e-3
 LR = 2e-3
-K_STEPS = engine.TUNE_PROBE_STEPS  # the engine's builder is shared with its "tune" probe
+K_STEPS = programs.TUNE_PROBE_STEPS  # the engine's builder is shared with its "tune" probe
 FULL_SIZES = (1, 8, 32)
 QUICK_SIZES = (1, 8)
 QUICK_BUDGET_S = 360.0  # no new extra measurement after this, so --quick stays under 10 min
@@ -205,19 +205,15 @@ def make_bucket(case: Case, num_models: int):
     return bucket
 
 
-def engine_setup(bucket, lowering: str | None):
-    """``engine.make_setup`` with the engine's default conv lowering (None) or a given one."""
-    return engine.make_setup(bucket, lowering or default_lowering())
-
-
 def engine_inputs(case: Case, num_models: int, lowering: str | None = None):
-    """(setup, data, runs, states, mesh) of an M-model bucket, from the engine's own code."""
+    """(setup, data, runs, states, mesh, param count) of an M-model bucket, as the engine
+    builds them (``programs.bucket_inputs``: sharded over the devices, padded to their count);
+    the engine's default conv lowering when ``lowering`` is None."""
     bucket = make_bucket(case, num_models)
-    setup = engine_setup(bucket, lowering)
-    mesh = engine._mesh(True)
-    data = engine._place(device_data(setup.task), mesh, engine.P())
-    configs = engine._padded(list(bucket.runs), 1 if mesh is None else mesh.size)
-    states, runs, counts = engine.initial_state(bucket, setup, data, configs, mesh)
+    mesh = programs.make_mesh(True)
+    setup, data, runs, states, counts = programs.bucket_inputs(
+        bucket, mesh, lowering or default_lowering() or "auto"
+    )
     return setup, data, runs, states, mesh, counts[0]
 
 
@@ -239,14 +235,15 @@ def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]
     setup, data, runs, states, mesh, _ = engine_inputs(case, num_models)
     rows = {}
     for name, strategy in (("vmap", ("vmap", options.map_batch_size)), ("map", ("map", 1))):
-        program = engine.compiled_steps(setup, K_STEPS, *strategy, mesh)
+        program = programs.compiled_steps(setup, K_STEPS, *strategy, mesh)
         rows[strategy] = measure_program(case, name, program, (data, runs, states), min_time)
         log(
             f"{case.label} M={num_models} {name}: {rows[strategy].model_steps_per_s:.3g} "
             "model-steps/s"
         )
     per_device = -(-num_models // (1 if mesh is None else mesh.size))
-    chosen = engine.default_strategy(jax.devices()[0].platform, per_device, options.map_batch_size)
+    platform = jax.devices()[0].platform
+    chosen = programs.default_strategy(platform, per_device, options.map_batch_size)
     lowering = default_lowering()
     note = f"strategy {chosen[0]}" + (f", lowering {lowering}" if lowering else "")
     return [dataclasses.replace(rows[tuple(chosen)], contender="engine", note=note), *rows.values()]
@@ -260,7 +257,7 @@ def bench_lowerings(case: Case, num_models: int, min_time: float, log) -> list[R
         if other == default_lowering():
             continue
         setup, data, runs, states, mesh, _ = engine_inputs(case, num_models, other)
-        program = engine.compiled_steps(setup, K_STEPS, "vmap", options.map_batch_size, mesh)
+        program = programs.compiled_steps(setup, K_STEPS, "vmap", options.map_batch_size, mesh)
         name = f"vmap, {other} lowering"
         out.append(measure_program(case, name, program, (data, runs, states), min_time))
         log(f"{case.label} M={num_models} {name}: {out[-1].model_steps_per_s:.3g} model-steps/s")
@@ -318,7 +315,7 @@ def bench_torch(case: Case, min_time: float, log) -> Row:
     model = torch_zoo.build(case.model, **case.kwargs)
     ours = param_count(case)
     assert torch_zoo.count_params(model) == ours, (case, torch_zoo.count_params(model), ours)
-    data = device_data(engine.make_setup(make_bucket(case, 1)).task)
+    data = device_data(make_bucket(case, 1).setup().task)
     inputs, targets = np.asarray(data.inputs), np.asarray(data.targets)
     idx = np.arange(case.batch_size) % inputs.shape[0]
     x, y = inputs[idx], targets[idx]

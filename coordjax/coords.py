@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from coordjax._checks import check_choice as _check_choice
+
 Order = Literal["ij", "xy"]
 Range = Literal["corners", "centers", "unit", "pixels"]
 Position = Literal["append", "prepend"]
@@ -42,11 +44,6 @@ POSITIONS = ("append", "prepend")
 
 class CoordinatePrecisionWarning(UserWarning):
     """The output dtype cannot represent every distinct coordinate of the grid."""
-
-
-def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
 
 
 def _check_flag(name: str, value) -> None:

@@ -90,11 +90,14 @@ COORDCONV = {
 }
 
 
-def deconv_grid(l2s: list[float]) -> Grid:
+def deconv_grid(l2s: list[float], *, base: dict = DECONV, losses: list[str] = ()) -> Grid:
+    """Fig S2's deconv grid at the given l2 values (rendering's too: its ``base`` and a loss
+    axis, expanded slowest)."""
     return Grid(
         "deconv",
-        base=DECONV,
+        base=base,
         axes={
+            **({"loss": list(losses)} if losses else {}),
             "filter_size": [2, 3, 4],
             "channel_mult": [1, 2, 3],
             "batch_size": [16, 32],

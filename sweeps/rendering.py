@@ -15,7 +15,8 @@ Expected (paper/blog): deconv test IoU ≤ 0.83 (uniform), ≤ 0.36 (quadrant); 
 """
 
 from coordjax.catalog.classification import DECONV as CLASSIFICATION_DECONV
-from coordjax.catalog.classification import LRS, SPLITS
+from coordjax.catalog.classification import SPLITS
+from coordjax.catalog.classification import deconv_grid as classification_deconv_grid
 
 from coordjax.sweep import Grid, union
 
@@ -36,19 +37,8 @@ COORDCONV = {
 
 
 def deconv_grid(l2s: list[float], losses: list[str]) -> Grid:
-    return Grid(
-        "deconv",
-        base=DECONV,
-        axes={
-            "loss": losses,
-            "filter_size": [2, 3, 4],
-            "channel_mult": [1, 2, 3],
-            "batch_size": [16, 32],
-            "lr": LRS,
-            "l2": l2s,
-            "split": SPLITS,
-        },
-    )
+    """Classification's Fig S2 deconv grid with the rendering base and a loss axis."""
+    return classification_deconv_grid(l2s, base=DECONV, losses=losses)
 
 
 def paper():

@@ -6,7 +6,7 @@ import pytest
 
 from coordjax import catalog, cli
 from coordjax.sweep import Grid, plan, union
-from coordjax.sweep.engine import _duration, _Progress
+from coordjax.sweep.progress import Progress, duration
 
 
 def test_help_is_for_users(capsys):
@@ -53,18 +53,18 @@ def test_progress_rate_counts_only_work_trained_here():
     sweep = union("s", [Grid("a", base=base), Grid("b", base={**base, "batch_size": 32})])
     first, second = plan(sweep.expand())
     costs = {first.bucket_id: 100.0, second.bucket_id: 300.0}  # the second costs 3x the first
-    progress = _Progress(bar=FakeBar(400.0), costs=costs)
+    progress = Progress(bar=FakeBar(400.0), costs=costs)
     progress.start(0, 2, first)
     progress.restored(first, 2)  # half of the first bucket came from a checkpoint
     assert progress.bar.n == 50.0 and progress.status == ""
     progress.trained(first, 2, seconds=10.0)  # the other half: 50 cost units in 10 s
     steps = first.num_models * 2 * first.steps_per_epoch
-    assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {_duration(60.0)}"
+    assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {duration(60.0)}"
     progress.start(1, 2, second)
     progress.phase("compiling")
     assert progress.bar.description.startswith(f"bucket 2/2 {second.bucket_id} compiling | ")
 
 
 def test_durations():
-    assert _duration(59) == "0m59s" and _duration(3600 * 5 + 61) == "5h01m"
-    assert _duration(86400 * 140) == "140d00h"
+    assert duration(59) == "0m59s" and duration(3600 * 5 + 61) == "5h01m"
+    assert duration(86400 * 140) == "140d00h"

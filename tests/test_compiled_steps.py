@@ -7,8 +7,9 @@ import functools
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
-from coordjax.sweep import Grid, engine, plan, union
+from coordjax.sweep import Grid, plan, programs, union
 from coordjax.train import device_data, train_step
 
 STEPS = 3
@@ -25,11 +26,11 @@ def tiny_bucket():
 @pytest.mark.parametrize("strategy, shard", [("vmap", False), ("map", False), ("vmap", True)])
 def test_compiled_steps_equal_single_model_steps(strategy, shard, assert_functionally_equal):
     bucket = tiny_bucket()
-    setup = engine.make_setup(bucket)
-    mesh = engine._mesh(shard)
-    data = engine._place(device_data(setup.task), mesh, engine.P())
-    states, runs, _ = engine.initial_state(bucket, setup, data, list(bucket.runs), mesh)
-    out = engine.compiled_steps(setup, STEPS, strategy, 1, mesh)(data, runs, states)
+    setup = bucket.setup()
+    mesh = programs.make_mesh(shard)
+    data = programs.place(device_data(setup.task), mesh, P())
+    states, runs, _ = programs.initial_state(bucket, setup, data, list(bucket.runs), mesh)
+    out = programs.compiled_steps(setup, STEPS, strategy, 1, mesh)(data, runs, states)
     # On the host before slicing: eager ops on sharded arrays are cross-device programs.
     out, runs, states = jax.device_get((out, runs, states))
     step = jax.jit(functools.partial(train_step, setup))

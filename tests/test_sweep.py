@@ -260,7 +260,7 @@ def test_rerun_skips_finished_buckets(tmp_path, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished bucket was trained again")
 
-    monkeypatch.setattr(engine, "compiled_chunk", must_not_train)
+    monkeypatch.setattr(engine.Programs, "chunk", must_not_train)
     again = run_sweep(tiny_sweep(), tmp_path, options=QUIET)
     pd.testing.assert_frame_equal(_by_run(first), _by_run(again))
 

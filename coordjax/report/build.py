@@ -12,6 +12,7 @@ from coordjax import paper
 from coordjax.report import figures, tables
 from coordjax.report.source import ReportError, SweepRecord, read
 from coordjax.sweep import summary
+from coordjax.sweep.workdir import CHECKPOINTS
 
 logger = logging.getLogger("coordjax.report")
 
@@ -274,7 +275,7 @@ def _best_runs(record: SweepRecord, task: str, split: str | None = None) -> dict
 
 def _outputs(record: SweepRecord, run: pd.Series):
     """The run's outputs, or None (logged) when its checkpoint cannot be read."""
-    if not (record.workdir / "checkpoints").is_dir():  # e.g. a workdir copied without them
+    if not (record.workdir / CHECKPOINTS).is_dir():  # e.g. a workdir copied without them
         return None
     from coordjax.report import predictions
 

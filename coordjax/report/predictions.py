@@ -41,7 +41,7 @@ def run_outputs(workdir: pathlib.Path, run: pd.Series) -> Outputs:
 
     from coordjax import datasets, models
     from coordjax.datasets.not_so_clevr import scale_inputs
-    from coordjax.sweep.checkpoints import load_run
+    from coordjax.sweep.workdir import load_run
 
     try:  # the checkpoint of the evaluation in the results table
         state = load_run(workdir, run["run_id"], epoch=int(run["epoch"]))

@@ -13,9 +13,8 @@ from typing import Any
 import pandas as pd
 
 from coordjax import paper
+from coordjax.sweep.workdir import CONFIG, RESULTS
 
-CONFIG = "config.json"
-RESULTS = "results.csv"
 REQUIRED_COLUMNS = ("run_id", "task", "model", "split", "epoch", "epochs", "param_count")
 
 

@@ -7,7 +7,7 @@ import the engine or the training step.
 import importlib
 
 _NAMES = {
-    "load_run": "coordjax.sweep.checkpoints",
+    "load_run": "coordjax.sweep.workdir",
     "EngineOptions": "coordjax.sweep.engine",
     "run_sweep": "coordjax.sweep.engine",
     "SweepInterrupted": "coordjax.sweep.engine",

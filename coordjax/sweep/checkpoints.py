@@ -1,13 +1,20 @@
-"""orbax checkpoints of a bucket's stacked training state (leading model axis)."""
+"""orbax checkpoints of a bucket's stacked training state (leading model axis).
+
+Where they live in a workdir, and how one model is read back (``load_run``), is
+:mod:`coordjax.sweep.workdir`'s business.
+"""
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+
+# Reading one model back moved with the workdir's other records; kept importable from here.
+from coordjax.sweep.workdir import load_run as load_run
 
 
 class BucketCheckpoints:
@@ -61,89 +68,25 @@ class BucketCheckpoints:
         self._manager.close()
 
 
-def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None) -> dict:
-    """One model's saved training state from a sweep's workdir, as NumPy arrays.
+def restore_to_host(directory: pathlib.Path, choose: Callable[[list[int]], int]) -> Any:
+    """The stacked state saved in ``directory`` at epoch ``choose(saved_epochs)``.
 
-    Args:
-      workdir: a sweep's workdir.
-      run_id: the run (a ``run_id`` of the results table).
-      epoch: which checkpoint (default: the bucket's latest). Kept: the bucket's latest two
-        and every run's best evaluation (the summary's ``peak_epoch``).
-
-    Returns:
-      ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
-      (its slice of the bucket's stacked state), ready for ``model.apply``. A model trained
-      inside a padded bucket is cut out of the bucket's larger model: its arrays have its own
-      shapes.
+    ``choose`` gets the saved epochs (ascending) and returns one (or raises). The arrays are
+    restored onto this process's first device, whatever topology wrote them (a sweep sharded
+    over 8 GPUs read on a laptop's CPU): without a target, orbax insists on the saved topology.
     """
-    import json
-
-    workdir = pathlib.Path(workdir)
-    plan = json.loads((workdir / "config.json").read_text())["plan"]
-    for bucket in plan:
-        if run_id in bucket["run_ids"]:
-            position = bucket["run_ids"].index(run_id)
-            break
-    else:
-        raise ValueError(f"run_id {run_id!r} is not in the plan of workdir {workdir}")
-    directory = (workdir / "checkpoints" / bucket["bucket_id"]).absolute()
-    if not directory.is_dir():
-        raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
     manager = ocp.CheckpointManager(
-        directory,
+        pathlib.Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(create=False),
         item_handlers=ocp.StandardCheckpointHandler(),
     )
     try:
-        saved = sorted(manager.all_steps())
-        epoch = (saved[-1] if saved else None) if epoch is None else epoch
-        if epoch is None:
-            raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
-        if epoch not in saved:
-            raise ValueError(
-                f"run {run_id!r} has no checkpoint at epoch {epoch!r} in {workdir}: its bucket "
-                f"keeps epochs {saved} (the latest two and each run's best evaluation)"
-            )
-        # Onto this process's first device, whatever topology wrote it (a sweep sharded over 8
-        # GPUs read on a laptop's CPU): without a target, orbax insists on the saved topology.
+        epoch = choose(sorted(manager.all_steps()))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(
             lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
             manager.item_metadata(epoch),
         )
-        stacked = manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
     finally:
         manager.close()
-    state = jax.tree.map(lambda x: np.asarray(x)[position], stacked)
-    if bucket.get("padded"):
-        state = _unpad(state, bucket["static"]["model"], bucket["run_shapes"][position])
-    return state
-
-
-def _unpad(state: dict, model_name: str, shape_kwargs: dict) -> dict:
-    """Cuts a model's own parameters, statistics and Adam moments out of a padded state."""
-    from coordjax import models
-    from coordjax.train import padding
-
-    spec = models.MODELS[model_name]
-    dummy = jax.ShapeDtypeStruct((1, *spec.input_shape), np.float32)
-    own = jax.eval_shape(
-        lambda x: models.build(model_name, **shape_kwargs).init(jax.random.key(0), x, train=False),
-        dummy,
-    )
-    # Adam's moments have the parameters' tree; match leaves by their path below the collection.
-    shapes = {}
-    for collection in ("params", "batch_stats"):
-        for path, leaf in jax.tree_util.tree_flatten_with_path(own.get(collection, {}))[0]:
-            shapes[(collection, *map(models._key_name, path))] = leaf.shape
-
-    def cut(path, leaf):
-        names = tuple(map(models._key_name, path))
-        collection = "batch_stats" if names[0] == "batch_stats" else "params"
-        for start in range(len(names)):
-            own_shape = shapes.get((collection, *names[start + 1 :]))
-            if own_shape is not None:
-                return padding.cut(leaf, own_shape, spec.kernel_offset)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(cut, state)

@@ -12,11 +12,12 @@ import jax
 import numpy as np
 
 from coordjax import datasets
-from coordjax.sweep.engine import EngineOptions, make_setup, stack_runs
+from coordjax.sweep.engine import EngineOptions
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.planner import Bucket, plan
 from coordjax.sweep.rates import estimate_seconds, format_duration
 from coordjax.train import DeviceData, evaluate, init_state, train_step
+from coordjax.train.run_config import stack_runs
 
 
 def _abstract_data(setup) -> DeviceData:
@@ -34,7 +35,7 @@ def bucket_costs(bucket: Bucket) -> dict[str, float]:
     Returns flops per train step, flops per evaluation, and the bytes of one model's state
     (parameters, BatchNorm statistics and Adam moments).
     """
-    setup = make_setup(bucket)
+    setup = bucket.setup()
     data = _abstract_data(setup)
     run = jax.tree.map(lambda x: x[0], stack_runs(list(bucket.runs[:1])))
     state = jax.eval_shape(functools.partial(init_state, setup), data, run)

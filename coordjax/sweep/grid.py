@@ -1,6 +1,7 @@
 """Sweeps declared as data: a base config plus named axes, and unions of such grids.
 
-A run config is a flat dict of plain values (str, int, float). Expanding a sweep gives one row per
+A run config is a flat dict of plain values (str, int, float), keyed by the fields of
+:class:`coordjax.train.run_config.RunConfig`. Expanding a sweep gives one row per
 model with every hyperparameter and a stable ``run_id`` derived from the config's content, so the
 same config always has the same id, whatever grid or order it came from.
 """
@@ -16,32 +17,15 @@ from typing import Any
 
 import numpy as np
 
-# Every run config has these keys; a grid's base config overrides them.
-DEFAULTS: dict[str, Any] = {
-    "task": "classification",
-    "loss": "default",  # rendering: "sigmoid" | "mse"; other tasks: "default"
-    "model": "coordconv_classifier",
-    "filter_size": 1,
-    "channel_mult": 1,
-    "batch_size": 16,
-    "epochs": 10,
-    "eval_every": 5,
-    "split": "uniform",
-    "lr": 1e-3,
-    "l2": 0.0,
-    "weight_decay": 0.0,
-    "schedule": "constant",
-    "lr_decay": 0.1,
-    "lr_decay_every": 200,
-    "lr_max_decays": 4,
-    "seed": 0,
-    "input_scale": "raw",  # "raw" (the paper) | "unit": coordinate inputs as 2x/63 - 1
-    "precision": "highest",  # matmul/conv precision the models are traced with
-}
+from coordjax.train.run_config import RunConfig
+
+# Every run config has these keys (the fields of the recipe's RunConfig); a grid's base config
+# overrides them.
+DEFAULTS: dict[str, Any] = RunConfig.defaults()
 
 # Keys added after results were first written: left out of run ids (and bucket ids) while they
 # hold these values, so existing workdirs keep their ids.
-NEUTRAL: dict[str, Any] = {"input_scale": "raw", "precision": "highest"}
+NEUTRAL: dict[str, Any] = RunConfig.neutral()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,31 +11,27 @@ the models that support it (``ModelSpec.paddable``): the bucket's program is the
 of the group, and each smaller model trains exactly inside it (coordjax.train.padding). Padding
 trades compiles and launches for FLOPs (a ``c=1`` model costs what the bucket's ``c=3`` costs).
 Batch size cannot be padded: it changes the number of steps per epoch.
+
+Which keys are static and which vmapped is declared once, on the fields of
+:class:`coordjax.train.run_config.RunConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
-from coordjax import datasets, models, tasks
+from coordjax import datasets, models
 from coordjax.sweep.grid import NEUTRAL
-from coordjax.train import chunk_lengths, steps_per_epoch
-from coordjax.train.hparams import check_hparams
-from coordjax.train.step import check_input_scale, check_precision
+from coordjax.train import TrainSetup, chunk_lengths, steps_per_epoch
+from coordjax.train.run_config import STATIC, VMAPPED, RunConfig, make_setup, model_kwargs
 
-STATIC_KEYS = (
-    "task", "loss", "model", "filter_size", "channel_mult", "batch_size", "epochs", "eval_every",
-    "input_scale", "precision",
-)  # fmt: skip
-VMAPPED_KEYS = (
-    "lr", "l2", "weight_decay", "schedule", "lr_decay", "lr_decay_every", "lr_max_decays",
-    "seed", "split",
-)  # fmt: skip
+# The run config's static keys split buckets; its vmapped keys are array leaves inside one.
+STATIC_KEYS = RunConfig.keys(STATIC)
+VMAPPED_KEYS = RunConfig.keys(VMAPPED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +60,16 @@ class Bucket:
     @property
     def model_kwargs(self) -> dict[str, Any]:
         """Shape kwargs the model's builder accepts (those the config sets)."""
-        spec = models.MODELS[self.static["model"]]
-        return {k: self.static[k] for k in spec.shape_args if k in self.static}
+        return model_kwargs(self.static)
 
     def run_model_kwargs(self, config: dict[str, Any]) -> dict[str, Any]:
         """Shape kwargs of one run's own model (differs from ``model_kwargs`` when padded)."""
         return {k: config[k] for k in self.model_kwargs}
+
+    def setup(self, lowering: str = "auto") -> TrainSetup:
+        """The static training setup shared by the bucket's models (convolutions lowered as
+        given); in a padded bucket its model is the largest of the group."""
+        return make_setup(self.static, steps_per_epoch=self.steps_per_epoch, lowering=lowering)
 
     @property
     def total_steps(self) -> int:
@@ -81,76 +81,18 @@ class Bucket:
         return chunk_lengths(self.static["epochs"], self.static["eval_every"])
 
 
-# The dataset field a task feeds its models, and what a model must produce, by ModelSpec kinds.
-_INPUT_KIND = {"centers": "coords", "onehots": "onehot"}
-_OUTPUT_KIND = {"onehots": "map", "images": "map", "normalized_centers": "vector"}
-
-
 def validate_run(config: dict[str, Any]) -> None:
     """Raises ValueError naming the grid and the key when a run config is not runnable.
 
     Everything that would otherwise fail (or silently train something else) after the workdir
-    is written is checked here: names, types (bools and strings are not numbers), ranges, the
-    model against the task, and the batch size against the split's training examples.
+    is written is checked here (:class:`~coordjax.train.run_config.RunConfig`): names, types
+    (bools and strings are not numbers), ranges, the model against the task, and the batch size
+    against the split's training examples.
     """
-    where = f"grid {config.get('grid', '?')!r}: "
     try:
-        _validate_run(config)
+        RunConfig.of(config)
     except ValueError as err:
-        raise ValueError(where + str(err)) from None
-
-
-def _validate_run(config: dict[str, Any]) -> None:
-    if config["task"] not in tasks.TASKS:
-        raise ValueError(f"task must be one of {sorted(tasks.TASKS)}; got {config['task']!r}")
-    if config["model"] not in models.MODELS:
-        raise ValueError(f"model must be one of {sorted(models.MODELS)}; got {config['model']!r}")
-    if config["split"] not in datasets.SPLITS:
-        raise ValueError(f"split must be one of {list(datasets.SPLITS)}; got {config['split']!r}")
-    losses = ["default", *(tasks.RENDERING_LOSSES if config["task"] == "rendering" else ())]
-    if config["loss"] not in losses:
-        raise ValueError(
-            f"loss for task {config['task']!r} must be one of {losses}; got {config['loss']!r}"
-        )
-    task = tasks.get(config["task"])
-    spec = models.MODELS[config["model"]]
-    if (spec.input_kind, spec.output_kind) != (
-        _INPUT_KIND[task.input_field],
-        _OUTPUT_KIND[task.target_field],
-    ):
-        fitting = sorted(
-            name
-            for name, s in models.MODELS.items()
-            if (s.input_kind, s.output_kind)
-            == (_INPUT_KIND[task.input_field], _OUTPUT_KIND[task.target_field])
-        )
-        raise ValueError(
-            f"model {config['model']!r} does not fit task {config['task']!r} (it maps "
-            f"{spec.input_kind} to a {spec.output_kind}); models for this task: {fitting}"
-        )
-    for key in ("batch_size", "epochs", "eval_every", "filter_size", "channel_mult"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive int; got {value!r}")
-    check_input_scale(config["input_scale"], task.input_field)
-    check_precision(config["precision"])
-    seed = config["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise ValueError(f"seed must be an int in [0, 2**31); got {seed!r}")
-    check_hparams(cosine_epochs=config["epochs"], **{k: config[k] for k in (
-        "lr", "l2", "schedule", "lr_decay", "lr_decay_every", "lr_max_decays", "weight_decay"
-    )})  # fmt: skip
-    n_train = _n_train(config["split"])
-    if config["batch_size"] > n_train:
-        raise ValueError(
-            f"batch_size {config['batch_size']} is larger than the {n_train} training examples "
-            f"of split {config['split']!r}; use at most {n_train}"
-        )
-
-
-@functools.cache
-def _n_train(split: str) -> int:
-    return len(datasets.split_indices(split)[0])
+        raise ValueError(f"grid {config.get('grid', '?')!r}: {err}") from None
 
 
 PADDABLE_KEYS = tuple(sorted({k for spec in models.MODELS.values() for k in spec.paddable}))

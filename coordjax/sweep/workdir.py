@@ -1,4 +1,4 @@
-"""The workdir: the only contract between training and reporting.
+"""The workdir: the only contract between training and reporting, and its records.
 
 Layout::
 
@@ -9,13 +9,16 @@ Layout::
       checkpoints/<bucket_id>/<epoch>/   orbax checkpoints of each bucket's stacked state
       .lock                held (flock) while a sweep runs
 
-Every file is replaced atomically (write to a temporary file, then ``os.replace``), so a process
+The records are written here (results rows, ``config.json``, strategies) and read back here
+(:func:`load_run`: one model's state out of its bucket's checkpoint). Every file is replaced
+atomically (write to a temporary file, then ``os.replace``), so a process
 killed at any moment leaves readable files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -23,9 +26,14 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from coordjax.sweep.planner import Bucket
 
 CONFIG = "config.json"
 RESULTS = "results.csv"
@@ -179,3 +187,162 @@ def record_strategy(workdir: pathlib.Path, bucket_id: str, choice: dict[str, Any
     recorded = read_strategies(workdir)
     recorded[bucket_id] = choice
     atomic_write_text(pathlib.Path(workdir) / STRATEGIES, json.dumps(recorded, indent=2))
+
+
+# -- results rows ---------------------------------------------------------------------------------
+
+
+def result_rows(
+    bucket: Bucket,
+    metrics: dict[str, np.ndarray],
+    epochs: np.ndarray,
+    steps: np.ndarray,
+    wall: float,
+    param_counts: list[int],
+    strategy: str,
+) -> list[dict[str, Any]]:
+    """The results rows of one evaluation of a bucket: one per real run (in bucket order).
+
+    ``metrics``, ``epochs`` and ``steps`` are the chunk's fetched arrays, stacked over the
+    bucket's models (those past the real runs pad the device count and are dropped); ``wall`` is
+    the bucket's training time so far.
+    """
+    rows = []
+    for i, config in enumerate(bucket.runs):
+        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_counts[i]}
+        row["strategy"] = strategy
+        row.update(epoch=int(epochs[i]), step=int(steps[i]), wall_time=wall)
+        for key, value in metrics.items():
+            value = np.asarray(value[i])
+            row[key] = value[-1].item() if key == "epoch_train_loss" else value.item()
+        rows.append(row)
+    return rows
+
+
+def rows_missing(results: pd.DataFrame, bucket: Bucket, epoch: int) -> bool:
+    """Whether the results table lacks a row of the bucket's runs at an evaluation <= epoch."""
+    ends = np.cumsum(bucket.chunks)
+    wanted = {(r["run_id"], int(e)) for r in bucket.runs for e in ends if e <= epoch}
+    if results.empty:
+        return bool(wanted)
+    mine = results.loc[results["bucket_id"] == bucket.bucket_id]
+    have = set(zip(mine["run_id"], mine["epoch"].astype(int), strict=True))
+    return not wanted <= have
+
+
+def drop_rows_after(results: pd.DataFrame, bucket_id: str, epoch: int) -> pd.DataFrame:
+    """The results without the bucket's rows past ``epoch`` (not covered by a checkpoint)."""
+    if results.empty:
+        return results
+    stale = (results["bucket_id"] == bucket_id) & (results["epoch"] > epoch)
+    return results.loc[~stale].reset_index(drop=True)
+
+
+def bucket_wall_time(results: pd.DataFrame, bucket_id: str) -> float:
+    """The bucket's training seconds recorded so far (0 when none)."""
+    if results.empty:
+        return 0.0
+    mine = results.loc[results["bucket_id"] == bucket_id, "wall_time"]
+    return float(mine.max()) if len(mine) else 0.0
+
+
+# -- config.json ----------------------------------------------------------------------------------
+
+
+def sweep_config(
+    identity: dict[str, Any], buckets: Sequence[Bucket], options: Any, devices: Sequence[Any]
+) -> dict[str, Any]:
+    """What ``config.json`` records: the identity, engine options (``options``, a dataclass,
+    with its resolved ``lowering``), library versions, the devices and the plan."""
+    import flax
+    import jax
+    import optax
+    import orbax.checkpoint
+
+    return {
+        "identity": identity,
+        "engine": dataclasses.asdict(options),
+        "lowering": options.lowering,  # resolved: "lax" or "matmul"
+        "versions": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax-checkpoint": orbax.checkpoint.__version__,
+            "numpy": np.__version__,
+        },
+        "devices": [str(d) for d in devices],
+        "device_kind": devices[0].device_kind,
+        "plan": [
+            {
+                "bucket_id": b.bucket_id,
+                "static": b.static,
+                "num_models": b.num_models,
+                "steps_per_epoch": b.steps_per_epoch,
+                "run_ids": [r["run_id"] for r in b.runs],
+                **(_padding_plan(b) if b.padded else {}),
+            }
+            for b in buckets
+        ],
+    }
+
+
+def _padding_plan(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "padded": list(bucket.padded),
+        "run_shapes": [bucket.run_model_kwargs(r) for r in bucket.runs],
+    }
+
+
+# -- reading one model back -----------------------------------------------------------------------
+
+
+def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None) -> dict:
+    """One model's saved training state from a sweep's workdir, as NumPy arrays.
+
+    Args:
+      workdir: a sweep's workdir.
+      run_id: the run (a ``run_id`` of the results table).
+      epoch: which checkpoint (default: the bucket's latest). Kept: the bucket's latest two
+        and every run's best evaluation (the summary's ``peak_epoch``).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
+      (its slice of the bucket's stacked state), ready for ``model.apply``. A model trained
+      inside a padded bucket is cut out of the bucket's larger model: its arrays have its own
+      shapes.
+    """
+    workdir = pathlib.Path(workdir)
+    plan = json.loads((workdir / CONFIG).read_text())["plan"]
+    for bucket in plan:
+        if run_id in bucket["run_ids"]:
+            position = bucket["run_ids"].index(run_id)
+            break
+    else:
+        raise ValueError(f"run_id {run_id!r} is not in the plan of workdir {workdir}")
+    directory = (workdir / CHECKPOINTS / bucket["bucket_id"]).absolute()
+    if not directory.is_dir():
+        raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+
+    def choose(saved: list[int]) -> int:
+        chosen = (saved[-1] if saved else None) if epoch is None else epoch
+        if chosen is None:
+            raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+        if chosen not in saved:
+            raise ValueError(
+                f"run {run_id!r} has no checkpoint at epoch {chosen!r} in {workdir}: its bucket "
+                f"keeps epochs {saved} (the latest two and each run's best evaluation)"
+            )
+        return chosen
+
+    # JAX and orbax load only when a checkpoint is read (reports import this module).
+    import jax
+
+    from coordjax.sweep.checkpoints import restore_to_host
+
+    stacked = restore_to_host(directory, choose)
+    state = jax.tree.map(lambda x: np.asarray(x)[position], stacked)
+    if bucket.get("padded"):
+        from coordjax.train.padding import unpad_state
+
+        state = unpad_state(state, bucket["static"]["model"], bucket["run_shapes"][position])
+    return state

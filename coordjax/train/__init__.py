@@ -11,6 +11,7 @@ from coordjax.train.hparams import Hparams as Hparams
 from coordjax.train.hparams import learning_rate as learning_rate
 from coordjax.train.hparams import make_hparams as make_hparams
 from coordjax.train.hparams import stack_hparams as stack_hparams
+from coordjax.train.run_config import RunConfig as RunConfig
 from coordjax.train.step import RunSpec as RunSpec
 from coordjax.train.step import TrainSetup as TrainSetup
 from coordjax.train.step import TrainState as TrainState

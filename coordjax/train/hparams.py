@@ -62,53 +62,54 @@ def make_hparams(
     check_hparams(lr=lr, l2=l2, schedule=schedule, lr_decay=lr_decay,
                   lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
                   weight_decay=weight_decay, cosine_epochs=cosine_epochs)  # fmt: skip
-    values = dict(
-        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
-        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
-        cosine_epochs=cosine_epochs if schedule == "cosine" else 0,
+    from coordjax.train.run_config import RunConfig  # builds on this module
+
+    # Hyperparameters without a keyword here take the run config's defaults.
+    defaults = {k: v for k, v in RunConfig.defaults().items() if k in RunConfig.keys(hparam=True)}
+    hparams = hparams_from(
+        schedule=schedule, cosine_epochs=cosine_epochs, **{**defaults, **dict(
+            lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
+            lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
+        )},
     )  # fmt: skip
+    return jax.tree.map(jnp.asarray, hparams)
+
+
+def hparams_from(*, schedule: str, cosine_epochs: float, **values: float) -> Hparams:
+    """Checked values as :class:`Hparams` of NumPy float32 scalars, the schedule encoded.
+
+    ``values`` are the :class:`Hparams` fields but ``cosine_epochs``; ``"step"`` keeps
+    ``lr_max_decays``, other schedules zero it, and only ``"cosine"`` keeps ``cosine_epochs``.
+    """
+    values["cosine_epochs"] = cosine_epochs if schedule == "cosine" else 0
     if schedule != "step":
         values["lr_max_decays"] = 0
-    return Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+    return Hparams(**{k: np.asarray(v, np.float32) for k, v in values.items()})
 
 
-def check_hparams(
-    *, lr, l2, schedule, lr_decay, lr_decay_every, lr_max_decays, weight_decay, cosine_epochs=0
-) -> None:
+def check_hparams(*, schedule, cosine_epochs=0, **values) -> None:
     """Raises ValueError naming the hyperparameter that is not a number in its range.
 
-    Bools and strings are refused (``lr=True`` would train at 1.0, ``"0.01"`` would not be a
-    number); NumPy scalars are numbers. ``cosine_epochs`` is checked only for ``"cosine"`` (the
-    sweep engine sets it from the run's ``epochs``).
+    ``values``: the :class:`Hparams` fields but ``cosine_epochs``, each checked as
+    :class:`coordjax.train.run_config.RunConfig` declares it. Bools and strings are refused
+    (``lr=True`` would train at 1.0, ``"0.01"`` would not be a number); NumPy scalars are
+    numbers. ``cosine_epochs`` is checked only for ``"cosine"`` (the sweep engine sets it from
+    the run's ``epochs``).
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {schedule!r}")
-    values = dict(
-        lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
-        lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays, cosine_epochs=cosine_epochs,
-    )  # fmt: skip
+    # The ranges are declared once, on the run config's fields (which build on this module).
+    from coordjax.train.run_config import RunConfig
+
+    RunConfig.check_key("schedule", schedule)
     for name, value in values.items():
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name} must be a real number; got {value!r}")
+        if name not in RunConfig.keys(hparam=True):
+            raise TypeError(f"unknown hyperparameter {name!r}")
+        RunConfig.check_key(name, value)
+    if isinstance(cosine_epochs, (bool, np.bool_)) or not isinstance(cosine_epochs, numbers.Real):
+        raise ValueError(f"cosine_epochs must be a real number; got {cosine_epochs!r}")
     if schedule == "cosine" and not (np.isfinite(cosine_epochs) and cosine_epochs >= 1):
         raise ValueError(
             f"cosine_epochs must be >= 1 with schedule='cosine'; got {cosine_epochs!r}"
         )
-    checks = {
-        "lr": lr > 0,
-        "l2": l2 >= 0,
-        "weight_decay": weight_decay >= 0,
-        "lr_decay": lr_decay > 0,
-        "lr_decay_every": lr_decay_every >= 1,
-        "lr_max_decays": lr_max_decays >= 0,
-    }
-    allowed = {
-        "lr": "> 0", "l2": ">= 0", "weight_decay": ">= 0", "lr_decay": "> 0",
-        "lr_decay_every": ">= 1 (epochs)", "lr_max_decays": ">= 0",
-    }  # fmt: skip
-    for name, ok in checks.items():
-        if not (ok and np.isfinite(values[name])):
-            raise ValueError(f"{name} must be finite and {allowed[name]}; got {values[name]!r}")
 
 
 def stack_hparams(hparams: list[Hparams]) -> Hparams:

@@ -10,7 +10,10 @@ entries get exactly zero gradient, zero Adam moments, zero L2 and zero updates (
 taps would otherwise see real inputs and learn).
 
 The sweep engine uses this to train models of different filter sizes and widths in one vmapped
-program (``EngineOptions(pad=...)``). Leaves follow Flax's layouts: rank-4 leaves are
+program (``EngineOptions(pad=...)``): :func:`init_padded` builds such a program's initial state,
+and :func:`unpad_state` cuts one model back out of a saved one.
+
+Leaves follow Flax's layouts: rank-4 leaves are
 ``(K, K, C_in, C_out)`` kernels (axes 0 and 1 spatial), every other axis is a channel axis, and a
 rank-2 ``(C_in, C_out)`` kernel inside a rank-4 one is a 1x1 kernel (the zoo writes 1x1
 convolutions as dense contractions).
@@ -18,11 +21,17 @@ convolutions as dense contractions).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
+
+from coordjax import models
+
+if TYPE_CHECKING:  # the step applies the masks made here (it imports this module)
+    from coordjax.train.step import RunSpec, TrainSetup, TrainState
 
 KernelOffset = Callable[[int, int], int] | None
 
@@ -113,3 +122,110 @@ def apply_mask(params: Any, mask: Any | None) -> Any:
     if mask is None:
         return params
     return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, mask)
+
+
+def param_path_names(path: Sequence[Any]) -> tuple[str, ...]:
+    """The names along a pytree key path (``jax.tree_util`` keys) as strings.
+
+    ``DictKey("Conv_0")`` gives ``"Conv_0"``, ``GetAttrKey("params")`` ``"params"`` and
+    ``SequenceKey(1)`` ``"1"``: the names by which two trees of one model's variables (e.g. its
+    parameters and Adam's moments of them) are matched.
+    """
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(str(getattr(entry, attr)))
+                break
+        else:
+            names.append(str(entry))
+    return tuple(names)
+
+
+def init_padded(
+    setup: TrainSetup,
+    model_name: str,
+    run_shapes: Sequence[Mapping[str, int]],
+    runs: RunSpec,
+    init: Callable[[TrainSetup, RunSpec], TrainState],
+) -> tuple[TrainState, RunSpec, list[int]]:
+    """Models of several shapes initialised each at its own shape, embedded in ``setup``'s model.
+
+    Initialising at the model's own shape gives exactly the parameters it gets alone (the same key
+    draws a differently shaped kernel otherwise).
+
+    Args:
+      setup: the bucket's setup; its model is the superset of every run's model.
+      model_name: the models' registry name (:data:`coordjax.models.MODELS`).
+      run_shapes: each model's shape keyword arguments, one per model of ``runs``.
+      runs: the stacked runs (leading model axis M).
+      init: ``init(setup, runs) -> states``, the stacked initial states of ``runs``' models.
+
+    Returns:
+      ``(state, runs, param_counts)``: the stacked superset state (NumPy), ``runs`` with their
+      parameter masks, and each model's own parameter count.
+    """
+    big = jax.device_get(init(setup, runs))
+    offset = models.MODELS[model_name].kernel_offset
+    params = jax.tree.map(np.zeros_like, big.params)
+    batch_stats = jax.tree.map(np.array, big.batch_stats)  # writable copies
+    mask = jax.tree.map(np.zeros_like, big.params)
+    param_counts = [0] * len(run_shapes)
+    members: dict[tuple, list[int]] = {}
+    for i, shape in enumerate(run_shapes):
+        members.setdefault(tuple(sorted(shape.items())), []).append(i)
+    for shape, rows in members.items():
+        own_model = models.build(model_name, lowering=setup.model.lowering, **dict(shape))
+        index = np.asarray(rows)
+        own_runs = jax.tree.map(lambda x, index=index: x[index], runs)
+        own = jax.device_get(init(dataclasses.replace(setup, model=own_model), own_runs))
+        ones = jax.tree.map(np.ones_like, own.params)
+        for tree, part in ((params, own.params), (batch_stats, own.batch_stats), (mask, ones)):
+            _embed_rows(tree, part, index, offset)
+        count = models.count_params(jax.tree.map(lambda x: x[0], own.params))
+        for i in rows:
+            param_counts[i] = count
+    state = big._replace(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=jax.vmap(setup.optimizer.init)(params),
+    )
+    return state, runs._replace(param_mask=mask), param_counts
+
+
+def _embed_rows(big_tree: Any, small_tree: Any, rows: np.ndarray, offset: KernelOffset) -> None:
+    """Writes ``small_tree`` (stacked over ``rows``) into rows of ``big_tree``, in place."""
+    for big, small in zip(jax.tree.leaves(big_tree), jax.tree.leaves(small_tree), strict=True):
+        big[rows] = embed(small, big[rows], offset, axis0=True)
+
+
+def unpad_state(state: Any, model_name: str, shape_kwargs: Mapping[str, int]) -> Any:
+    """One model's parameters, statistics and Adam moments cut out of a superset state.
+
+    Args:
+      state: one model's state (a dict of NumPy trees, no model axis) trained inside a larger
+        model of the family ``model_name``.
+      shape_kwargs: the model's own shape keyword arguments.
+    """
+    spec = models.MODELS[model_name]
+    dummy = jax.ShapeDtypeStruct((1, *spec.input_shape), np.float32)
+    own = jax.eval_shape(
+        lambda x: models.build(model_name, **shape_kwargs).init(jax.random.key(0), x, train=False),
+        dummy,
+    )
+    # Adam's moments have the parameters' tree; match leaves by their path below the collection.
+    shapes = {}
+    for collection in ("params", "batch_stats"):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(own.get(collection, {}))[0]:
+            shapes[(collection, *param_path_names(path))] = leaf.shape
+
+    def cut_leaf(path, leaf):
+        names = param_path_names(path)
+        collection = "batch_stats" if names[0] == "batch_stats" else "params"
+        for start in range(len(names)):
+            own_shape = shapes.get((collection, *names[start + 1 :]))
+            if own_shape is not None:
+                return cut(leaf, own_shape, spec.kernel_offset)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(cut_leaf, state)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from coordjax import models
+from coordjax._checks import check_choice
 from coordjax.datasets.not_so_clevr import scale_inputs
 from coordjax.tasks import Task
 from coordjax.train.data import DeviceData, SplitIndices
@@ -102,8 +103,7 @@ PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat1
 
 def check_input_scale(input_scale: str, input_field: str) -> None:
     """Raises ValueError unless ``input_scale`` is known and applies to the task's input."""
-    if input_scale not in INPUT_SCALES:
-        raise ValueError(f"input_scale must be one of {list(INPUT_SCALES)}; got {input_scale!r}")
+    check_choice("input_scale", input_scale, INPUT_SCALES)
     if input_scale != "raw" and input_field != "centers":
         raise ValueError(
             f"input_scale={input_scale!r} applies to pixel-coordinate inputs (classification, "
@@ -112,8 +112,7 @@ def check_input_scale(input_scale: str, input_field: str) -> None:
 
 
 def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
+    check_choice("precision", precision, PRECISIONS)
 
 
 def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:

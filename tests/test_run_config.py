@@ -1,0 +1,36 @@
+"""The run config: every run key declared once, with its role, default and check."""
+
+import numpy as np
+import pytest
+
+from coordjax.sweep import DEFAULTS, STATIC_KEYS, VMAPPED_KEYS
+from coordjax.train import Hparams, RunConfig, make_hparams
+from coordjax.train.run_config import stack_runs
+
+
+def test_every_key_has_one_role_and_hparams_are_its_leaves():
+    assert set(STATIC_KEYS) | set(VMAPPED_KEYS) == set(DEFAULTS) == set(RunConfig.keys())
+    assert not set(STATIC_KEYS) & set(VMAPPED_KEYS)
+    # The schedule's length is the run's epochs, not a key of its own.
+    assert (*RunConfig.keys(hparam=True), "cosine_epochs") == Hparams._fields
+
+
+def test_config_is_frozen_and_checked_on_construction():
+    config = RunConfig(lr=0.01)
+    with pytest.raises(AttributeError):
+        config.lr = 0.1  # type: ignore[misc]
+    with pytest.raises(ValueError, match=r"lr_decay_every must be finite and >= 1 \(epochs\)"):
+        RunConfig(lr_decay_every=0.5)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        RunConfig(schedule="linear")
+
+
+def test_stacked_runs_are_numpy_and_equal_the_single_model_hparams():
+    configs = [RunConfig(schedule="step", lr=0.01), RunConfig(split="quadrant", seed=3)]
+    runs = stack_runs(configs)
+    for leaf in (*runs.hparams, runs.seed, *runs.split):
+        assert isinstance(leaf, np.ndarray) and leaf.shape[0] == 2
+    one = make_hparams(0.01, schedule="step")
+    for stacked, single in zip(runs.hparams, one, strict=True):
+        assert stacked[0] == np.asarray(single)
+    np.testing.assert_array_equal(runs.seed, [0, 3])
