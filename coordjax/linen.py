@@ -48,6 +48,7 @@ from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
 from coordjax import conv as _lowering
 from coordjax._layer_core import (
     COORD_WEIGHTS,
+    CoordOptions,
     CoordWeights,
     _canonical_kernel_size,
     _check_input,
@@ -96,17 +97,8 @@ class AddCoords(nn.Module):
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial, C + d)``."""
-        return add_coords(
-            x,
-            spatial_ndim=self.spatial_ndim,
-            with_r=self.with_r,
-            normalize_r=self.normalize_r,
-            order=self.order,
-            coord_range=self.coord_range,
-            axes=self.axes,
-            position=self.position,
-            dtype=self.dtype,
-        )
+        coords = CoordOptions.of(self).as_kwargs()
+        return add_coords(x, spatial_ndim=self.spatial_ndim, dtype=self.dtype, **coords)
 
 
 class _CoordLayer(nn.Module):

@@ -54,6 +54,13 @@ __all__ = [
 ]
 
 
+def _hold_coord_options(module: nnx.Module, coords: CoordOptions) -> None:
+    """Sets the six coordinate options as attributes (``module.with_r``, ...), as Linen has them;
+    ``axes`` as a static tuple."""
+    for name, value in coords.as_kwargs().items():
+        setattr(module, name, value)
+
+
 class AddCoords(nnx.Module):
     """Concatenates coordinate channels: a parameter-free module over :func:`coordjax.add_coords`.
 
@@ -79,27 +86,15 @@ class AddCoords(nnx.Module):
         dtype: Dtype | None = None,
     ):
         self.spatial_ndim = spatial_ndim
-        self.with_r = with_r
-        self.normalize_r = normalize_r
-        self.order = order
-        self.coord_range = coord_range
-        self.axes = CoordOptions(axes=axes).axes  # a static tuple
-        self.position = position
+        _hold_coord_options(
+            self, CoordOptions(with_r, normalize_r, order, coord_range, axes, position)
+        )
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial, C + d)``."""
-        return add_coords(
-            x,
-            spatial_ndim=self.spatial_ndim,
-            with_r=self.with_r,
-            normalize_r=self.normalize_r,
-            order=self.order,
-            coord_range=self.coord_range,
-            axes=self.axes,
-            position=self.position,
-            dtype=self.dtype,
-        )
+        coords = CoordOptions.of(self).as_kwargs()
+        return add_coords(x, spatial_ndim=self.spatial_ndim, dtype=self.dtype, **coords)
 
 
 class _CoordConvBase(nnx.Module):
@@ -129,9 +124,7 @@ class _CoordConvBase(nnx.Module):
         bias_metadata: Mapping[str, Any],
     ) -> None:
         """Validates the layer (its other options already set) and creates its parameters."""
-        # The coordinate options are held as attributes (``self.with_r``, ...), as in Linen.
-        for name, value in coords.as_kwargs().items():
-            setattr(self, name, value)
+        _hold_coord_options(self, coords)
         spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
         self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
         if not isinstance(self.in_features, (int, np.integer)) or self.in_features < 1:
