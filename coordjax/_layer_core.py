@@ -254,6 +254,46 @@ def _make_spec(
     )
 
 
+CONV_OPTIONS = ("strides", "padding", "input_dilation", "kernel_dilation", "precision")
+"""The attributes of a CoordConv that are options of flax's ``Conv`` (in ``_Spec.conv_options``)."""
+
+CONV_TRANSPOSE_OPTIONS = ("strides", "padding", "kernel_dilation", "precision",
+                          "preferred_element_type")  # fmt: skip
+"""The attributes of a CoordConvTranspose that are options of flax's ``ConvTranspose``."""
+
+
+def _spec_of(
+    layer: Any,
+    *,
+    transpose: bool,
+    features: int,
+    zero_init_coords: bool = False,
+    coord_kernel_init: Any = None,
+) -> _Spec:
+    """The spec of a Linen or NNX CoordConv / CoordConvTranspose, read from its attributes.
+
+    ``layer`` holds the six coordinate options, ``kernel_size``, ``coord_weights``, ``lowering``
+    and the flax options :data:`CONV_OPTIONS` (or :data:`CONV_TRANSPOSE_OPTIONS`); optionally
+    ``feature_group_count``, ``transpose_kernel``, ``tile_shape`` and ``dense_kernel``.
+    """
+    names = CONV_TRANSPOSE_OPTIONS if transpose else CONV_OPTIONS
+    return _make_spec(
+        transpose=transpose,
+        features=features,
+        kernel_size=layer.kernel_size,
+        coords=CoordOptions.of(layer),
+        coord_weights=layer.coord_weights,
+        zero_init_coords=zero_init_coords,
+        coord_kernel_init=coord_kernel_init,
+        feature_group_count=getattr(layer, "feature_group_count", 1),
+        transpose_kernel=getattr(layer, "transpose_kernel", False),
+        conv_options={name: getattr(layer, name) for name in names},
+        lowering=layer.lowering,
+        tile_shape=getattr(layer, "tile_shape", None),
+        dense_kernel=getattr(layer, "dense_kernel", False),
+    )
+
+
 def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count, transpose_kernel):
     """Why the matmul lowering cannot compute a layer (empty string: it can)."""
     del transpose_kernel  # handled by coordjax.conv.conv_transpose
@@ -601,43 +641,3 @@ def _retrofit(
     if coord_weights == "split":
         out["coord_kernel"] = jnp.zeros(spec.kernel_shape(d, (1,) * len(ks)), kernel.dtype)
     return out, spec
-
-
-CONV_OPTIONS = ("strides", "padding", "input_dilation", "kernel_dilation", "precision")
-"""The attributes of a CoordConv that are options of flax's ``Conv`` (in ``_Spec.conv_options``)."""
-
-CONV_TRANSPOSE_OPTIONS = ("strides", "padding", "kernel_dilation", "precision",
-                          "preferred_element_type")  # fmt: skip
-"""The attributes of a CoordConvTranspose that are options of flax's ``ConvTranspose``."""
-
-
-def _spec_of(
-    layer: Any,
-    *,
-    transpose: bool,
-    features: int,
-    zero_init_coords: bool = False,
-    coord_kernel_init: Any = None,
-) -> _Spec:
-    """The spec of a Linen or NNX CoordConv / CoordConvTranspose, read from its attributes.
-
-    ``layer`` holds the six coordinate options, ``kernel_size``, ``coord_weights``, ``lowering``
-    and the flax options :data:`CONV_OPTIONS` (or :data:`CONV_TRANSPOSE_OPTIONS`); optionally
-    ``feature_group_count``, ``transpose_kernel``, ``tile_shape`` and ``dense_kernel``.
-    """
-    names = CONV_TRANSPOSE_OPTIONS if transpose else CONV_OPTIONS
-    return _make_spec(
-        transpose=transpose,
-        features=features,
-        kernel_size=layer.kernel_size,
-        coords=CoordOptions.of(layer),
-        coord_weights=layer.coord_weights,
-        zero_init_coords=zero_init_coords,
-        coord_kernel_init=coord_kernel_init,
-        feature_group_count=getattr(layer, "feature_group_count", 1),
-        transpose_kernel=getattr(layer, "transpose_kernel", False),
-        conv_options={name: getattr(layer, name) for name in names},
-        lowering=layer.lowering,
-        tile_shape=getattr(layer, "tile_shape", None),
-        dense_kernel=getattr(layer, "dense_kernel", False),
-    )
