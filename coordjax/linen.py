@@ -179,7 +179,8 @@ class CoordConv(_CoordLayer):
         the concat kernel is ``kernel_init`` of the whole ``(*k, C + d, C')`` shape, the same
         draw as ``nn.Conv`` on ``add_coords(x)``.
       with_r, normalize_r, order, coord_range, axes, position: the coordinate channels, as in
-        :func:`coordjax.add_coords`.
+        :func:`coordjax.add_coords`. These and the options below, up to ``lowering``, are
+        keyword-only.
       coord_weights: ``"concat"`` (one kernel ``(*k, C + d, C')``) or ``"split"`` (``kernel``
         ``(*k, C, C')`` plus ``coord_kernel`` ``(1, ..., 1, d, C')``).
       zero_init_coords: initialise the coordinate weights to exactly zero; the data kernel is
@@ -312,10 +313,12 @@ class _PlainConv(nn.Module):
     bias_init: Initializer = default_bias_init
     lowering: _lowering.Lowering = "auto"
 
+    _transpose: ClassVar[bool] = False
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial_out, features)``."""
-        return _plain_call(self, x, transpose=isinstance(self, ConvTranspose))
+        return _plain_call(self, x, transpose=self._transpose)
 
 
 class Conv(_PlainConv):
@@ -349,3 +352,5 @@ class ConvTranspose(_PlainConv):
     # flax's ConvTranspose defaults (a redeclared field keeps its place in the field order)
     strides: None | int | Sequence[int] = None
     kernel_dilation: None | int | Sequence[int] = None
+
+    _transpose = True
