@@ -26,19 +26,22 @@ from flax import nnx
 from flax.nnx.nn import dtypes as _dtypes
 from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
 
-from coordjax.coords import Order, Position, Range, add_coords
-from coordjax.linen import (
+from coordjax._layer_core import (
     COORD_WEIGHTS,
+    CoordOptions,
     CoordWeights,
     _check_input,
     _forward,
-    _make_spec,
+    _join,
     _param_specs,
+    _retrofit,
     _Spec,
+    _spec_of,
     default_bias_init,
     default_kernel_init,
     retrofit_conv_params,
 )
+from coordjax.coords import Order, Position, Range, add_coords
 
 __all__ = [
     "COORD_WEIGHTS",
@@ -49,6 +52,13 @@ __all__ = [
     "retrofit_conv",
     "retrofit_conv_params",
 ]
+
+
+def _hold_coord_options(module: nnx.Module, coords: CoordOptions) -> None:
+    """Sets the six coordinate options as attributes (``module.with_r``, ...), as Linen has them;
+    ``axes`` as a static tuple."""
+    for name, value in coords.as_kwargs().items():
+        setattr(module, name, value)
 
 
 class AddCoords(nnx.Module):
@@ -76,46 +86,34 @@ class AddCoords(nnx.Module):
         dtype: Dtype | None = None,
     ):
         self.spatial_ndim = spatial_ndim
-        self.with_r = with_r
-        self.normalize_r = normalize_r
-        self.order = order
-        self.coord_range = coord_range
-        self.axes = _static_axes(axes)
-        self.position = position
+        _hold_coord_options(
+            self, CoordOptions(with_r, normalize_r, order, coord_range, axes, position)
+        )
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial, C + d)``."""
-        return add_coords(
-            x,
-            spatial_ndim=self.spatial_ndim,
-            with_r=self.with_r,
-            normalize_r=self.normalize_r,
-            order=self.order,
-            coord_range=self.coord_range,
-            axes=self.axes,
-            position=self.position,
-            dtype=self.dtype,
-        )
-
-
-def _static_axes(axes):
-    if axes is None:
-        return None
-    if isinstance(axes, (int, np.integer)):
-        return (axes,)
-    return tuple(axes)  # validated by _make_spec / add_coords
+        coords = CoordOptions.of(self).as_kwargs()
+        return add_coords(x, spatial_ndim=self.spatial_ndim, dtype=self.dtype, **coords)
 
 
 class _CoordConvBase(nnx.Module):
     """Parameter creation and the forward pass shared by the two NNX layers."""
 
-    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
-        raise NotImplementedError
+    _transpose: bool  # set by each subclass
 
-    def _init_params(
+    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
+        return _spec_of(
+            self,
+            transpose=self._transpose,
+            features=self.out_features,
+            zero_init_coords=zero_init_coords,
+            coord_kernel_init=coord_kernel_init,
+        )
+
+    def _init_layer(
         self,
-        spec: _Spec,
+        coords: CoordOptions,
         *,
         kernel_init,
         bias_init,
@@ -125,6 +123,10 @@ class _CoordConvBase(nnx.Module):
         kernel_metadata: Mapping[str, Any],
         bias_metadata: Mapping[str, Any],
     ) -> None:
+        """Validates the layer (its other options already set) and creates its parameters."""
+        _hold_coord_options(self, coords)
+        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
+        self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
         if not isinstance(self.in_features, (int, np.integer)) or self.in_features < 1:
             raise ValueError(f"in_features must be a positive int; got {self.in_features!r}")
         specs = _param_specs(
@@ -149,14 +151,6 @@ class _CoordConvBase(nnx.Module):
             init, shape = specs["coord_kernel"]
             key = jax.random.fold_in(kernel_key, 1)
             self.coord_kernel = nnx.Param(init(key, shape, self.param_dtype), **kernel_metadata)
-
-    def _set_coord_options(self, *, with_r, normalize_r, order, coord_range, axes, position):
-        self.with_r = with_r
-        self.normalize_r = normalize_r
-        self.order = order
-        self.coord_range = coord_range
-        self.axes = _static_axes(axes)
-        self.position = position
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)``."""
@@ -199,12 +193,19 @@ class CoordConv(_CoordConvBase):
         exclusive with ``zero_init_coords``).
       lowering: ``"auto"`` (default), ``"lax"`` or ``"matmul"``: how the convolutions are
         computed (:mod:`coordjax.conv`).
+      tile_shape: the factored first layer: ``x`` is ``(*batch, in_features)``, one vector per
+        example, as if tiled over a ``tile_shape`` grid before the coordinates are added; output
+        ``(*batch, *tile_shape_out, out_features)`` (see :class:`coordjax.linen.CoordConv`).
+      dense_kernel: store a 1x1 kernel as ``(in_features + d, out_features)`` instead of
+        ``(1, ..., 1, in_features + d, out_features)``. Needs ``kernel_size`` of all ones.
       rngs: random streams; ``rngs.params()`` is drawn for the kernel and the bias.
       kernel_metadata, bias_metadata: metadata (e.g. sharding) of the ``nnx.Param`` s, as in
         ``nnx.Conv``; ``kernel_metadata`` also applies to ``coord_kernel``.
 
     ``nnx.Conv``'s ``conv_general_dilated`` and ``preferred_element_type`` are not supported.
     """
+
+    _transpose = False
 
     def __init__(
         self,
@@ -235,6 +236,8 @@ class CoordConv(_CoordConvBase):
         zero_init_coords: bool = False,
         coord_kernel_init: Initializer | None = None,
         lowering: str = "auto",
+        tile_shape: Sequence[int] | None = None,
+        dense_kernel: bool = False,
         rngs: nnx.Rngs,
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
@@ -255,18 +258,10 @@ class CoordConv(_CoordConvBase):
         self.promote_dtype = promote_dtype
         self.coord_weights = coord_weights
         self.lowering = lowering
-        self._set_coord_options(
-            with_r=with_r,
-            normalize_r=normalize_r,
-            order=order,
-            coord_range=coord_range,
-            axes=axes,
-            position=position,
-        )
-        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
-        self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
-        self._init_params(
-            spec,
+        self.tile_shape = tile_shape
+        self.dense_kernel = dense_kernel
+        self._init_layer(
+            CoordOptions(with_r, normalize_r, order, coord_range, axes, position),
             kernel_init=kernel_init,
             bias_init=bias_init,
             coord_kernel_init=coord_kernel_init,
@@ -275,31 +270,7 @@ class CoordConv(_CoordConvBase):
             kernel_metadata=kernel_metadata,
             bias_metadata=bias_metadata,
         )
-
-    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
-        return _make_spec(
-            transpose=False,
-            features=self.out_features,
-            kernel_size=self.kernel_size,
-            with_r=self.with_r,
-            normalize_r=self.normalize_r,
-            order=self.order,
-            coord_range=self.coord_range,
-            axes=self.axes,
-            position=self.position,
-            coord_weights=self.coord_weights,
-            zero_init_coords=zero_init_coords,
-            coord_kernel_init=coord_kernel_init,
-            feature_group_count=self.feature_group_count,
-            conv_options=dict(
-                strides=self.strides,
-                padding=self.padding,
-                input_dilation=self.input_dilation,
-                kernel_dilation=self.kernel_dilation,
-                precision=self.precision,
-            ),
-            lowering=self.lowering,
-        )
+        self.tile_shape = self._spec().tile_shape  # canonical tuple (or None), validated
 
 
 class CoordConvTranspose(_CoordConvBase):
@@ -320,6 +291,8 @@ class CoordConvTranspose(_CoordConvBase):
         coord_kernel_init, lowering, rngs, kernel_metadata, bias_metadata: as in
         :class:`CoordConv`.
     """
+
+    _transpose = True
 
     def __init__(
         self,
@@ -370,18 +343,8 @@ class CoordConvTranspose(_CoordConvBase):
         self.preferred_element_type = preferred_element_type
         self.coord_weights = coord_weights
         self.lowering = lowering
-        self._set_coord_options(
-            with_r=with_r,
-            normalize_r=normalize_r,
-            order=order,
-            coord_range=coord_range,
-            axes=axes,
-            position=position,
-        )
-        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
-        self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
-        self._init_params(
-            spec,
+        self._init_layer(
+            CoordOptions(with_r, normalize_r, order, coord_range, axes, position),
             kernel_init=kernel_init,
             bias_init=bias_init,
             coord_kernel_init=coord_kernel_init,
@@ -389,31 +352,6 @@ class CoordConvTranspose(_CoordConvBase):
             rngs=rngs,
             kernel_metadata=kernel_metadata,
             bias_metadata=bias_metadata,
-        )
-
-    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
-        return _make_spec(
-            transpose=True,
-            features=self.out_features,
-            kernel_size=self.kernel_size,
-            with_r=self.with_r,
-            normalize_r=self.normalize_r,
-            order=self.order,
-            coord_range=self.coord_range,
-            axes=self.axes,
-            position=self.position,
-            coord_weights=self.coord_weights,
-            zero_init_coords=zero_init_coords,
-            coord_kernel_init=coord_kernel_init,
-            transpose_kernel=self.transpose_kernel,
-            conv_options=dict(
-                strides=self.strides,
-                padding=self.padding,
-                kernel_dilation=self.kernel_dilation,
-                precision=self.precision,
-                preferred_element_type=self.preferred_element_type,
-            ),
-            lowering=self.lowering,
         )
 
 
@@ -470,37 +408,25 @@ def retrofit_conv(
     else:
         raise TypeError(f"conv must be an nnx.Conv or nnx.ConvTranspose; got {type(conv).__name__}")
     transpose_kernel = bool(getattr(conv, "transpose_kernel", False))
+    coords = CoordOptions(with_r, normalize_r, order, coord_range, axes, position)
     params = {"kernel": conv.kernel[...]}
     if conv.bias is not None:
         params["bias"] = conv.bias[...]
-    new_params = retrofit_conv_params(
+    new_params, spec = _retrofit(
         params,
         in_features=conv.in_features,
         coord_weights=coord_weights,
-        with_r=with_r,
-        axes=axes,
-        position=position,
+        coords=coords,
         feature_group_count=groups,
         transpose_kernel=transpose_kernel,
-    )
-    options = dict(
-        with_r=with_r,
-        normalize_r=normalize_r,
-        order=order,
-        coord_range=coord_range,
-        axes=axes,
-        position=position,
-        coord_weights=coord_weights,
     )
     mask = conv.mask
     if mask is not None and coord_weights == "concat":
         # The coordinate rows of the new kernel are not masked.
         mask = jnp.asarray(mask)
-        axis = mask.ndim + (-1 if transpose_kernel else -2)
         ones_shape = list(mask.shape)
-        ones_shape[axis] = new_params["kernel"].shape[axis] - mask.shape[axis]
-        ones = jnp.ones(ones_shape, mask.dtype)
-        mask = jnp.concatenate((mask, ones) if position == "append" else (ones, mask), axis=axis)
+        ones_shape[mask.ndim + spec.in_axis] = spec.num_coords
+        mask = _join(mask, jnp.ones(ones_shape, mask.dtype), spec)
 
     def build():
         return cls(
@@ -514,8 +440,9 @@ def retrofit_conv(
             precision=conv.precision,
             promote_dtype=conv.promote_dtype,
             rngs=nnx.Rngs(0),  # only shapes are built; every value is replaced below
+            coord_weights=coord_weights,
             **conv_args,
-            **options,
+            **coords.as_kwargs(),
         )
 
     layer = nnx.eval_shape(build)  # abstract: no random draws, no wasted initialisation

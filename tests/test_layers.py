@@ -5,6 +5,8 @@ References are Flax's ``nn.Conv`` / ``nn.ConvTranspose`` applied to ``coordjax.a
 fails if the layer's kernel layout, coordinate order, centre tap or padding handling is wrong.
 """
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -538,3 +540,82 @@ def test_mask_is_applied_to_the_kernel(rng):
     masked = {"kernel": params["kernel"] * mask, "bias": params["bias"]}
     ref = _apply(cl.CoordConv(3, (3, 3)), masked, x)
     assert_allclose(_apply(layer, params, x), ref, **TOL)
+
+
+def test_flax_fields_keep_flax_positional_order():
+    """The flax options are positional in flax's order; the coordinate options keyword-only."""
+
+    def positional(cls):
+        params = inspect.signature(cls.__init__).parameters.values()
+        names = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+        return names[1 : names.index("parent")]  # without self, parent and name
+
+    def keyword_only(cls):
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.kind == p.KEYWORD_ONLY]
+
+    flax_conv = [
+        "features",
+        "kernel_size",
+        "strides",
+        "padding",
+        "input_dilation",
+        "kernel_dilation",
+        "feature_group_count",
+        "use_bias",
+        "mask",
+        "dtype",
+        "param_dtype",
+        "precision",
+        "kernel_init",
+        "bias_init",
+    ]
+    assert positional(cl.CoordConv) == [*flax_conv, "promote_dtype", "tile_shape", "dense_kernel"]
+    assert positional(cl.CoordConvTranspose) == [
+        "features",
+        "kernel_size",
+        "strides",
+        "padding",
+        "kernel_dilation",
+        "use_bias",
+        "mask",
+        "dtype",
+        "param_dtype",
+        "precision",
+        "kernel_init",
+        "bias_init",
+        "transpose_kernel",
+        "promote_dtype",
+        "preferred_element_type",
+    ]
+    coord_fields = [
+        "with_r",
+        "normalize_r",
+        "order",
+        "coord_range",
+        "axes",
+        "position",
+        "coord_weights",
+        "zero_init_coords",
+        "coord_kernel_init",
+        "lowering",
+    ]
+    assert keyword_only(cl.CoordConv) == keyword_only(cl.CoordConvTranspose) == coord_fields
+    plain = [
+        "features",
+        "kernel_size",
+        "strides",
+        "padding",
+        "kernel_dilation",
+        "use_bias",
+        "dtype",
+        "param_dtype",
+        "precision",
+        "kernel_init",
+        "bias_init",
+        "lowering",
+    ]
+    assert positional(cl.Conv) == positional(cl.ConvTranspose) == plain
+    assert (cl.Conv(2, 3).strides, cl.ConvTranspose(2, 3).strides) == (1, None)
+    assert (cl.Conv(2, 3).kernel_dilation, cl.ConvTranspose(2, 3).kernel_dilation) == (1, None)
+    assert cl.CoordConv(4, (3, 3), 2).strides == 2

@@ -143,6 +143,40 @@ def test_linen_equals_nnx_with_copied_weights(coord_weights, transpose, rng):
     assert_allclose(_call(nnx_layer, x), y_linen, **TOL)
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        dict(kernel_size=(1, 1), tile_shape=(5, 4), dense_kernel=True),
+        dict(kernel_size=(1, 1), tile_shape=(5, 4), coord_weights="split"),
+        dict(kernel_size=(3, 3), tile_shape=(5, 4), strides=2),
+        dict(kernel_size=(1, 1), dense_kernel=True),
+    ],
+    ids=["tiled-dense", "tiled-split", "tiled-3x3-s2", "dense"],
+)
+def test_factored_first_layer_linen_equals_nnx(conv, rng):
+    """tile_shape / dense_kernel: the same parameter shapes and outputs as the Linen layer."""
+    x = _normal(rng, (2, 3) if "tile_shape" in conv else (2, 5, 4, 3))
+    coord = dict(order="xy", with_r=True)
+    linen_layer = cl.CoordConv(6, **conv, **coord)
+    nnx_layer = _random_layer(rng, lambda: cn.CoordConv(3, 6, **conv, **coord, rngs=nnx.Rngs(0)))
+    params = _params(nnx_layer)
+    linen_shapes = jax.eval_shape(linen_layer.init, jax.random.key(0), x)["params"]
+    assert jax.tree.map(jnp.shape, linen_shapes) == jax.tree.map(jnp.shape, params)
+    y_linen = jax.jit(linen_layer.apply)({"params": params}, x)
+    y_nnx = _call(nnx_layer, x)
+    assert y_nnx.shape == y_linen.shape
+    assert_allclose(y_nnx, y_linen, **TOL)
+    if conv.get("tile_shape"):
+        assert nnx_layer.tile_shape == conv["tile_shape"]
+
+
+def test_factored_first_layer_bad_arguments():
+    with pytest.raises(ValueError, match="tile_shape"):
+        cn.CoordConv(3, 6, (1, 1), tile_shape=(5,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="dense_kernel"):
+        cn.CoordConv(3, 6, (3, 3), dense_kernel=True, rngs=nnx.Rngs(0))
+
+
 # --------------------------------------------------------------------------------------------
 # Zero coordinate weights, zero_init_coords, split variant
 # --------------------------------------------------------------------------------------------

@@ -362,8 +362,10 @@ def test_he_normal_equals_flax_variance_scaling(shape):
 )
 def test_l2_mask(name, n_kernels):
     spec = models.MODELS[name]
-    params = _init_shapes(spec.build(), spec)["params"]
-    mask = models.l2_mask(params)
+    model = spec.build()
+    params = _init_shapes(model, spec)["params"]
+    mask = models.l2_mask(params, model)
+    assert mask == models.l2_mask(params, spec)  # the registry entry declares the same
     assert jax.tree_util.tree_structure(mask) == jax.tree_util.tree_structure(params)
     flat = jax.tree_util.tree_flatten_with_path(mask)[0]
     marked = ["/".join(str(p.key) for p in path) for path, m in flat if m]
@@ -378,10 +380,45 @@ def test_l2_mask(name, n_kernels):
         assert mask["conv_0"] == {"kernel": True, "bias": False}
 
 
+def _l2_mask_by_the_old_name_rule(params):
+    """The L2 rule before models declared it (f6f03d8): every ``kernel`` leaf, except those
+    below a module whose name starts with ``"nol2_"``."""
+
+    def mark(path, _leaf):
+        names = [str(getattr(p, "key", p)) for p in path]
+        return names[-1] == "kernel" and not any(n.startswith("nol2_") for n in names[:-1])
+
+    return jax.tree_util.tree_map_with_path(mark, params)
+
+
+L2_SHAPES = {
+    "deconv_painter": [{}, {"filter_size": 4, "channel_mult": 2}],
+    "coordconv_classifier": [{}, {"channel_mult": 3}],
+    "coordconv_renderer": [{}, {"filter_size": 2, "channel_mult": 1}],
+    "conv_regressor_uniform": [{}, {"channel_mult": 2}],
+    "conv_regressor_quadrant": [{}, {"channel_mult": 2}],
+    "coordconv_regressor": [{}],
+    "tiny": [{}, {"channel_mult": 2}],
+}
+
+
+def test_l2_mask_equals_the_old_name_rule_for_every_zoo_model():
+    """Declaring the L2 exemptions as data left every zoo model's mask exactly as it was."""
+    assert set(L2_SHAPES) == set(models.MODELS)  # a new model must be added here
+    for name, shapes in L2_SHAPES.items():
+        spec = models.MODELS[name]
+        for kw in shapes:
+            model = models.build(name, **kw)
+            variables = _init_shapes(model, spec)
+            assert models.l2_mask(variables, model) == _l2_mask_by_the_old_name_rule(variables)
+    assert models.MODELS["conv_regressor_uniform"].l2_exempt == ("nol2_dense_0", "nol2_dense_1")
+    assert all(spec.l2_exempt == () for n, spec in models.MODELS.items() if "uniform" not in n)
+
+
 def test_l2_mask_works_on_variables_and_stacked_trees(getkey):
     m = models.build("tiny")
     v = jax.vmap(lambda k: m.init(k, jnp.zeros((2, 2)), train=False))(jax.random.split(getkey(), 2))
-    mask = models.l2_mask(v)
+    mask = models.l2_mask(v, m)
     assert mask["params"]["coord_1x1"]["kernel"] is True
     assert mask["params"]["bn_0"] == {"scale": False, "bias": False}
     assert mask["batch_stats"]["bn_0"] == {"mean": False, "var": False}

@@ -101,7 +101,7 @@ def test_l2_penalty_is_sum_of_squared_regularised_kernels(data):
     expected = sum(
         float(np.sum(np.square(params[f"deconv_{i}"]["kernel"]))) for i in range(6)
     )  # kernels only: no biases, no BatchNorm scale/bias
-    assert float(l2_penalty(params)) == pytest.approx(expected, rel=1e-5)
+    assert float(l2_penalty(params, setup.model)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_train_step_equals_optax_adam_on_penalised_loss(data):

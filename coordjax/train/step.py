@@ -186,9 +186,9 @@ def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
     )
 
 
-def l2_penalty(params: Any) -> jax.Array:
-    """``Σ w²`` over the kernels that carry the paper's L2 (``models.l2_mask``)."""
-    mask = models.l2_mask(params)
+def l2_penalty(params: Any, model: Any) -> jax.Array:
+    """``Σ w²`` over the kernels of ``model`` that carry the paper's L2 (``models.l2_mask``)."""
+    mask = models.l2_mask(params, model)
     pairs = zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
     return sum((jnp.sum(jnp.square(w)) for w, m in pairs if m), jnp.zeros((), jnp.float32))
 
@@ -219,7 +219,7 @@ def loss_fn(setup, params, state, hparams, x, y, mask):
             mutable=["batch_stats"],
         )
     data_loss = _masked_mean(setup.task.loss(outputs, y), mask)
-    total = data_loss + hparams.l2 * l2_penalty(params)
+    total = data_loss + hparams.l2 * l2_penalty(params, setup.model)
     return total, (updates.get("batch_stats", {}), data_loss)
 
 
@@ -248,7 +248,7 @@ def train_step(
     with jax.numpy_dtype_promotion("standard"):
         moments, opt_state = setup.optimizer.update(grads, state.opt_state)
     lr = learning_rate(run.hparams, state.epoch)
-    decay_mask = models.l2_mask(state.params)
+    decay_mask = models.l2_mask(state.params, setup.model)
     params = jax.tree.map(
         lambda w, u, m: w - lr * u - (lr * run.hparams.weight_decay * w if m else 0.0),
         state.params,
