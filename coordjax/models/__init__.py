@@ -73,9 +73,6 @@ from coordjax.models.registry import (
     same_conv_offset,
     same_transposed_s2_offset,
 )
-from coordjax.models.registry import (
-    _key_name as _key_name,  # used by coordjax.sweep.checkpoints until it has its own
-)
 from coordjax.models.regressors import (
     NO_L2_PREFIX,
     ConvRegressorQuadrant,

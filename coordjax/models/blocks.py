@@ -58,7 +58,10 @@ GLOROT_UNIFORM = nn.initializers.glorot_uniform()
 """``tf.layers.dense`` default kernel init (used only by the conv_uniform regressor's head)."""
 
 NO_L2_PREFIX = "nol2_"
-"""Reserved submodule-name prefix: kernels below a module so named carry no L2 penalty."""
+"""The name prefix of :class:`ConvRegressorUniform`'s Dense head (``nol2_dense_0``,
+``nol2_dense_1``), kept so that parameter trees and checkpoints keep their names. It decides
+nothing any more (each model declares ``l2_exempt``), except in the deprecated one-argument
+:func:`coordjax.models.l2_mask`."""
 
 
 def _as_float(x: jax.Array) -> jax.Array:

@@ -14,17 +14,13 @@ import jax.numpy as jnp
 
 from coordjax.models.blocks import (
     GLOROT_UNIFORM,
+    NO_L2_PREFIX,
     _batch_norm,
     _conv,
     _image_input,
     _pointwise,
     coord_1x1,
 )
-
-NO_L2_PREFIX = "nol2_"
-"""The name prefix of :class:`ConvRegressorUniform`'s Dense head (``nol2_dense_0``,
-``nol2_dense_1``), kept so that parameter trees and checkpoints keep their names. It no longer
-decides anything: which kernels carry L2 is declared by each model's ``l2_exempt``."""
 
 
 class ConvRegressorUniform(nn.Module):
