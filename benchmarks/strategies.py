@@ -2,7 +2,7 @@
 
 The sweep engine trains the models of a bucket (same shapes, different hyperparameters, seeds and
 splits) in one program; ``EngineOptions.strategy`` picks how the model axis is lowered. Vmapped
-convolutions become grouped convolutions (sweep_anchors.md §6.1), which can be slow, so this
+convolutions become grouped convolutions, which can be slow, so this
 benchmark measures, for M models of one bucket:
 
   loop  M calls of the engine's program for one model, one model at a time (the baseline);

@@ -5,7 +5,7 @@ coordinates by concatenating one channel per spatial axis, each a linear ramp sc
 and optionally a radius channel. Everything here is channels-last and works for any number of
 spatial dimensions through one code path.
 
-Conventions (see DESIGN.md):
+Conventions:
   * Channel order ``"ij"`` (default, the paper's): the first channel indexes the first spatial axis
     (rows), the second channel the second axis (columns), and so on. ``"xy"`` reverses the axis
     order, which for 2-D images gives the reference code's column-first order.

@@ -1,8 +1,8 @@
 """Hand-set weights: a CoordConv regressor that is exact with zero training.
 
-The critique of the paper (seeds/003) points out that a conv net can be *built* to map a one-hot
-pixel to its coordinates. With coordinate channels it takes one line of algebra, which is the
-paper's point: CoordConv makes this map representable by a tiny linear network.
+A published critique of the paper (a 2018 blog post) points out that a conv net can be *built*
+to map a one-hot pixel to its coordinates. With coordinate channels it takes one line of algebra,
+which is the paper's point: CoordConv makes this map representable by a tiny linear network.
 
 For the 906-parameter :class:`coordjax.models.CoordConvRegressor` (linear 1x1/3x3 convs, then a
 global max over pixels), let the output channels at each pixel be::

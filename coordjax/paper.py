@@ -4,9 +4,10 @@ Everything here is plain data and pandas: no JAX. The end-of-sweep summary
 (:mod:`coordjax.sweep.summary`) and the report (:mod:`coordjax.report`) both read it, so the two
 always give the same verdicts.
 
-Sources: "§" is a section of the paper (Liu et al., NeurIPS 2018; ``seeds/004_*.txt``), "Fig" /
-"Table" its figures and tables (S = supplementary), "blog" the companion Uber Engineering post
-(``seeds/001_*.txt``), "spec" ``reference/experiments_spec.md`` (what the reference code did).
+Sources: "§" is a section of the paper (Liu et al., "An intriguing failing of convolutional
+neural networks and the CoordConv solution", NeurIPS 2018, arXiv:1807.03247), "Fig" / "Table"
+its figures and tables (S = supplementary), "blog" the companion Uber Engineering post, "spec"
+the authors' reference code (``uber-research/CoordConv``: what it did).
 
 Stable API (other code relies on these names and columns)::
 

@@ -1,7 +1,7 @@
 """The paper's three supervised coordinate tasks: what a model is fed, its loss and its metrics.
 
-Liu et al. 2018 (arXiv:1807.03247), section 4 and supplementary S2-S4; the reference code's
-definitions are in ``reference/experiments_spec.md`` sections 3.3-3.4, 4.1, 4.3 and 5.
+Liu et al. 2018 (arXiv:1807.03247), section 4 and supplementary S2-S4, as the reference code
+(``uber-research/CoordConv``) defines them.
 
 Every loss and metric is per example: it maps model outputs and targets with a leading batch
 axis ``B`` to ``(B,)`` float32 values, so a trainer can take masked means over padded batches
@@ -18,7 +18,7 @@ regression      ``onehots``      ``normalized_centers`` mean over the 2 outputs 
 =============== ================ ===================== ======================================
 
 ``centers`` are fed as float32 raw pixel coordinates ``[x, y]`` (x = column, y = row), not
-normalised (reference quirk B14).
+normalised (as the reference code feeds them).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _sigmoid_loss(logits: jax.Array, images: jax.Array) -> jax.Array:
 
 
 def _mse_loss(logits: jax.Array, images: jax.Array) -> jax.Array:
-    """Mean over pixels of ``(logits - target)**2``, on raw logits (reference B11)."""
+    """Mean over pixels of ``(logits - target)**2``, on raw logits (as the reference code does)."""
     images = _check_pair(logits, images, "rendering", 4)
     return jnp.mean(jnp.square(_flat(logits) - _flat(images)), axis=-1)
 
@@ -164,7 +164,7 @@ def _rendering_metrics(logits: jax.Array, images: jax.Array) -> dict[str, jax.Ar
 
     A pixel is painted when ``sigmoid(logit) > 0.5`` strictly (``tf.round`` sends exactly 0.5 to
     0), and is in the target when the target value is ``> 0`` (targets are binarised, unlike the
-    reference, whose soft 0.502 targets capped IoU at ~0.5: quirk B3). When neither the painting
+    reference, whose soft 0.502 targets capped IoU at ~0.5). When neither the painting
     nor the target has any pixel (empty union) the IoU is defined as 1.0: the two agree exactly.
 
     Args:

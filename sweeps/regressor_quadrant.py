@@ -47,8 +47,13 @@ def where_the_max_is(model, params, images: np.ndarray, centers: np.ndarray) -> 
 
     def pre_pool(x):
         # The regressor's output is the max over (H, W) of its last conv ("conv_4"): capture it.
-        _, state = model.apply({"params": params}, x, train=False,
-                               capture_intermediates=True, mutable=["intermediates"])
+        _, state = model.apply(
+            {"params": params},
+            x,
+            train=False,
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
         return state["intermediates"]["conv_4"]["__call__"][0]
 
     maps = np.asarray(jax.jit(pre_pool)(jnp.asarray(images)))  # (N, H, W, 2)
@@ -103,8 +108,16 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for lr in args.lrs:
             for batch in args.batch_sizes:
-                result = fit(model, task, data, make_hparams(lr, args.l2), seed=seed,
-                             epochs=args.epochs, batch_size=batch, eval_every=args.eval_every)
+                result = fit(
+                    model,
+                    task,
+                    data,
+                    make_hparams(lr, args.l2),
+                    seed=seed,
+                    epochs=args.epochs,
+                    batch_size=batch,
+                    eval_every=args.eval_every,
+                )
                 errs = " ".join(
                     f"e{r['epoch']}:{r['train_pixel_error']:.2f}/{r['test_pixel_error']:.2f}"
                     for r in result.history

@@ -1,8 +1,8 @@
 """Value-level tests of coordjax.coords against an independent NumPy reference.
 
-The reference below is written from the formulas in the module docstring / DESIGN.md
-("Conventions"), never from coordjax internals. The suite carries the bug taxonomy of
-reference/impl_survey.md section 6: per-axis extremes on non-square and N-D shapes (1), size-1
+The reference below is written from the formulas in the module docstring ("Conventions"),
+never from coordjax internals. The suite covers the bugs found in published AddCoords
+implementations: per-axis extremes on non-square and N-D shapes (1), size-1
 axes (2), a centred radius (3), channel order and position (4), exact range conventions (5),
 dtypes (6) and jit/vmap/grad (9).
 """

@@ -171,7 +171,8 @@ def test_lowered_program_requests_float32_precision_by_default(data, name, lower
     assert len(highest) >= 3
     for found in highest:
         assert found.replace("#stablehlo<precision ", "").replace(">", "").split(", ") == [
-            "HIGHEST", "HIGHEST"
+            "HIGHEST",
+            "HIGHEST",
         ], found
     default = _precisions(_lowered(_setup(model=model, precision="default"), data))
     assert len(default) == len(highest)
@@ -259,7 +260,8 @@ def test_robustness_presets_cover_seeds_lrs_splits_variants():
         assert variants.loc["coordconv-unit", "input_scale"] == "unit"
         assert variants.loc["coordconv-decay", "schedule"] == "cosine"
         assert variants.loc["coordconv-faithful", ["input_scale", "schedule"]].tolist() == [
-            "raw", "constant"
+            "raw",
+            "constant",
         ]
         assert tuple(variants.loc[[f"coordconv-{v}" for v in ("unit", "faithful", "decay")],
                                   "epochs"]) == epochs  # fmt: skip

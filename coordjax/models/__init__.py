@@ -1,15 +1,15 @@
 """The paper's model zoo (flax.linen) and a registry of it by name.
 
 Liu et al. 2018 (arXiv:1807.03247), supplementary S1 (Figure S1) and S3 (Table S1), as implemented
-in the reference code (``uber-research/CoordConv:model_builders.py``); exact layer lists and
-parameter counts are in ``reference/experiments_spec.md`` sections 3-5.
+in the reference code (``uber-research/CoordConv:model_builders.py``); each model's docstring
+gives its exact layers and parameter count.
 
 Every model is a ``flax.linen.Module`` applied as::
 
     model.apply(variables, x, train=bool, mask=None, mutable=["batch_stats"])
 
 * ``x``: ``(B, 2)`` float raw pixel coordinates ``[x, y]`` (values 4..59, not normalised, as the
-  reference did: quirk B14) for painters, classifiers and renderers; ``(B, 64, 64, 1)`` one-hot
+  reference did) for painters, classifiers and renderers; ``(B, 64, 64, 1)`` one-hot
   images for regressors. Non-float inputs are cast to float32.
 * Output: logits ``(B, 64, 64, 1)`` (``output_kind == "map"``) or ``(B, 2)`` (``"vector"``).
 * ``train``: BatchNorm uses batch statistics and updates ``"batch_stats"`` when True, running
@@ -23,7 +23,7 @@ Conventions shared by the zoo:
 
 * Kernels are he-normal (Keras ``he_normal``: truncated normal, variance ``2 / fan_in``), biases
   zero. Transposed-conv kernels, shaped ``(fs, fs, in, out)`` in Flax, use Keras' fan-in
-  ``out * fs**2`` (quirk B15).
+  ``out * fs**2`` (as the reference's Keras layers did).
 * Convolutions are the library's layers (:mod:`coordjax.linen`: ``Conv``, ``ConvTranspose``,
   ``CoordConv``), lowered as the model's ``lowering`` attribute says (``"auto"``, ``"lax"``,
   ``"matmul"``; :mod:`coordjax.conv`): the same parameters and values as Flax's ``nn.Conv`` /

@@ -35,7 +35,7 @@ def he_normal(out_axis: int = -1) -> Initializer:
     Args:
       out_axis: the kernel axis that is *not* in the fan-in: ``-1`` for ``nn.Conv`` / ``nn.Dense``
         kernels ``(..., in, out)``; ``-2`` for ``nn.ConvTranspose`` kernels ``(fs, fs, in, out)``,
-        whose Keras fan-in is ``out * fs**2`` (quirk B15).
+        whose Keras fan-in is ``out * fs**2`` (as the reference's Keras layers did).
     """
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:

@@ -114,8 +114,8 @@ class CoordConvRegressor(nn.Module):
     """The CoordConv regressor (Table S1; reference ``coordconv``), 906 parameters.
 
     AddCoords on the 64x64 input (channels ``[onehot, xx, yy]``), 1x1 convs 8, 8, 8, 3x3 8,
-    3x3 2 (``'SAME'``), global **max** pool. There is no activation anywhere (quirk B13): the
-    network is linear up to the max.
+    3x3 2 (``'SAME'``), global **max** pool. No activation anywhere (as in the reference code):
+    the network is linear up to the max.
 
     Attributes:
       lowering: how convolutions are computed (:mod:`coordjax.conv`).

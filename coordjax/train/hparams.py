@@ -16,7 +16,7 @@ SCHEDULES = ("constant", "step", "cosine")
 class Hparams(NamedTuple):
     """Per-model hyperparameters; every field is a float32 array of shape () (or (M,) stacked).
 
-    The defaults are the paper's recipe (experiments_spec.md §3.3): L2 penalty ``l2·Σw²`` on
+    The defaults are the paper's recipe (the reference code's): L2 penalty ``l2·Σw²`` on
     kernels added to the loss; no decoupled weight decay. (Adam's β1 0.9, β2 0.99, ε 1e-8 are
     recipe constants in :class:`coordjax.train.TrainSetup`, not swept.)
     The learning rate at epoch e is ``lr · lr_decay ** min(floor(e / lr_decay_every),

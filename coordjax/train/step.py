@@ -6,7 +6,7 @@ dataset on the device; ``run`` holds one model's hyperparameters, seed and split
 vmaps these functions, and :func:`coordjax.train.fit` calls them for a single model, so both run
 the same code.
 
-Recipe (experiments_spec.md §3.3, faithful by default):
+Recipe (the reference code's, faithful by default):
   * loss = masked mean of the task's per-example loss + ``l2 · Σ w²`` over regularised kernels;
   * Adam (β1 0.9, β2 0.99, ε 1e-8, optax's ε placement), lr from :func:`learning_rate` by epoch;
     optional decoupled weight decay (AdamW style, off by default);
