@@ -102,6 +102,18 @@ SIZES_AND_STRIDES = [(1, 2), (2, 1), (2, 2), (3, 1), (3, 3), (4, 2), (5, 3), (5,
 def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding):
     """Kernel sizes 1-5 (non-square), strides 1-3 (per-dim), on a non-square input: forward,
     d/dx and d/dkernel of both lowerings equal flax's nn.Conv / nn.ConvTranspose."""
+    _check_lowerings_over_kernels_and_strides(transpose, padding)
+
+
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_overlap_add_form_equals_flax_over_kernels_strides_and_shapes(monkeypatch, padding):
+    """The same grid with every strided transposed conv computed as an overlap-add (the form
+    the library uses for one output channel)."""
+    monkeypatch.setattr(conv, "OVERLAP_ADD_MAX_C_OUT", 4)
+    _check_lowerings_over_kernels_and_strides(True, padding)
+
+
+def _check_lowerings_over_kernels_and_strides(transpose, padding):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)), jnp.float32)
     cases = 0
@@ -216,6 +228,28 @@ def test_stride2_fs4_transposed_conv_windows(monkeypatch, per_phase):
     window = on_activations[0].invars[0].aval.shape[contracting[0]] // 3
     assert (batch, window) == (((0,), 2 * 2) if per_phase else ((), 3 * 3))
     reference = _loss(_flax_reference(True, (4, 4), (2, 2), "SAME"))
+    got = jax.jit(jax.vmap(jax.value_and_grad(_loss(fn), argnums=(0, 1))))(xs, ws)
+    for i in range(2):
+        want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
+        for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g[i], e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size, strides", [((3, 3), 2), ((4, 4), 2), ((5, 3), (3, 2))])
+def test_one_channel_transposed_conv_is_one_matmul_and_an_overlap_add(kernel_size, strides):
+    """C_out = 1 (a painter's logits): one dot_general into every tap, no patches gather (no
+    stack of the input's slices), and flax's values and gradients, also under a model vmap."""
+    rng = np.random.default_rng(4)
+    xs = jnp.asarray(rng.normal(size=(2, 2, 5, 4, 3)), jnp.float32)  # (model, B, H, W, C_in)
+    ws = jnp.asarray(rng.normal(size=(2, *kernel_size, 3, 1)), jnp.float32)
+    fn = functools.partial(conv.conv_transpose, strides=strides, padding="SAME", lowering="matmul")
+    eqns = jax.make_jaxpr(fn)(xs[0], ws[0]).eqns
+    on_activations = [e for e in eqns if e.primitive.name == "dot_general" and
+                      e.invars[0].aval.shape == xs.shape[1:]]  # fmt: skip
+    assert [e.outvars[0].aval.shape for e in on_activations] == [(2, 5, 4, np.prod(kernel_size))]
+    assert not {e.primitive.name for e in eqns} & {"conv_general_dilated", "gather", "concatenate"}
+    layer = nn.ConvTranspose(1, kernel_size, strides=strides, padding="SAME", use_bias=False)
+    reference = _loss(lambda x, w: layer.apply({"params": {"kernel": w}}, x))
     got = jax.jit(jax.vmap(jax.value_and_grad(_loss(fn), argnums=(0, 1))))(xs, ws)
     for i in range(2):
         want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
