@@ -73,9 +73,9 @@ def test_unsupported_configurations_fall_back_to_lax():
 PADDINGS = {"SAME": "SAME", "VALID": "VALID", "explicit": ((2, 0), (1, 3))}
 
 
-def _flax_reference(transpose, kernel_size, strides, padding):
+def _flax_reference(transpose, kernel_size, strides, padding, features=4):
     layer_type = nn.ConvTranspose if transpose else nn.Conv
-    layer = layer_type(4, kernel_size, strides=strides, padding=padding, use_bias=False)
+    layer = layer_type(features, kernel_size, strides=strides, padding=padding, use_bias=False)
     return lambda x, w: layer.apply({"params": {"kernel": w}}, x)
 
 
@@ -106,10 +106,17 @@ def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding
 
 
 @pytest.mark.parametrize("padding", list(PADDINGS))
-def test_overlap_add_form_equals_flax_over_kernels_strides_and_shapes(monkeypatch, padding):
+@pytest.mark.parametrize("form", ["overlap-add", "per-phase"])
+def test_transposed_conv_forms_equal_flax_over_kernels_strides_and_shapes(
+    monkeypatch, form, padding
+):
     """The same grid with every strided transposed conv computed as an overlap-add (the form
-    the library uses for one output channel)."""
-    monkeypatch.setattr(conv, "OVERLAP_ADD_MAX_C_OUT", 4)
+    for one output channel) or with per-phase windows (the form for wide outputs: one batched
+    matmul when the phases' windows are equal, one matmul per phase when they differ)."""
+    if form == "overlap-add":
+        monkeypatch.setattr(conv, "OVERLAP_ADD_MAX_C_OUT", 4)
+    else:
+        monkeypatch.setattr(conv, "PER_PHASE_MIN_C_OUT", 4)
     _check_lowerings_over_kernels_and_strides(True, padding)
 
 
@@ -248,8 +255,28 @@ def test_one_channel_transposed_conv_is_one_matmul_and_an_overlap_add(kernel_siz
                       e.invars[0].aval.shape == xs.shape[1:]]  # fmt: skip
     assert [e.outvars[0].aval.shape for e in on_activations] == [(2, 5, 4, np.prod(kernel_size))]
     assert not {e.primitive.name for e in eqns} & {"conv_general_dilated", "gather", "concatenate"}
-    layer = nn.ConvTranspose(1, kernel_size, strides=strides, padding="SAME", use_bias=False)
-    reference = _loss(lambda x, w: layer.apply({"params": {"kernel": w}}, x))
+    reference = _loss(_flax_reference(True, kernel_size, strides, "SAME", features=1))
+    got = jax.jit(jax.vmap(jax.value_and_grad(_loss(fn), argnums=(0, 1))))(xs, ws)
+    for i in range(2):
+        want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
+        for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g[i], e, rtol=1e-4, atol=1e-4)
+
+
+def test_odd_kernel_at_stride_2_multiplies_no_zeros():
+    """3x3 at stride 2, wide output: the four phases read 2x2, 2x1, 1x2 and 1x1 inputs, one
+    matmul each (9 taps in all, not 4 x 2x2); flax's values and gradients under a model vmap."""
+    rng = np.random.default_rng(5)
+    xs = jnp.asarray(rng.normal(size=(2, 2, 5, 4, 3)), jnp.float32)  # (model, B, H, W, C_in)
+    ws = jnp.asarray(rng.normal(size=(2, 3, 3, 3, 16)), jnp.float32)
+    fn = functools.partial(conv.conv_transpose, strides=2, padding="SAME", lowering="matmul")
+    contracted = sorted(
+        e.invars[0].aval.shape[-1]
+        for e in jax.make_jaxpr(fn)(xs[0], ws[0]).eqns
+        if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (2, 5, 4, 16)
+    )
+    assert contracted == [1 * 3, 2 * 3, 2 * 3, 4 * 3]
+    reference = _loss(_flax_reference(True, (3, 3), (2, 2), "SAME", features=16))
     got = jax.jit(jax.vmap(jax.value_and_grad(_loss(fn), argnums=(0, 1))))(xs, ws)
     for i in range(2):
         want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
