@@ -41,7 +41,7 @@ def where_the_max_is(model, params, images: np.ndarray, centers: np.ndarray) -> 
     """Statistics of the global max pool's argmax, per output channel, over ``images``.
 
     Args:
-      model: the CoordConv regressor; params: its parameters.
+      model: the CoordConv regressor (its ``pool_margin`` is honoured); params: its parameters.
       images: ``(N, 64, 64, 1)`` one-hot inputs; centers: ``(N, 2)`` ``[x, y]``.
     """
 
@@ -57,10 +57,12 @@ def where_the_max_is(model, params, images: np.ndarray, centers: np.ndarray) -> 
         return state["intermediates"]["conv_4"]["__call__"][0]
 
     maps = np.asarray(jax.jit(pre_pool)(jnp.asarray(images)))  # (N, H, W, 2)
+    full_h, full_w, m = maps.shape[1], maps.shape[2], model.pool_margin
+    maps = maps[:, m : full_h - m, m : full_w - m]  # what the max pool sees
     n, h, w, k = maps.shape
     flat = maps.reshape(n, h * w, k)
     arg = flat.argmax(axis=1)  # (N, 2)
-    rows, cols = arg // w, arg % w
+    rows, cols = arg // w + m, arg % w + m
     d = np.hypot(rows - centers[:, 1:2], cols - centers[:, 0:1])  # (N, 2)
     ties = (flat == flat.max(axis=1, keepdims=True)).sum(axis=1)
     return {
@@ -71,7 +73,8 @@ def where_the_max_is(model, params, images: np.ndarray, centers: np.ndarray) -> 
         "abs_error_px_per_output": np.round(np.mean(np.abs(
             64 * maps.reshape(n, h * w, k).max(axis=1) - centers), axis=0), 2).tolist(),
         "mean_dist_px": float(d.mean()),
-        "on_border": float(np.mean((rows == 0) | (cols == 0) | (rows == h - 1) | (cols == w - 1))),
+        "on_border": float(np.mean((rows == 0) | (cols == 0) | (rows == full_h - 1)
+                                   | (cols == full_w - 1))),
         "pred_px_if_off": _off_peak(maps, rows, cols, d),
         "tied_positions_max": int(ties.max()),
     }  # fmt: skip
@@ -101,10 +104,16 @@ def main(argv=None) -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256])
     p.add_argument("--l2", type=float, default=1e-5)
+    p.add_argument(
+        "--pool-margin",
+        type=int,
+        default=0,
+        help="the max pool skips this many border pixels (the intervention; 0: none)",
+    )
     args = p.parse_args(argv)
     data = datasets.not_so_clevr(args.split)
     task = tasks.get("regression")
-    model = models.build("coordconv_regressor")
+    model = models.CoordConvRegressor(pool_margin=args.pool_margin)
     for seed in args.seeds:
         for lr in args.lrs:
             for batch in args.batch_sizes:

@@ -630,3 +630,24 @@ def test_forward_matches_reference(name, kwargs, train, rng):
     assert y.shape == ref.shape == (3, *spec.output_shape)
     scale = float(jnp.max(jnp.abs(ref))) + 1e-6
     np.testing.assert_allclose(y / scale, ref / scale, rtol=1e-4, atol=1e-5)
+
+
+def test_coordconv_regressor_pool_margin_is_the_max_over_the_inner_map():
+    """pool_margin=m takes the max over the pre-pool map without its m-pixel border (NumPy on
+    the captured map); 0 is the reference's whole-map max; bad values name the attribute."""
+    images = np.zeros((3, 64, 64, 1), np.float32)
+    images[[0, 1, 2], [1, 30, 62], [62, 5, 1], 0] = 1.0  # one-hots near the border and inside
+    model = models.CoordConvRegressor()
+    params = model.init(jax.random.key(0), images, train=False)["params"]
+    out, state = model.apply({"params": params}, images, train=False,
+                             capture_intermediates=True, mutable=["intermediates"])  # fmt: skip
+    maps = np.asarray(state["intermediates"]["conv_4"]["__call__"][0])  # (3, 64, 64, 2)
+    np.testing.assert_array_equal(out, maps.max(axis=(1, 2)))
+    for m in (1, 2, 31):
+        got = models.CoordConvRegressor(pool_margin=m).apply({"params": params}, images,
+                                                             train=False)  # fmt: skip
+        np.testing.assert_array_equal(got, maps[:, m : 64 - m, m : 64 - m].max(axis=(1, 2)))
+    for bad in (-1, 32, 1.5, True):
+        with pytest.raises(ValueError, match="pool_margin must be an int >= 0"):
+            models.CoordConvRegressor(pool_margin=bad).apply({"params": params}, images,
+                                                             train=False)  # fmt: skip

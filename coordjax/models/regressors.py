@@ -119,9 +119,13 @@ class CoordConvRegressor(nn.Module):
 
     Attributes:
       lowering: how convolutions are computed (:mod:`coordjax.conv`).
+      pool_margin: the global max pool skips this many pixels at each border (0, the
+        reference: the whole map). An intervention for the quadrant stall: no one-hot's 5x5
+        receptive field reaches the 2-pixel border, so a max there gets no gradient from it.
     """
 
     lowering: str = "auto"
+    pool_margin: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -141,4 +145,10 @@ class CoordConvRegressor(nn.Module):
         h = _pointwise(8, name="conv1x1_2")(h)
         h = _conv(8, 3, "conv_3", self.lowering)(h)
         h = _conv(2, 3, "conv_4", self.lowering)(h)
-        return jnp.max(h, axis=(1, 2))
+        m = self.pool_margin
+        if not isinstance(m, int) or isinstance(m, bool) or not 0 <= 2 * m < min(h.shape[1:3]):
+            raise ValueError(
+                f"pool_margin must be an int >= 0 leaving part of the {h.shape[1]}x{h.shape[2]} "
+                f"map; got {m!r}"
+            )
+        return jnp.max(h[:, m : h.shape[1] - m, m : h.shape[2] - m], axis=(1, 2))
