@@ -223,8 +223,15 @@ def test_different_sweep_refusal_says_what_differs(tmp_path, capsys):
 def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
     """SIGINT during training: one line, no traceback, and the rerun resumes."""
     path = sweep_file(tmp_path, '{"epochs": 400, "eval_every": 1}')
-    command = [sys.executable, "-m", "coordjax.cli", "sweep", path, "--preset", "t",
-               "--workdir", str(tmp_path / "w"), "--no-progress"]  # fmt: skip
+    args = ["sweep", path, "--preset", "t", "--workdir", str(tmp_path / "w"), "--no-progress"]
+    # A shell without job control starts background jobs with SIGINT ignored, and children
+    # inherit that: give the CLI Python's own Ctrl-C handler, as in an interactive terminal.
+    command = [sys.executable, "-c", textwrap.dedent(f"""
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from coordjax import cli
+        sys.exit(cli.main({args!r}))
+    """)]  # fmt: skip
     victim = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     checkpoints = tmp_path / "w" / "checkpoints"
