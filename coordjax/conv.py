@@ -468,12 +468,7 @@ def _conv_transpose_overlap_add(x, kernel, strides, pads, precision):
     # output o is full-grid u = o + k - 1 - pad_lo: crop (or zero-pad) to the output
     crop = []
     for size, k, s, (lo, hi) in zip(spatial, window, strides, pads, strict=True):
-        out_len = (size - 1) * s + 1 + lo + hi - k + 1
-        if out_len < 1:
-            raise ValueError(
-                f"the transposed convolution's output would be empty: input {size}, kernel {k}, "
-                f"stride {s}, padding {(lo, hi)}"
-            )
+        out_len, _, _ = _phase_plan(size, k, s, (lo, hi))  # (refuses an empty output)
         crop.append((lo - (k - 1), out_len - ((size - 1) * s + k) + (k - 1 - lo), 0))
     return lax.pad(full, zero, [(0, 0, 0), *crop, (0, 0, 0)])
 
