@@ -186,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
         "program per group trains its largest model and the smaller ones exactly inside it",
     )
     sweep.add_argument(
+        "--prune-at",
+        help="successive halving: comma-separated rung epochs (e.g. 25,50,100; evaluation "
+        "epochs), overriding the sweep's own rule",
+    )
+    sweep.add_argument(
+        "--prune-keep", type=float, help="the fraction of each group kept at a rung (default 1/3)"
+    )
+    sweep.add_argument(
+        "--prune-metric",
+        help="the results column ranked at a rung (default: the task's headline metric on the "
+        "train split; a test metric selects on the test set)",
+    )
+    sweep.add_argument("--no-prune", action="store_true", help="ignore the sweep's pruning rule")
+    sweep.add_argument(
         "--no-shard", action="store_true", help="do not shard the model axis over local devices"
     )
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -285,7 +299,7 @@ def _sweep(args) -> int:
     import jax
 
     from coordjax import sweep as sw
-    from coordjax.sweep import dry_run
+    from coordjax.sweep import dry_run, engine
 
     if args.distributed:  # before anything touches a JAX backend
         jax.distributed.initialize()
@@ -295,6 +309,7 @@ def _sweep(args) -> int:
     definition = _build_preset(module, args.name, args.preset)
     try:
         definition = sw.customize(definition, seeds=args.seeds, only=args.only)
+        definition = _with_prune_flags(definition, args)
         options = sw.EngineOptions(
             strategy=args.strategy,
             map_batch_size=args.map_batch_size,
@@ -305,8 +320,11 @@ def _sweep(args) -> int:
             lowering=args.lowering,
         )
         sw.plan(definition.expand(), max_models=options.max_models, pad=options.pad)
+        engine.check_rules(definition, definition.expand())
     except (ValueError, TypeError) as err:
-        raise UsageError(f"{where}, preset {args.preset!r}: {_flag_names(err)}") from err
+        flagged = any(f is not None for f in (args.prune_at, args.prune_keep, args.prune_metric))
+        message = _flag_names(err, prune_flags=flagged)
+        raise UsageError(f"{where}, preset {args.preset!r}: {message}") from err
     if args.dry_run:
         print(dry_run.plan_text(definition, options))
         return 0
@@ -337,6 +355,41 @@ def _sweep(args) -> int:
     return 0
 
 
+def _with_prune_flags(definition, args):
+    """The sweep with the rule the ``--prune-*`` flags say (they override the sweep's)."""
+    from coordjax import sweep as sw
+    from coordjax.sweep.pruning import DEFAULT_GROUP_BY
+
+    flags = (args.prune_at, args.prune_keep, args.prune_metric)
+    if args.no_prune:
+        if any(f is not None for f in flags):
+            raise UsageError("--no-prune cannot be combined with --prune-at/-keep/-metric")
+        return sw.customize(definition, prune=None)
+    if all(f is None for f in flags):
+        return definition
+    rules = list({id(r): r for r in definition.rules().values()}.values())
+    base = rules[0] if len(rules) == 1 else None
+    if args.prune_at is not None:
+        try:
+            at = tuple(int(e) for e in args.prune_at.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--prune-at must be comma-separated epochs, e.g. 25,50,100; got {args.prune_at!r}"
+            ) from None
+    elif base is not None:
+        at = base.at
+    else:
+        raise UsageError("--prune-keep and --prune-metric need --prune-at (the sweep has no "
+                         "single rule to adjust)")  # fmt: skip
+    rule = sw.Prune(
+        at=at,
+        keep=args.prune_keep if args.prune_keep is not None else (base.keep if base else 1 / 3),
+        metric=args.prune_metric if args.prune_metric is not None else (base and base.metric),
+        group_by=base.group_by if base else DEFAULT_GROUP_BY,
+    )
+    return sw.customize(definition, prune=rule)
+
+
 # Library errors name keyword arguments; at the command line the flag is what the user typed.
 _FLAGS = {
     "seeds must": "--seeds must",
@@ -349,11 +402,14 @@ _FLAGS = {
 }
 
 
-def _flag_names(err: BaseException) -> str:
+def _flag_names(err: BaseException, prune_flags: bool = False) -> str:
     message = str(err)
     for name, flag in _FLAGS.items():
         if message.startswith(name):
             return flag + message[len(name) :]
+    for key in ("at", "keep", "metric"):  # the rule's keys, when --prune-* set them
+        if prune_flags:
+            message = message.replace(f"prune.{key} ", f"--prune-{key} ")
     return message
 
 

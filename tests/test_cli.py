@@ -57,7 +57,8 @@ def test_progress_rate_counts_only_work_trained_here():
     progress.start(0, 2, first)
     progress.restored(first, 2)  # half of the first bucket came from a checkpoint
     assert progress.bar.n == 50.0 and progress.status == ""
-    progress.trained(first, 2, seconds=10.0)  # the other half: 50 cost units in 10 s
+    # The other half: 50 cost units in 10 s.
+    progress.trained(first, 2, seconds=10.0, models=first.num_models)
     steps = first.num_models * 2 * first.steps_per_epoch
     assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {duration(60.0)}"
     progress.start(1, 2, second)

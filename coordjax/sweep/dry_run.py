@@ -7,11 +7,13 @@ FLOP count: a FLOP count says nothing about how fast a device runs these small c
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import numpy as np
 
 from coordjax import datasets
+from coordjax.sweep import pruning
 from coordjax.sweep.engine import EngineOptions
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.planner import Bucket, plan
@@ -97,6 +99,50 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
         f"(XLA cost analysis; train steps + evaluations); strategy={options.strategy}"
     )
     lines.append(estimate_text(estimate))
+    if sweep.rules():
+        lines.append(pruning_text(sweep, buckets, estimate))
+    return "\n".join(lines)
+
+
+def pruned_model_steps(sweep: Sweep, buckets: list[Bucket]) -> dict[str, float]:
+    """bucket_id -> model-steps the bucket trains under the sweep's pruning rules, if no run
+    diverges (each run weighted by the share of its group alive in each segment; the ladder's
+    padding of compacted stacks, at most a third, is not counted)."""
+    fractions = pruning.expected_fractions(sweep.rules(), sweep.expand())
+    return {
+        b.bucket_id: sum(
+            share * (end - start) * b.steps_per_epoch
+            for run in b.runs
+            for start, end, share in fractions[run["run_id"]]
+        )
+        for b in buckets
+    }
+
+
+def pruning_text(sweep: Sweep, buckets: list[Bucket], estimate) -> str:
+    """The rules, and the model-steps and time with pruning beside those without."""
+    rules = {json.dumps(r.to_json()): r for r in sweep.rules().values()}.values()
+    lines = []
+    for rule in rules:
+        metric = rule.metric or "the task's headline metric on the train split"
+        lines.append(
+            f"pruning: rungs {', '.join(map(str, rule.at))}; keep {rule.keep:.3g} of each group "
+            f"({' x '.join(rule.group_by)}) by {metric}"
+        )
+    pruned = pruned_model_steps(sweep, buckets)
+    seconds = {b.bucket_id: b.seconds for b in estimate.buckets}
+    full_steps = sum(b.num_models * b.total_steps for b in buckets)
+    pruned_steps = sum(pruned.values())
+    pruned_seconds = sum(
+        seconds[b.bucket_id] * pruned[b.bucket_id] / max(b.num_models * b.total_steps, 1)
+        for b in buckets
+    )
+    lines.append(
+        f"pruned: {pruned_steps:,.0f} model-steps instead of {full_steps:,.0f} "
+        f"({full_steps / max(pruned_steps, 1):.1f}x fewer), estimated "
+        f"{format_duration(pruned_seconds)} instead of {format_duration(estimate.seconds)} "
+        "(if no run diverges; ladder padding not counted)"
+    )
     return "\n".join(lines)
 
 

@@ -23,10 +23,13 @@ import pathlib
 import time
 
 import jax
+import numpy as np
 import pandas as pd
+from jax.sharding import PartitionSpec as P
 
 from coordjax import conv
 from coordjax._checks import check_choice
+from coordjax.sweep import pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import BucketCheckpoints
 from coordjax.sweep.grid import Sweep
@@ -37,7 +40,7 @@ from coordjax.sweep.planner import Bucket, plan, validate_pad
 from coordjax.sweep.programs import MODEL_AXIS as MODEL_AXIS
 from coordjax.sweep.programs import TUNE_PROBE_STEPS as TUNE_PROBE_STEPS
 from coordjax.sweep.programs import Programs as Programs
-from coordjax.sweep.programs import bucket_inputs, make_mesh, tune_strategy
+from coordjax.sweep.programs import bucket_inputs, make_mesh, place, tune_strategy
 from coordjax.sweep.programs import compiled_chunk as compiled_chunk
 from coordjax.sweep.programs import compiled_init as compiled_init
 from coordjax.sweep.programs import compiled_steps as compiled_steps
@@ -163,6 +166,11 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Trains every run of ``sweep``, resumably, and returns the results table.
 
+    With a pruning rule (:class:`~coordjax.sweep.Prune` on the sweep or its grids), every bucket
+    trains to the first rung, the rung's decision is taken over all buckets and recorded
+    (``pruning.json``), the pruned runs leave their buckets' model axes, and the survivors
+    train on to the next rung, and so on (:mod:`coordjax.sweep.pruning`).
+
     Args:
       sweep: the sweep definition.
       workdir: where config, results and checkpoints live; rerunning resumes.
@@ -173,13 +181,15 @@ def run_sweep(
         by default this call builds its own and drops them when it returns.
 
     Returns:
-      The results table (also in ``workdir/results.csv``): one row per model per evaluation.
+      The results table (also in ``workdir/results.csv``): one row per model per evaluation,
+      with each run's ``status`` (running / pruned / finished / diverged).
     """
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
     # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
     buckets = plan(runs, max_models=options.max_models, pad=options.pad)
+    rules = check_rules(sweep, runs)
     wd.check_usable(workdir)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
     if options.max_models is not None or options.pad:
@@ -195,27 +205,68 @@ def run_sweep(
         if lead:
             wd.write_config(workdir, wd.sweep_config(identity, buckets, options, jax.devices()))
         results = wd.read_results(workdir)
+        pruned = wd.pruned_at(workdir)  # decisions already taken are replayed, never retaken
         mesh = make_mesh(options.shard)
         programs = Programs() if programs is None else programs
         progress = make_progress(buckets, options.progress)
         with logs_through(progress.bar):
             try:
-                for index, bucket in enumerate(buckets):
-                    progress.start(index, len(buckets), bucket)
-                    try:
-                        results = _run_bucket(
-                            bucket, workdir, results, mesh, options, progress, programs
-                        )
-                    except KeyboardInterrupt as err:
-                        raise SweepInterrupted(
-                            progress.epoch, bucket.bucket_id, index, len(buckets)
-                        ) from err
+                # Without rungs this is one pass over the buckets, each trained to its end.
+                for stop in [*pruning.rung_epochs(rules, runs), None]:
+                    for index, bucket in enumerate(buckets):
+                        progress.start(index, len(buckets), bucket)
+                        try:
+                            results = _run_bucket(
+                                bucket, workdir, results, mesh, options, progress, programs,
+                                until=stop, pruned=pruned,
+                            )  # fmt: skip
+                        except KeyboardInterrupt as err:
+                            raise SweepInterrupted(
+                                progress.epoch, bucket.bucket_id, index, len(buckets)
+                            ) from err
+                    if stop is not None:
+                        results, pruned = _take_rung(workdir, results, stop, rules, runs, pruned)
             finally:
                 if progress.bar is not None:
                     progress.bar.close()
         if not progress.trained_model_steps:
             logger.info("nothing to do: every bucket of this sweep is finished in %s", workdir)
     return results
+
+
+def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
+    """run_id -> its pruning rule, each rule checked against the runs it governs
+    (ValueError naming ``prune.at`` / ``prune.metric``)."""
+    rules = sweep.rules()
+    by_rule: dict[pruning.Prune, list[dict]] = {}
+    for run in runs:
+        if run["run_id"] in rules:
+            by_rule.setdefault(rules[run["run_id"]], []).append(run)
+    for rule, governed in by_rule.items():
+        pruning.check_rule(rule, governed, f"sweep {sweep.name!r}")
+    return rules
+
+
+def _take_rung(workdir, results, rung, rules, runs, pruned):
+    """The rung's decision: replayed if recorded, else taken from the results and recorded
+    before anything acts on it. Returns the results with their status, and who is pruned."""
+    recorded = {d["epoch"]: d for d in wd.read_pruning(workdir)}
+    decision = recorded.get(rung)
+    if decision is None:
+        decision = pruning.decide(results, rung, rules, runs, pruned)
+        if jax.process_index() == 0:
+            wd.record_pruning(workdir, decision)
+        kept = sum(r["kept"] for g in decision["groups"] for r in g["runs"])
+        total = sum(g["n"] for g in decision["groups"])
+        logger.info(
+            "rung at epoch %d: %d of %d runs train on (%d groups; decision in %s)",
+            rung, kept, total, len(decision["groups"]), workdir / wd.PRUNING,
+        )  # fmt: skip
+    pruned = {**pruned, **pruning.pruned_epochs([decision])}
+    results = wd.with_status(results, pruned)
+    if jax.process_index() == 0:
+        wd.write_results(workdir, results)
+    return results, pruned
 
 
 def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
@@ -226,12 +277,21 @@ def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
     return recorded if recorded in ("lax", "matmul") else conv.resolve_lowering("auto")
 
 
-def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> pd.DataFrame:
+def _run_bucket(
+    bucket, workdir, results, mesh, options, progress, programs, *, until=None, pruned=None
+) -> pd.DataFrame:
+    """Trains ``bucket`` from its latest checkpoint to epoch ``until`` (default: its end), with
+    the runs ``pruned`` (run_id -> rung) out of its model axis after their rungs."""
+    pruned = pruned or {}
+    run_ids = [r["run_id"] for r in bucket.runs]
+    devices = 1 if mesh is None else mesh.size
+    last = bucket.static["epochs"]
+    end = last if until is None else min(until, last)
     checkpoints = BucketCheckpoints(workdir / wd.CHECKPOINTS / bucket.bucket_id)
     try:
         saved = checkpoints.epochs()
         start_epoch = saved[-1] if saved else 0
-        if start_epoch and wd.rows_missing(results, bucket, start_epoch):
+        if start_epoch and wd.rows_missing(results, bucket, start_epoch, pruned):
             # Every number derives from the runs' seeds: retraining reproduces the lost rows.
             logger.warning(
                 "bucket %s: %s lacks its rows up to epoch %d although checkpoints remain; "
@@ -242,35 +302,58 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> 
                 checkpoints.delete(epoch)
             start_epoch = 0
         results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
-        if start_epoch >= bucket.static["epochs"]:
+        if start_epoch >= last:
             progress.restored(bucket, start_epoch)
             logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
+            return results
+        if start_epoch >= end:
+            return results  # at this rung already
+        if not pruning.model_axis(run_ids, pruned, start_epoch, devices):
+            logger.info("bucket %s: every run pruned by epoch %d", bucket.bucket_id, start_epoch)
             return results
         progress.phase("initialising")
         setup, data, runs, state, param_counts = bucket_inputs(
             bucket, mesh, options.lowering, programs
         )
+        initial = pruning.model_axis(run_ids, {}, 0, devices)  # as bucket_inputs stacks them
+        axis = initial
         if start_epoch:
-            start_epoch, state = _restore_readable(checkpoints, bucket, state)
+            start_epoch, state, axis = _restore_readable(
+                checkpoints, bucket, state, lambda e: pruning.model_axis(run_ids, pruned, e - 1,
+                                                                         devices), mesh
+            )  # fmt: skip
             results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
+        survivors = pruning.model_axis(run_ids, pruned, start_epoch, devices)
+        if survivors != axis:  # compaction: the survivors' slices, in a smaller stack
+            state = _gather(state, [axis.index(i) for i in survivors], mesh)
+            logger.info(
+                "bucket %s: %d of %d runs train on from epoch %d (model axis %d)",
+                bucket.bucket_id, len(set(survivors)), len(run_ids), start_epoch, len(survivors),
+            )  # fmt: skip
+        if survivors != initial:  # ``runs`` is stacked as ``initial``: position i at i
+            runs = _gather(runs, survivors, mesh)
+        axis = survivors
         progress.epoch = start_epoch
         progress.restored(bucket, start_epoch)
         wall = wd.bucket_wall_time(results, bucket.bucket_id)
+        model_steps = int(wd.bucket_total(results, bucket.bucket_id, "bucket_model_steps"))
         epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
             epoch += num_epochs
             if epoch <= start_epoch:
                 continue
+            if epoch > end:
+                break
             if strategy is None:
                 progress.phase("choosing a strategy")
                 choice = (bucket, setup, data, runs, state, mesh, options, workdir, programs)
                 strategy = bucket_strategy(*choice)
             program = programs.chunk(setup, num_epochs, *strategy, mesh)
-            if progress.bar is not None and program not in progress.compiled:
+            if progress.bar is not None and (program, len(axis)) not in progress.compiled:
                 # Compiled ahead of the call (jit reuses it) so the bar can say so.
                 progress.phase("compiling")
                 program.lower(data, runs, state).compile()
-                progress.compiled.add(program)
+                progress.compiled.add((program, len(axis)))
             progress.phase(f"training + evaluating epochs {epoch - num_epochs + 1}-{epoch}")
             tick = time.perf_counter()
             state, metrics = program(data, runs, state)
@@ -278,25 +361,45 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> 
             progress.epoch = epoch  # trained; a Ctrl-C from here on reports this epoch
             seconds = time.perf_counter() - tick
             wall += seconds
+            model_steps += len(axis) * num_epochs * bucket.steps_per_epoch
             progress.phase("checkpointing")
-            rows = wd.result_rows(bucket, metrics, epochs, steps, wall, param_counts, strategy[0])
+            rows = wd.result_rows(
+                bucket, axis, metrics, epochs, steps, wall, param_counts, strategy[0], model_steps
+            )
             results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+            results = wd.with_status(results, pruned)
             if jax.process_index() == 0:
                 wd.write_results(workdir, results)
             checkpoints.save(epoch, state)
-            checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()))
-            progress.trained(bucket, num_epochs, seconds)
+            # A pruned run's last checkpoint (its rung's) is kept too: load_run reads it.
+            rungs = {pruned[r] for r in run_ids if r in pruned}
+            checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()) | rungs)
+            progress.trained(bucket, num_epochs, seconds, len(set(axis)))
     finally:
         checkpoints.close()
     return results
 
 
-def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state):
-    """The latest readable checkpoint: ``(epoch, state)``; unreadable ones are deleted with a
-    warning, and with none readable the bucket starts over (``(0, state)``)."""
+def _gather(tree, positions: list[int], mesh):
+    """The stacked ``tree``'s models at ``positions`` (a new leading axis), placed on ``mesh``."""
+    host = _fetch(tree)
+    index = np.asarray(positions)
+    return place(jax.tree.map(lambda x: np.asarray(x)[index], host), mesh, P(MODEL_AXIS))
+
+
+def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state, axis_at, mesh):
+    """The latest readable checkpoint: ``(epoch, state, axis)``; unreadable ones are deleted
+    with a warning, and with none readable the bucket starts over (``(0, state, axis)``).
+
+    ``state`` is the initial stack of all the bucket's runs; ``axis_at(epoch)`` gives the run
+    positions a checkpoint at ``epoch`` stacks (pruned runs leave after their rung).
+    """
+    initial = axis_at(1)
     for epoch in reversed(checkpoints.epochs()):
+        axis = axis_at(epoch)
+        target = state if axis == initial else _gather(state, axis, mesh)
         try:
-            restored = checkpoints.restore(epoch, state)
+            restored = checkpoints.restore(epoch, target)
         except Exception as err:  # orbax raises many kinds for truncated or garbage files
             logger.warning(
                 "bucket %s: checkpoint %s is unreadable (%s: %s); deleting it and resuming "
@@ -307,11 +410,11 @@ def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state):
             checkpoints.delete(epoch)
             continue
         logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, epoch)
-        return epoch, restored
+        return epoch, restored, axis
     logger.warning(
         "bucket %s: no readable checkpoint; training it from the start", bucket.bucket_id
     )
-    return 0, state
+    return 0, state, initial
 
 
 def _epochs_to_keep(results: pd.DataFrame, bucket: Bucket, saved: list[int]) -> set[int]:

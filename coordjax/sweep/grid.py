@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from coordjax.sweep.pruning import Prune
+from coordjax.sweep.space import is_distribution
 from coordjax.train.run_config import RunConfig
 
 # Every run config has these keys (the fields of the recipe's RunConfig); a grid's base config
@@ -35,12 +37,22 @@ class Grid:
     Attributes:
       name: a label for reports (e.g. "deconv" or "coordconv").
       base: fixed values, overriding :data:`DEFAULTS`.
-      axes: ``{key: [values...]}``; expanded in the given key order, last key fastest.
+      axes: ``{key: [values...]}``; expanded in the given key order, last key fastest. An axis
+        may instead be a distribution (:mod:`coordjax.sweep.space`: ``LogUniform``,
+        ``Uniform``, ``Choice``): the distribution axes are drawn ``samples`` times together,
+        and the grid is the product of those samples (outermost) with the listed axes.
+      samples: how many points the distribution axes draw (required with one, else None).
+      sample_seed: seeds the draws (deterministic; each axis has its own stream).
+      prune: a successive-halving rule for this grid's runs (:class:`~coordjax.sweep.Prune`);
+        a rule on the sweep (``union(..., prune=...)``) overrides it.
     """
 
     name: str
     base: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     axes: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    samples: int | None = None
+    sample_seed: int = 0
+    prune: Prune | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -52,45 +64,115 @@ class Grid:
                 raise ValueError(f"unknown config key {key!r} in grid {self.name!r}; "
                                  f"allowed: {sorted(DEFAULTS)}")  # fmt: skip
         for key, values in self.axes.items():
+            if is_distribution(values):
+                continue
             if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
                 raise TypeError(
-                    f"axis {key!r} of grid {self.name!r} must be a list of values; got {values!r}"
+                    f"axis {key!r} of grid {self.name!r} must be a list of values or a "
+                    f"distribution (coordjax.sweep.LogUniform, Uniform, Choice); got {values!r}"
                 )
             if not len(values):
                 raise ValueError(f"axis {key!r} of grid {self.name!r} has no values")
+        self._check_sampling()
+        if self.prune is not None and not isinstance(self.prune, Prune):
+            raise TypeError(
+                f"prune of grid {self.name!r} must be a coordjax.sweep.Prune; got {self.prune!r}"
+            )
         # NumPy scalars become plain Python values: ids, JSON and checks see one kind of number.
         base = {k: _plain(k, v, self.name) for k, v in self.base.items()}
-        axes = {k: [_plain(k, v, self.name) for v in vs] for k, vs in self.axes.items()}
+        axes = {
+            k: vs if is_distribution(vs) else [_plain(k, v, self.name) for v in vs]
+            for k, vs in self.axes.items()
+        }
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "axes", axes)
 
+    def _check_sampling(self) -> None:
+        sampled = [k for k, v in self.axes.items() if is_distribution(v)]
+        n = self.samples
+        if sampled and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(
+                f"grid {self.name!r} samples axes {sampled}: samples must be a positive int; "
+                f"got {n!r}"
+            )
+        if not sampled and n is not None:
+            raise ValueError(
+                f"grid {self.name!r} sets samples={n!r} but no axis is a distribution "
+                "(coordjax.sweep.LogUniform, Uniform, Choice)"
+            )
+        seed = self.sample_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"sample_seed of grid {self.name!r} must be an int >= 0; got {seed!r}")
+
     def __len__(self) -> int:
-        n = 1
+        n = self.samples or 1
         for values in self.axes.values():
-            n *= len(values)
+            n *= 1 if is_distribution(values) else len(values)
         return n
 
     def expand(self) -> list[dict[str, Any]]:
         """One config dict per grid point (with ``grid`` and ``run_id`` keys added)."""
         rows = []
-        keys = list(self.axes)
-        for values in itertools.product(*(self.axes[k] for k in keys)):
-            config = {**DEFAULTS, **self.base, **dict(zip(keys, values, strict=True))}
-            rows.append({"grid": self.name, "run_id": run_id(config), **config})
+        for sample in self._samples():
+            keys = [k for k in self.axes if k not in sample]
+            for values in itertools.product(*(self.axes[k] for k in keys)):
+                point = {**sample, **dict(zip(keys, values, strict=True))}
+                config = {**DEFAULTS, **self.base, **{k: point[k] for k in self.axes}}
+                rows.append({"grid": self.name, "run_id": run_id(config), **config})
         return rows
 
+    def _samples(self) -> list[dict[str, Any]]:
+        """The drawn values of the distribution axes, one dict per sample ([{}] if none)."""
+        sampled = {k: v for k, v in self.axes.items() if is_distribution(v)}
+        if not sampled:
+            return [{}]
+        draws = {
+            k: [_plain(k, v, self.name) for v in d.draw(self.samples, seed=self.sample_seed,
+                                                        axis=k)]
+            for k, d in sampled.items()
+        }  # fmt: skip
+        return [{k: draws[k][i] for k in sampled} for i in range(self.samples)]
+
     def to_json(self) -> dict:
-        return {"name": self.name, "base": dict(self.base),
-                "axes": {k: list(v) for k, v in self.axes.items()}}  # fmt: skip
+        out = {"name": self.name, "base": dict(self.base),
+               "axes": {k: v.to_json() if is_distribution(v) else list(v)
+                        for k, v in self.axes.items()}}  # fmt: skip
+        # Written only when set, so the workdirs of grids without them keep their identity.
+        if self.samples is not None:
+            out.update(samples=self.samples, sample_seed=self.sample_seed)
+        if self.prune is not None:
+            out["prune"] = self.prune.to_json()
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """A named union of grids (e.g. the deconv grid ∪ the CoordConv grid)."""
+    """A named union of grids (e.g. the deconv grid ∪ the CoordConv grid).
+
+    ``prune``: a successive-halving rule for every run (:class:`~coordjax.sweep.Prune`),
+    overriding the grids' own rules.
+    """
 
     name: str
     grids: tuple[Grid, ...]
     description: str = ""
+    prune: Prune | None = None
+
+    def __post_init__(self):
+        if self.prune is not None and not isinstance(self.prune, Prune):
+            raise TypeError(
+                f"prune of sweep {self.name!r} must be a coordjax.sweep.Prune; got {self.prune!r}"
+            )
+
+    def rules(self) -> dict[str, Prune]:
+        """run_id -> the pruning rule that governs it (runs without one are absent)."""
+        rules = {}
+        for grid in self.grids:
+            rule = self.prune or grid.prune
+            for row in grid.expand():
+                if rule is not None:
+                    rules.setdefault(row["run_id"], rule)
+        return rules
 
     def expand(self) -> list[dict[str, Any]]:
         """All runs, duplicates (same config from two grids) removed, in declaration order."""
@@ -103,8 +185,11 @@ class Sweep:
         return rows
 
     def to_json(self) -> dict:
-        return {"name": self.name, "description": self.description,
-                "grids": [g.to_json() for g in self.grids]}  # fmt: skip
+        out = {"name": self.name, "description": self.description,
+               "grids": [g.to_json() for g in self.grids]}  # fmt: skip
+        if self.prune is not None:
+            out["prune"] = self.prune.to_json()
+        return out
 
 
 def _plain(key: str, value: Any, grid: str) -> Any:
@@ -128,13 +213,20 @@ def run_id(config: Mapping[str, Any]) -> str:
     return f"{config['model']}-{digest}"
 
 
-def union(name: str, grids: Iterable[Grid], description: str = "") -> Sweep:
-    return Sweep(name=name, grids=tuple(grids), description=description)
+def union(
+    name: str, grids: Iterable[Grid], description: str = "", *, prune: Prune | None = None
+) -> Sweep:
+    return Sweep(name=name, grids=tuple(grids), description=description, prune=prune)
 
 
-def customize(sweep: Sweep, *, seeds: int | None = None, only: str | None = None) -> Sweep:
+_KEEP = object()
+
+
+def customize(
+    sweep: Sweep, *, seeds: int | None = None, only: str | None = None, prune: Any = _KEEP
+) -> Sweep:
     """A variant of ``sweep``: the grids named ``only`` (else those whose name contains it), with
-    seeds 0..seeds-1."""
+    seeds 0..seeds-1; ``prune`` (a rule, or None for no pruning at all) replaces every rule."""
     grids = list(sweep.grids)
     if only:
         # An exact grid name selects that grid alone ("conv" is not also "deconv"/"coordconv").
@@ -155,4 +247,8 @@ def customize(sweep: Sweep, *, seeds: int | None = None, only: str | None = None
             )
             for g in grids
         ]
-    return Sweep(name=sweep.name, grids=tuple(grids), description=sweep.description)
+    rule = sweep.prune
+    if prune is not _KEEP:
+        grids = [dataclasses.replace(g, prune=None) for g in grids]
+        rule = prune
+    return Sweep(name=sweep.name, grids=tuple(grids), description=sweep.description, prune=rule)

@@ -47,11 +47,12 @@ class Progress:
         if self.bar is not None and epochs:
             self.bar.update(self._cost(bucket, epochs))
 
-    def trained(self, bucket: Bucket, epochs: int, seconds: float) -> None:
-        cost = self._cost(bucket, epochs)
+    def trained(self, bucket: Bucket, epochs: int, seconds: float, models: int) -> None:
+        """``models`` of the bucket (fewer after pruning) trained ``epochs`` in ``seconds``."""
+        cost = self._cost(bucket, epochs) * models / bucket.num_models
         self.trained_cost += cost
         self.trained_seconds += seconds
-        self.trained_model_steps += bucket.num_models * epochs * bucket.steps_per_epoch
+        self.trained_model_steps += models * epochs * bucket.steps_per_epoch
         if self.bar is None:
             return
         self.bar.update(cost)

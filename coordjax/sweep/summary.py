@@ -35,9 +35,12 @@ def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
     The family is :func:`coordjax.paper.family_of` (deconv / coordconv / conv, else the grid's
     name). Besides the final evaluation, ``peak_<metric>`` / ``peak_epoch`` give that run's best
     evaluation: with a constant learning rate, exact-pixel metrics can swing from one
-    evaluation to the next, and the peak says what the run reached.
+    evaluation to the next, and the peak says what the run reached. Runs pruned at a rung
+    (successive halving) are not candidates; ``models`` counts the runs that trained to the end.
     """
     final = final_rows(results)
+    if "status" in final:  # runs pruned at a rung stopped early: the best is one that finished
+        final = final.loc[final["status"] != "pruned"]
     if final.empty:
         return pd.DataFrame()
     final = final.assign(family=paper.family_of(final))

@@ -6,6 +6,7 @@ Layout::
       config.json          sweep definition, preset, engine options, versions, device, plan
       results.csv          one row per model per evaluation (pandas.read_csv reads it)
       strategies.json      each bucket's model-axis lowering (fixed at its start, reused)
+      pruning.json         successive halving: each rung's decision, written before it acts
       checkpoints/<bucket_id>/<epoch>/   orbax checkpoints of each bucket's stacked state
       .lock                held (flock) while a sweep runs
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 RESULTS = "results.csv"
 STRATEGIES = "strategies.json"
+PRUNING = "pruning.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
 
@@ -189,29 +191,58 @@ def record_strategy(workdir: pathlib.Path, bucket_id: str, choice: dict[str, Any
     atomic_write_text(pathlib.Path(workdir) / STRATEGIES, json.dumps(recorded, indent=2))
 
 
+def read_pruning(workdir: pathlib.Path) -> list[dict[str, Any]]:
+    """The rung decisions recorded so far (:func:`coordjax.sweep.pruning.decide`), in order."""
+    path = pathlib.Path(workdir) / PRUNING
+    return json.loads(path.read_text())["decisions"] if path.exists() else []
+
+
+def record_pruning(workdir: pathlib.Path, decision: dict[str, Any]) -> None:
+    """Appends a rung's decision (before the engine acts on it)."""
+    decisions = [d for d in read_pruning(workdir) if d["epoch"] != decision["epoch"]]
+    decisions = sorted([*decisions, decision], key=lambda d: d["epoch"])
+    text = json.dumps({"decisions": decisions}, indent=1)
+    atomic_write_text(pathlib.Path(workdir) / PRUNING, text)
+
+
+def pruned_at(workdir: pathlib.Path) -> dict[str, int]:
+    """run_id -> the rung epoch that pruned it."""
+    from coordjax.sweep.pruning import pruned_epochs
+
+    return pruned_epochs(read_pruning(workdir))
+
+
 # -- results rows ---------------------------------------------------------------------------------
 
 
 def result_rows(
     bucket: Bucket,
+    axis: Sequence[int],
     metrics: dict[str, np.ndarray],
     epochs: np.ndarray,
     steps: np.ndarray,
     wall: float,
     param_counts: list[int],
     strategy: str,
+    model_steps: int,
 ) -> list[dict[str, Any]]:
-    """The results rows of one evaluation of a bucket: one per real run (in bucket order).
+    """The results rows of one evaluation of a bucket: one per run on its model axis.
 
-    ``metrics``, ``epochs`` and ``steps`` are the chunk's fetched arrays, stacked over the
-    bucket's models (those past the real runs pad the device count and are dropped); ``wall`` is
-    the bucket's training time so far.
+    ``axis``: the bucket's run positions stacked in the program (after pruning, the
+    survivors; repeats pad the stack and are dropped). ``metrics``, ``epochs`` and ``steps``
+    are the chunk's fetched arrays stacked over ``axis``, ``param_counts`` one int per bucket
+    run; ``wall`` and ``model_steps`` are the bucket's training seconds and model-steps
+    trained (padding included) so far.
     """
     rows = []
-    for i, config in enumerate(bucket.runs):
-        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_counts[i]}
+    for i, position in enumerate(axis):
+        if position in axis[:i]:
+            continue  # a copy that pads the stack
+        config = bucket.runs[position]
+        row = {**config, "bucket_id": bucket.bucket_id, "param_count": param_counts[position]}
         row["strategy"] = strategy
         row.update(epoch=int(epochs[i]), step=int(steps[i]), wall_time=wall)
+        row["bucket_model_steps"] = model_steps
         for key, value in metrics.items():
             value = np.asarray(value[i])
             row[key] = value[-1].item() if key == "epoch_train_loss" else value.item()
@@ -219,10 +250,15 @@ def result_rows(
     return rows
 
 
-def rows_missing(results: pd.DataFrame, bucket: Bucket, epoch: int) -> bool:
-    """Whether the results table lacks a row of the bucket's runs at an evaluation <= epoch."""
+def rows_missing(
+    results: pd.DataFrame, bucket: Bucket, epoch: int, pruned: dict[str, int] | None = None
+) -> bool:
+    """Whether the results table lacks a row of the bucket's runs at an evaluation <= epoch
+    (a run pruned at a rung has rows up to that rung)."""
+    pruned = pruned or {}
     ends = np.cumsum(bucket.chunks)
-    wanted = {(r["run_id"], int(e)) for r in bucket.runs for e in ends if e <= epoch}
+    wanted = {(r["run_id"], int(e)) for r in bucket.runs for e in ends
+              if e <= min(epoch, pruned.get(r["run_id"], epoch))}  # fmt: skip
     if results.empty:
         return bool(wanted)
     mine = results.loc[results["bucket_id"] == bucket.bucket_id]
@@ -238,12 +274,41 @@ def drop_rows_after(results: pd.DataFrame, bucket_id: str, epoch: int) -> pd.Dat
     return results.loc[~stale].reset_index(drop=True)
 
 
+def bucket_total(results: pd.DataFrame, bucket_id: str, column: str) -> float:
+    """The bucket's running total of ``column`` (``wall_time``, ``bucket_model_steps``) so far
+    (0 when none)."""
+    if results.empty or column not in results:
+        return 0.0
+    mine = results.loc[results["bucket_id"] == bucket_id, column].dropna()
+    return float(mine.max()) if len(mine) else 0.0
+
+
 def bucket_wall_time(results: pd.DataFrame, bucket_id: str) -> float:
     """The bucket's training seconds recorded so far (0 when none)."""
+    return bucket_total(results, bucket_id, "wall_time")
+
+
+STATUSES = ("running", "pruned", "finished", "diverged")
+
+
+def with_status(results: pd.DataFrame, pruned: dict[str, int]) -> pd.DataFrame:
+    """The results with each row's ``status`` at that evaluation (:data:`STATUSES`) and
+    ``pruned_epoch`` (the rung that pruned the run; empty if none).
+
+    ``diverged`` once the run diverged; ``pruned`` at and after its rung; ``finished`` at its
+    last epoch; else ``running``.
+    """
     if results.empty:
-        return 0.0
-    mine = results.loc[results["bucket_id"] == bucket_id, "wall_time"]
-    return float(mine.max()) if len(mine) else 0.0
+        return results
+    out = results.copy()
+    epoch = out["epoch"].astype(int)
+    rung = out["run_id"].map(pruned).astype(float)
+    status = np.where(epoch >= out["epochs"].astype(int), "finished", "running").astype(object)
+    status[(rung <= epoch).to_numpy()] = "pruned"
+    status[out["diverged"].astype(bool).to_numpy()] = "diverged"
+    out["status"] = status
+    out["pruned_epoch"] = rung
+    return out
 
 
 # -- config.json ----------------------------------------------------------------------------------
@@ -302,8 +367,9 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     Args:
       workdir: a sweep's workdir.
       run_id: the run (a ``run_id`` of the results table).
-      epoch: which checkpoint (default: the bucket's latest). Kept: the bucket's latest two
-        and every run's best evaluation (the summary's ``peak_epoch``).
+      epoch: which checkpoint (default: the run's latest: for a run pruned at a rung, that
+        rung's). Kept: the bucket's latest two, every run's best evaluation (the summary's
+        ``peak_epoch``) and every rung that pruned a run of the bucket.
 
     Returns:
       ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
@@ -315,18 +381,25 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     plan = json.loads((workdir / CONFIG).read_text())["plan"]
     for bucket in plan:
         if run_id in bucket["run_ids"]:
-            position = bucket["run_ids"].index(run_id)
             break
     else:
         raise ValueError(f"run_id {run_id!r} is not in the plan of workdir {workdir}")
+    pruned = pruned_at(workdir)
+    last = pruned.get(run_id)
     directory = (workdir / CHECKPOINTS / bucket["bucket_id"]).absolute()
     if not directory.is_dir():
         raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
 
     def choose(saved: list[int]) -> int:
-        chosen = (saved[-1] if saved else None) if epoch is None else epoch
+        own = [e for e in saved if last is None or e <= last]
+        chosen = (own[-1] if own else None) if epoch is None else epoch
         if chosen is None:
             raise ValueError(f"run {run_id!r} has no checkpoint yet in {workdir}")
+        if last is not None and chosen > last:
+            raise ValueError(
+                f"run {run_id!r} was pruned at epoch {last}; its checkpoints end there "
+                f"(saved epochs of its bucket: {saved})"
+            )
         if chosen not in saved:
             raise ValueError(
                 f"run {run_id!r} has no checkpoint at epoch {chosen!r} in {workdir}: its bucket "
@@ -338,9 +411,13 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     import jax
 
     from coordjax.sweep.checkpoints import restore_to_host
+    from coordjax.sweep.pruning import members
 
-    stacked = restore_to_host(directory, choose)
-    state = jax.tree.map(lambda x: np.asarray(x)[position], stacked)
+    chosen = []
+    stacked = restore_to_host(directory, lambda saved: chosen.append(choose(saved)) or chosen[0])
+    # Pruned runs left the stack after their rung: the run's place among those still in it.
+    position = [bucket["run_ids"][i] for i in members(bucket["run_ids"], pruned, chosen[0])]
+    state = jax.tree.map(lambda x: np.asarray(x)[position.index(run_id)], stacked)
     if bucket.get("padded"):
         from coordjax.train.padding import unpad_state
 
