@@ -8,6 +8,11 @@ Presets:
              {16, 32}, 1000 epochs, lr × 0.1 every 200 epochs (4 times), both splits (432 models)
              ∪ CoordConv (7,553 params) lr {1e-2, 5e-3, 1e-3} × l2 {0, 1e-3}, batch 16, 50
              epochs, constant lr, both splits (12 models).
+  paper-halving  the paper grid with successive halving (``PAPER_RULE``): each deconv run is
+             ranked by train accuracy at epochs 100, 200 and 400 within its split (216 runs),
+             a third kept each time (216 -> 72 -> 24 -> 8 per split train to epoch 1000);
+             CoordConv (50 epochs) is never pruned. The dry run prints the model-steps and time
+             with and without the rule; ``--preset paper --prune-at 100,200,400`` is the same.
   reference  the reference code's grid (experiment_logs.sh): as paper, deconv l2 {0, 1e-3, 1e-2}
              (648 models).
   coordconv  the CoordConv part of paper only.
@@ -67,7 +72,7 @@ Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; 
 train and test on both splits.
 """
 
-from coordjax.sweep import Grid, union
+from coordjax.sweep import Grid, Prune, union
 
 SPLITS = ["uniform", "quadrant"]
 LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
@@ -124,6 +129,20 @@ def paper():
         "classification",
         [deconv_grid([0.001, 0.01]), coordconv_grid()],
         "Fig S2 grid: deconv and CoordConv, both splits",
+    )
+
+
+# Rungs at evaluation epochs before and after the first lr decay (epoch 200); train accuracy,
+# never test, ranks the runs; deconv and CoordConv, and the two splits, are ranked separately.
+PAPER_RULE = Prune(at=(100, 200, 400), keep=1 / 3)
+
+
+def paper_halving():
+    return union(
+        "classification",
+        [deconv_grid([0.001, 0.01]), coordconv_grid()],
+        "Fig S2 grid with successive halving (rungs 100/200/400, keep 1/3)",
+        prune=PAPER_RULE,
     )
 
 
@@ -219,6 +238,7 @@ def robustness_quick():
 
 PRESETS = {
     "paper": paper,
+    "paper-halving": paper_halving,
     "reference": reference,
     "coordconv": coordconv,
     "smoke": smoke,
