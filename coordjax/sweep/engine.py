@@ -9,8 +9,9 @@ Rerunning on the same workdir resumes each bucket from its latest checkpoint and
 buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
 recomputed, which gives the same numbers because every key derives from the run's seed. Each
 bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
-equals an uninterrupted one bit for bit. An unreadable latest checkpoint is deleted (with a
-warning) for the one before; a bucket whose results rows were lost is retrained from the start.
+equals an uninterrupted one bit for bit. An unreadable latest checkpoint is quarantined (moved
+aside, with a warning) for the one before; a bucket whose results rows were lost is retrained from
+the start, its old checkpoints quarantined. Nothing damaged is deleted.
 Checkpoints kept per bucket: the latest two and each run's best evaluation.
 """
 
@@ -28,7 +29,7 @@ import pandas as pd
 from coordjax import conv
 from coordjax._checks import check_choice
 from coordjax.sweep import workdir as wd
-from coordjax.sweep.checkpoints import BucketCheckpoints
+from coordjax.sweep.checkpoints import BucketCheckpoints, CheckpointDamaged
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.planner import Bucket, plan, validate_pad
 
@@ -239,7 +240,7 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> 
                 bucket.bucket_id, workdir / wd.RESULTS, start_epoch,
             )  # fmt: skip
             for epoch in saved:
-                checkpoints.delete(epoch)
+                checkpoints.quarantine(epoch, "results rows missing")
             start_epoch = 0
         results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
         if start_epoch >= bucket.static["epochs"]:
@@ -292,19 +293,18 @@ def _run_bucket(bucket, workdir, results, mesh, options, progress, programs) -> 
 
 
 def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state):
-    """The latest readable checkpoint: ``(epoch, state)``; unreadable ones are deleted with a
+    """The latest readable checkpoint: ``(epoch, state)``; unreadable ones are quarantined with a
     warning, and with none readable the bucket starts over (``(0, state)``)."""
     for epoch in reversed(checkpoints.epochs()):
         try:
             restored = checkpoints.restore(epoch, state)
-        except Exception as err:  # orbax raises many kinds for truncated or garbage files
+        except CheckpointDamaged as err:  # a filesystem refusal is not damage: it propagates
+            moved = checkpoints.quarantine(epoch, "unreadable")
             logger.warning(
-                "bucket %s: checkpoint %s is unreadable (%s: %s); deleting it and resuming "
+                "bucket %s: checkpoint %s is unreadable (%s); moved it to %s and resuming "
                 "from the one before",
-                bucket.bucket_id, checkpoints.directory / str(epoch), type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
+                bucket.bucket_id, err.path, err.cause, moved,
             )  # fmt: skip
-            checkpoints.delete(epoch)
             continue
         logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, epoch)
         return epoch, restored
