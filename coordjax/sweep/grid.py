@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from coordjax.sweep.checks import check_sweep
 from coordjax.train.run_config import RunConfig
 
 # Every run config has these keys (the fields of the recipe's RunConfig); a grid's base config
@@ -93,7 +94,11 @@ class Sweep:
     description: str = ""
 
     def expand(self) -> list[dict[str, Any]]:
-        """All runs, duplicates (same config from two grids) removed, in declaration order."""
+        """All runs, duplicates (same config from two grids) removed, in declaration order.
+
+        Refuses (ValueError) a sweep without grids and axes that would duplicate runs
+        (:mod:`coordjax.sweep.checks`)."""
+        check_sweep(self)
         seen, rows = set(), []
         for grid in self.grids:
             for row in grid.expand():
