@@ -157,6 +157,22 @@ CASES = {
         f'base={TINY}, axes={{"seed": [0, 1, 0]}})])}}\n',
         "axis 'seed' of grid 'g' repeats 0",
     ),
+    "empty union": file_case(
+        'from coordjax.sweep import union\nPRESETS = {"t": lambda: union("u", [])}\n',
+        "sweep 'u' has no grids",
+    ),
+    "exit in file": file_case(
+        "import sys\n\nsys.exit(3)\nPRESETS = {}\n",
+        "mine.py:3",
+        "error while loading the sweep file",
+        "SystemExit",
+        "exit(3)",
+    ),
+    "exit in preset": file_case(
+        "import sys\n\n\ndef t():\n    sys.exit('no')\n\n\nPRESETS = {'t': t}\n",
+        "mine.py:5",
+        "SystemExit",
+    ),
     "preset raises": file_case(
         "def t():\n    raise RuntimeError('no data here')\n\n\nPRESETS = {'t': t}\n",
         "mine.py:2",
@@ -360,7 +376,7 @@ def test_numpy_integers_are_ints():
     assert cj.coord_channels((np.int64(4), 3)).shape == (4, 3, 2)
 
 
-# -- sweeps that would train the same run twice ----------------------------------------------------
+# -- sweeps that would train nothing, or the same run twice --------------------------------------
 
 PAINTER = {"task": "classification", "model": "coordconv_classifier"}
 DUPLICATING = {
@@ -408,3 +424,11 @@ def test_keys_a_run_ignores_are_fine_as_single_values_or_where_read():
     ]
     runs = union("u", fine).expand()
     assert len(runs) == 1 + 4 + 2 + 4 and len(plan(runs)) == 5
+
+
+def test_an_empty_union_is_refused_before_a_workdir_is_written(tmp_path):
+    from coordjax.sweep import run_sweep, union
+
+    with pytest.raises(ValueError, match="^sweep 'nothing' has no grids"):
+        run_sweep(union("nothing", []), tmp_path / "w")
+    assert not (tmp_path / "w").exists()

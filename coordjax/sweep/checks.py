@@ -1,5 +1,5 @@
-"""Sweep definitions refused before anything runs: grid axes that would train the same run
-twice.
+"""Sweep definitions refused before anything runs: one that trains nothing, and grid axes that
+would train the same run twice.
 
 A run ignores a model shape key its model does not take (``filter_size`` on
 ``coordconv_classifier``: :attr:`coordjax.models.ModelSpec.shape_args`) and the step schedule's
@@ -18,8 +18,12 @@ from coordjax.train.hparams import SCHEDULE_KEYS, SCHEDULES
 
 
 def check_sweep(sweep) -> None:
-    """Raises ValueError (one line) for an axis that repeats a value or varies a key some of its
-    runs ignore."""
+    """Raises ValueError (one line) for a sweep without grids, an axis that repeats a value, or
+    an axis that varies a key some of its runs ignore."""
+    if not sweep.grids:
+        raise ValueError(
+            f"sweep {sweep.name!r} has no grids, hence no runs: give union() at least one Grid"
+        )
     for grid in sweep.grids:
         check_grid(grid)
 
