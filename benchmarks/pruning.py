@@ -107,9 +107,12 @@ def main(argv=None) -> int:
         "",
         "| family | split | unpruned best | test acc | pruned best | test acc | same run |",
         "|---|---|---|---:|---|---:|---|",
-        *(f"| {w['family']} | {w['split']} | {w['full_best']} | {w['full_test_accuracy']:.3f} | "
-          f"{w['pruned_best']} | {w['pruned_test_accuracy']:.3f} | "
-          f"{'yes' if w['same_run'] else 'no'} |" for w in winners),  # fmt: skip
+        *(
+            f"| {w['family']} | {w['split']} | {w['full_best']} | {w['full_test_accuracy']:.3f} | "
+            f"{w['pruned_best']} | {w['pruned_test_accuracy']:.3f} | "
+            f"{'yes' if w['same_run'] else 'no'} |"
+            for w in winners
+        ),  # fmt: skip
     ]
     report = "\n".join(lines) + "\n"
     benchlib.write_report(args.out_dir, "pruning", report)

@@ -66,7 +66,7 @@ def _user_code_error(err: BaseException, filename: str, doing: str) -> UsageErro
     else:
         line = _frame_in(err.__traceback__, filename)
         where = f"{filename}:{line}" if line else filename
-        message = str(err)
+        message = f"it called exit({err.code!r})" if isinstance(err, SystemExit) else str(err)
     return UsageError(f"{where}: {doing}: {type(err).__name__}: {message}")
 
 
@@ -80,7 +80,7 @@ def _load_sweep_module(name: str):
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # sys.exit() in the file, too
             raise _user_code_error(err, str(path), "error while loading the sweep file") from err
         presets = getattr(module, "PRESETS", None)
         if not isinstance(presets, dict) or not presets:
@@ -114,7 +114,7 @@ def _build_preset(module, sweep_name: str, preset: str):
         )
     try:
         definition = make()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise _user_code_error(err, module.__file__, f"preset {preset!r}") from err
     if not isinstance(definition, sw.Sweep):
         hint = (

@@ -6,6 +6,7 @@ The CLI runs in-process (``coordjax.cli.main``), so the table is fast.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,7 @@ CASES = {
     "lr string": grid_case('{"lr": "0.01"}', "lr must be a real number", "'0.01'"),
     "l2 negative": grid_case('{"l2": -1.0}', "l2 must be finite and >= 0"),
     "lr_decay_every 0": grid_case('{"lr_decay_every": 0}', "lr_decay_every", ">= 1"),
+    "lr_decay growing": grid_case('{"lr_decay": 2.0}', "lr_decay must be in (0, 1]", "2.0"),
     "schedule": grid_case('{"schedule": "linear"}', "schedule must be one of", "'cosine'"),
     "seed string": grid_case('{"seed": "1"}', "seed must be an int", "'1'"),
     "seed word": grid_case('{"seed": "seven"}', "seed must be an int", "'seven'"),
@@ -136,6 +138,40 @@ CASES = {
         'from coordjax.sweep import Grid, union\nPRESETS = {"t": union("u", [Grid("g")])}\n',
         "preset 't'",
         "not a function",
+    ),
+    "axis a model ignores": file_case(
+        f'from coordjax.sweep import Grid, union\nPRESETS = {{"t": lambda: union("u", [Grid("g", '
+        f'base={TINY}, axes={{"filter_size": [1, 3]}})])}}\n',
+        "axis 'filter_size' of grid 'g'",
+        "model 'tiny'",
+        "duplicates",
+    ),
+    "axis a schedule ignores": file_case(
+        f'from coordjax.sweep import Grid, union\nPRESETS = {{"t": lambda: union("u", [Grid("g", '
+        f'base={TINY}, axes={{"schedule": ["constant", "step"], "lr_decay": [0.1, 0.5]}})])}}\n',
+        "axis 'lr_decay' of grid 'g'",
+        "schedule 'constant'",
+    ),
+    "repeated seed": file_case(
+        f'from coordjax.sweep import Grid, union\nPRESETS = {{"t": lambda: union("u", [Grid("g", '
+        f'base={TINY}, axes={{"seed": [0, 1, 0]}})])}}\n',
+        "axis 'seed' of grid 'g' repeats 0",
+    ),
+    "empty union": file_case(
+        'from coordjax.sweep import union\nPRESETS = {"t": lambda: union("u", [])}\n',
+        "sweep 'u' has no grids",
+    ),
+    "exit in file": file_case(
+        "import sys\n\nsys.exit(3)\nPRESETS = {}\n",
+        "mine.py:3",
+        "error while loading the sweep file",
+        "SystemExit",
+        "exit(3)",
+    ),
+    "exit in preset": file_case(
+        "import sys\n\n\ndef t():\n    sys.exit('no')\n\n\nPRESETS = {'t': t}\n",
+        "mine.py:5",
+        "SystemExit",
     ),
     "preset raises": file_case(
         "def t():\n    raise RuntimeError('no data here')\n\n\nPRESETS = {'t': t}\n",
@@ -338,3 +374,61 @@ def test_numpy_integers_are_ints():
     (bucket,) = plan(union("u", [grid]).expand())
     assert bucket.static["batch_size"] == 64 and [r["lr"] for r in bucket.runs] == [0.1, 0.2]
     assert cj.coord_channels((np.int64(4), 3)).shape == (4, 3, 2)
+
+
+# -- sweeps that would train nothing, or the same run twice --------------------------------------
+
+PAINTER = {"task": "classification", "model": "coordconv_classifier"}
+DUPLICATING = {
+    "filter_size on coordconv_classifier": (
+        {"base": PAINTER, "axes": {"filter_size": [1, 3]}},
+        "axis 'filter_size' of grid 'g' varies a key that model 'coordconv_classifier'",
+    ),
+    "filter_size where one model of the axis ignores it": (
+        {"axes": {"model": ["deconv_painter", "coordconv_classifier"], "filter_size": [1, 3]}},
+        "model 'coordconv_classifier'",
+    ),
+    "lr_decay under constant": (
+        {"base": {"schedule": "constant"}, "axes": {"lr_decay": [0.1, 0.5]}},
+        "axis 'lr_decay' of grid 'g' varies a key that schedule 'constant' (only 'step'",
+    ),
+    "lr_decay_every under cosine": (
+        {"base": {"schedule": "cosine"}, "axes": {"lr_decay_every": [10, 20]}},
+        "schedule 'cosine'",
+    ),
+    "lr_max_decays with a schedule axis": (
+        {"axes": {"schedule": ["step", "constant"], "lr_max_decays": [1, 2]}},
+        "axis 'lr_max_decays'",
+    ),
+    "repeated seed": ({"axes": {"seed": [0, 1, 1]}}, "axis 'seed' of grid 'g' repeats 1"),
+}
+
+
+@pytest.mark.parametrize("grid, message", DUPLICATING.values(), ids=DUPLICATING.keys())
+def test_axes_that_duplicate_runs_are_refused(grid, message):
+    from coordjax.sweep import Grid, union
+
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        union("u", [Grid("g", **grid)]).expand()
+    assert "\n" not in str(info.value)
+
+
+def test_keys_a_run_ignores_are_fine_as_single_values_or_where_read():
+    from coordjax.sweep import Grid, plan, union
+
+    fine = [
+        Grid("a", base={**PAINTER, "filter_size": 3, "lr_decay": 0.5}),  # base: one run each
+        Grid("b", base=PAINTER, axes={"channel_mult": [1, 2], "lr": [0.1, 0.2]}),
+        Grid("c", base={"schedule": "step"}, axes={"lr_decay": [0.1, 0.5]}),
+        Grid("d", base={"model": "deconv_painter"}, axes={"filter_size": [1, 3], "seed": [0, 1]}),
+    ]
+    runs = union("u", fine).expand()
+    assert len(runs) == 1 + 4 + 2 + 4 and len(plan(runs)) == 5
+
+
+def test_an_empty_union_is_refused_before_a_workdir_is_written(tmp_path):
+    from coordjax.sweep import run_sweep, union
+
+    with pytest.raises(ValueError, match="^sweep 'nothing' has no grids"):
+        run_sweep(union("nothing", []), tmp_path / "w")
+    assert not (tmp_path / "w").exists()

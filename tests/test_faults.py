@@ -1,8 +1,12 @@
 """Damaged workdirs: an unreadable latest checkpoint falls back to the one before (with a
 warning), a deleted results table is rebuilt by retraining, and the checkpoints kept are the
-latest two and each run's best evaluation; every recovery equals the undamaged run bit for bit."""
+latest two and each run's best evaluation; every recovery equals the undamaged run bit for bit.
+Damage is quarantined, never deleted, and one bad step never condemns the others; a filesystem
+that refuses access is a clear error, not damage."""
 
+import errno
 import logging
+import os
 import shutil
 
 import jax
@@ -13,6 +17,7 @@ from test_sweep import assert_bitwise_equal
 
 from coordjax.sweep import EngineOptions, Grid, engine, load_run, run_sweep, union
 from coordjax.sweep import workdir as wd
+from coordjax.sweep.checkpoints import QUARANTINE, CheckpointAccessError, environment_cause
 from coordjax.sweep.summary import best_per_family
 
 OPTIONS = EngineOptions(progress=False)
@@ -81,6 +86,8 @@ def test_deleted_results_table_is_rebuilt_by_retraining(straight, tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="coordjax"):
         rebuilt = run_sweep(small_sweep(), tmp_path / "w", options=OPTIONS)
     assert any("lacks its rows" in r.getMessage() for r in caplog.records)
+    moved = sorted(p.name for p in (_bucket_dir(tmp_path / "w") / QUARANTINE).iterdir())
+    assert moved == [f"{e}-results-rows-missing" for e in range(1, 5)]
     assert_bitwise_equal(rebuilt, straight_results)
     assert_bitwise_equal(pd.read_csv(tmp_path / "w" / wd.RESULTS), straight_results)
 
@@ -104,3 +111,142 @@ def test_best_evaluations_are_kept_and_pruned_epochs_are_a_clear_error(straight,
     for epoch in pruned:
         with pytest.raises(ValueError, match=f"no checkpoint at epoch {epoch}.*keeps epochs"):
             load_run(tmp_path / "w", results["run_id"][0], epoch=epoch)
+
+
+# -- quarantine, not delete -----------------------------------------------------------------------
+
+
+def _files(step):
+    return {p.relative_to(step): p.read_bytes() for p in step.rglob("*") if p.is_file()}
+
+
+def _empty(step):
+    shutil.rmtree(step)
+    step.mkdir()
+
+
+def _resume_keeping_all(workdir, caplog):
+    with caplog.at_level(logging.INFO, logger="coordjax"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_epochs_to_keep", lambda results, bucket, saved: set(saved))
+        resumed = run_sweep(small_sweep(), workdir, options=OPTIONS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return resumed, warnings
+
+
+def _assert_same_as_straight(straight, workdir, resumed, epochs):
+    straight_dir, straight_results = straight
+    assert_bitwise_equal(resumed, straight_results)
+    assert_bitwise_equal(pd.read_csv(workdir / wd.RESULTS), straight_results)
+    for run_id in set(straight_results["run_id"]):
+        for epoch in epochs:
+            mine, theirs = (load_run(d, run_id, epoch=epoch) for d in (workdir, straight_dir))
+            for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_emptied_latest_step_is_quarantined_and_the_good_ones_kept(straight, tmp_path, caplog):
+    # The fault trial: every checkpoint was declared unreadable, deleted, then the save crashed.
+    bucket = _killed_after(straight[0], tmp_path / "w", epoch=3)
+    good = {epoch: _files(bucket / str(epoch)) for epoch in (1, 2)}
+    _empty(bucket / "3")
+    resumed, warnings = _resume_keeping_all(tmp_path / "w", caplog)
+    assert any(str(bucket / "3") in w and "quarantine" in w for w in warnings), warnings
+    assert any("resumed at epoch 2" in r.getMessage() for r in caplog.records)
+    assert [p.name for p in (bucket / QUARANTINE).iterdir()] == ["3-empty"]
+    for epoch, files in good.items():
+        assert _files(bucket / str(epoch)) == files  # neither moved nor rewritten
+    _assert_same_as_straight(straight, tmp_path / "w", resumed, epochs=range(1, 5))
+
+
+def test_emptied_middle_step_is_quarantined_and_resume_uses_the_latest(straight, tmp_path, caplog):
+    bucket = _killed_after(straight[0], tmp_path / "w", epoch=3)
+    good = {epoch: _files(bucket / str(epoch)) for epoch in (1, 3)}
+    _empty(bucket / "2")
+    resumed, warnings = _resume_keeping_all(tmp_path / "w", caplog)
+    assert any(str(bucket / "2") in w for w in warnings), warnings
+    assert any("resumed at epoch 3" in r.getMessage() for r in caplog.records)
+    assert [p.name for p in (bucket / QUARANTINE).iterdir()] == ["2-empty"]
+    for epoch, files in good.items():
+        assert _files(bucket / str(epoch)) == files
+    _assert_same_as_straight(straight, tmp_path / "w", resumed, epochs=(1, 3, 4))
+
+
+def test_every_step_damaged_retrains_with_a_warning(straight, tmp_path, caplog):
+    bucket = _killed_after(straight[0], tmp_path / "w", epoch=3)
+    damaged = {epoch: _files(bucket / str(epoch)) for epoch in (1, 2, 3)}
+    _damage(bucket / "1", "garbage")
+    _damage(bucket / "2", "truncated")
+    _empty(bucket / "3")
+    resumed, warnings = _resume_keeping_all(tmp_path / "w", caplog)
+    assert any("no readable checkpoint; training it from the start" in w for w in warnings)
+    for epoch in (1, 2):
+        assert any(f"{bucket / str(epoch)} is unreadable" in w for w in warnings), warnings
+    moved = sorted(p.name for p in (bucket / QUARANTINE).iterdir())
+    assert moved == ["1-unreadable", "2-unreadable", "3-empty"]
+    for epoch in (1, 2):  # the damaged files themselves, kept for a person to look at
+        kept = _files(bucket / QUARANTINE / f"{epoch}-unreadable")
+        assert kept.keys() == damaged[epoch].keys()
+    _assert_same_as_straight(straight, tmp_path / "w", resumed, epochs=range(1, 5))
+
+
+def _permissions_bind(tmp_path) -> bool:
+    """Whether a read-only directory stops this process (not for root with its capabilities)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    probe.chmod(0o555)
+    try:
+        (probe / "file").write_text("")
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o755)
+    return False
+
+
+def test_read_only_checkpoint_directory_is_a_clear_error(straight, tmp_path):
+    if not _permissions_bind(tmp_path):
+        pytest.skip(f"euid {os.geteuid()} writes into read-only directories (root)")
+    bucket = _killed_after(straight[0], tmp_path / "w", epoch=3)
+    _damage(bucket / "3", "garbage")
+    before = {p: p.stat().st_mode for p in (bucket, *bucket.rglob("*"))}
+    for path in before:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        with pytest.raises(CheckpointAccessError, match=f"checkpoint {bucket}.*Permission"):
+            run_sweep(small_sweep(), tmp_path / "w", options=OPTIONS)
+    finally:
+        for path, mode in before.items():
+            path.chmod(mode)
+    assert not (bucket / QUARANTINE).exists()
+    assert sorted(int(p.name) for p in bucket.iterdir()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.ENOSPC, errno.EIO])
+def test_a_refusing_filesystem_is_not_damage(straight, tmp_path, monkeypatch, code):
+    # Simulated (works as root too): the step's files refuse to open while being checked.
+    bucket = _killed_after(straight[0], tmp_path / "w", epoch=3)
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).startswith(str(bucket / "3")):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(CheckpointAccessError, match=f"checkpoint {bucket / '3'}: cannot read"):
+        run_sweep(small_sweep(), tmp_path / "w", options=OPTIONS)
+    assert not (bucket / QUARANTINE).exists()
+    assert sorted(int(p.name) for p in bucket.iterdir()) == [1, 2, 3]
+
+
+def test_environment_causes_are_found_anywhere_in_the_chain():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise ValueError("orbax could not write") from inner
+    except ValueError as outer:
+        assert isinstance(environment_cause(outer), OSError)
+    assert environment_cause(ValueError("PERMISSION_DENIED: open failed")) is not None
+    assert environment_cause(FileNotFoundError(errno.ENOENT, "gone")) is None  # damage
+    assert environment_cause(ValueError("Must provide `args` of type `Composite`")) is None

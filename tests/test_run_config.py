@@ -25,6 +25,17 @@ def test_config_is_frozen_and_checked_on_construction():
         RunConfig(schedule="linear")
 
 
+@pytest.mark.parametrize("value", [1.5, 0.0, -0.1, float("nan"), float("inf")])
+def test_lr_decay_is_a_factor_in_0_1(value):
+    with pytest.raises(ValueError, match=r"^lr_decay must be in \(0, 1\] .*growing lr"):
+        RunConfig(schedule="step", lr_decay=value)
+    with pytest.raises(ValueError, match=r"^lr_decay must be in \(0, 1\]"):
+        make_hparams(0.01, schedule="step", lr_decay=value)
+    with pytest.raises(ValueError, match="^lr_decay must be a real number"):
+        RunConfig(lr_decay=True)
+    assert RunConfig(schedule="step", lr_decay=1.0).lr_decay == 1.0  # 1: no decay
+
+
 def test_stacked_runs_are_numpy_and_equal_the_single_model_hparams():
     configs = [RunConfig(schedule="step", lr=0.01), RunConfig(split="quadrant", seed=3)]
     runs = stack_runs(configs)

@@ -1,5 +1,6 @@
 """The training recipe: schedule, L2, Adam step, masking of partial batches, divergence, fit."""
 
+import dataclasses
 import functools
 
 import jax
@@ -23,6 +24,7 @@ from coordjax.train import (
     train_chunk,
     train_step,
 )
+from coordjax.train.data import device_split_data
 from coordjax.train.step import epoch_order, l2_penalty
 
 TASK = tasks.get("classification")
@@ -229,6 +231,43 @@ def test_fit_is_deterministic_given_the_seed():
     assert not np.array_equal(
         a.state.params["logits"]["kernel"], c.state.params["logits"]["kernel"]
     )
+
+
+def _with(ds, side, **fields):
+    return dataclasses.replace(ds, **{side: dataclasses.replace(getattr(ds, side), **fields)})
+
+
+def test_fit_trains_on_the_arrays_it_is_given():
+    ds = datasets.not_so_clevr("uniform")
+    run = functools.partial(
+        fit, models.build("tiny"), TASK, hparams=make_hparams(0.05), seed=0, epochs=1,
+        batch_size=512,
+    )  # fmt: skip
+    base = run(data=ds).history[-1]
+    copied = {k: np.array(v) for k, v in dataclasses.asdict(ds.train).items()}
+    same = run(data=_with(ds, "train", **copied)).history[-1]
+    assert {k: v for k, v in same.items() if k != "wall_time"} == {
+        k: v for k, v in base.items() if k != "wall_time"
+    }
+    shuffled = np.random.default_rng(0).permutation(ds.train.centers)
+    moved = run(data=_with(ds, "train", centers=shuffled)).history[-1]
+    assert np.isfinite(moved["train_loss"]) and moved["train_loss"] != base["train_loss"]
+    assert moved["test_loss"] != base["test_loss"]  # trained on other pairs, same test set
+    nan = run(data=_with(ds, "test", onehots=np.full_like(ds.test.onehots, np.nan))).history[-1]
+    assert nan["train_loss"] == base["train_loss"] and np.isnan(nan["test_loss"])
+
+
+def test_device_split_data_places_examples_in_generation_order():
+    ds = datasets.not_so_clevr("quadrant")
+    full, mine = device_data(TASK), device_split_data(TASK, ds)
+    for a, b in zip(full, mine, strict=True):
+        np.testing.assert_array_equal(a, b)  # the quadrant split covers every example
+    twice = _with(ds, "test", indices=ds.train.indices[: len(ds.test)])
+    with pytest.raises(ValueError, match="^data: .*distinct"):
+        device_split_data(TASK, twice)
+    short = _with(ds, "train", onehots=ds.train.onehots[:5])
+    with pytest.raises(ValueError, match="^data: field 'onehots'"):
+        device_split_data(TASK, short)
 
 
 def test_evaluation_ignores_padding(data):

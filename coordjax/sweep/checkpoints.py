@@ -1,12 +1,24 @@
 """orbax checkpoints of a bucket's stacked training state (leading model axis).
 
+Damage is quarantined, never deleted: a checkpoint whose files cannot be restored is moved to
+``<bucket>/quarantine/<epoch>-<reason>`` (:meth:`BucketCheckpoints.quarantine`), where orbax no
+longer sees it and a person still can: a step directory holding no files as soon as the bucket's
+checkpoints are opened, any other when its restore fails. Each restore is independent of the
+others (a fresh manager per attempt), so one bad step never condemns the rest. A filesystem that
+refuses access (permissions, no space, a read-only mount, an I/O error) is not damage: it raises
+:class:`CheckpointAccessError` naming the path and the cause, and nothing is moved.
+
 Where they live in a workdir, and how one model is read back (``load_run``), is
 :mod:`coordjax.sweep.workdir`'s business.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +28,93 @@ import orbax.checkpoint as ocp
 # Reading one model back moved with the workdir's other records; kept importable from here.
 from coordjax.sweep.workdir import load_run as load_run
 
+QUARANTINE = "quarantine"
+logger = logging.getLogger("coordjax.sweep")
+
+# errno values that say the filesystem refused, not that a checkpoint's content is bad.
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        *("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM"),
+        *("EBUSY", "ESTALE", "ETIMEDOUT", "ENOTCONN", "EHOSTDOWN", "EAGAIN", "EINTR"),
+    )
+    if hasattr(errno, name)
+)
+# tensorstore (orbax's array store) reports the same refusals as status codes in its messages.
+_ENVIRONMENT_STATUSES = ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAVAILABLE")
+
+
+class CheckpointAccessError(OSError):
+    """The filesystem refused a checkpoint operation (permissions, no space, ...): not damage.
+
+    The message names the path and the cause; fix the filesystem and rerun (nothing was moved).
+    """
+
+
+class CheckpointDamaged(Exception):
+    """A saved checkpoint's files cannot be restored (missing, truncated or garbage)."""
+
+    def __init__(self, path: pathlib.Path, cause: str):
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+        self.cause = cause
+
+
+def environment_cause(err: BaseException) -> BaseException | None:
+    """The exception in ``err``'s chain that is a filesystem refusal, or None (content damage)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
+            return err
+        if any(status in str(err) for status in _ENVIRONMENT_STATUSES):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _access_error(path: pathlib.Path, action: str, cause: BaseException) -> CheckpointAccessError:
+    return CheckpointAccessError(
+        f"checkpoint {path}: cannot {action} ({_one_line(cause)}); this is the filesystem, not "
+        "damage to the checkpoint: nothing was moved; fix it and rerun"
+    )
+
+
+def _slug(reason: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", reason.lower()).strip("-")[:60].strip("-")
+    return slug or "damaged"
+
+
+def _check_readable(step: pathlib.Path) -> None:
+    """Opens every file under ``step``: a refusal is the environment's (raised as is), an empty
+    step directory is damage."""
+
+    def refuse(err: OSError) -> None:
+        raise err
+
+    files = 0
+    for root, _, names in os.walk(step, onerror=refuse):
+        for name in names:
+            with open(os.path.join(root, name), "rb"):
+                files += 1
+    if not files:
+        raise CheckpointDamaged(step, "the step directory holds no files")
+
+
+def _manager(directory: pathlib.Path, **options) -> ocp.CheckpointManager:
+    # One fixed item handler: orbax never has to guess the layout from what is on disk (an
+    # emptied step made it guess "several items" and refuse every later restore and save).
+    return ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(**options),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+
 
 class BucketCheckpoints:
     """Saves and restores one bucket's stacked state, keyed by epochs completed.
@@ -24,32 +123,49 @@ class BucketCheckpoints:
     returns; orbax writes to a temporary directory and renames it when done, so a process killed
     mid-save leaves the previous checkpoint as the latest readable one. Which checkpoints are
     kept is the caller's choice (:meth:`prune`): the engine keeps the latest two and each run's
-    best evaluation.
+    best evaluation. A damaged checkpoint is moved aside (:meth:`quarantine`), never deleted:
+    opening the directory quarantines the steps that hold no files.
     """
 
     def __init__(self, directory: pathlib.Path):
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=None,
-            create=True,
-            cleanup_tmp_directories=True,
-            enable_async_checkpointing=False,
-        )
         self.directory = pathlib.Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        try:
+            self._manager = _manager(
+                self.directory,
+                max_to_keep=None,
+                create=True,
+                cleanup_tmp_directories=True,
+                enable_async_checkpointing=False,
+            )
+        except Exception as err:
+            if (cause := environment_cause(err)) is None:
+                raise
+            raise _access_error(self.directory, "open the checkpoint directory", cause) from err
+        for epoch in self.epochs():  # emptied steps: nothing to restore, and never to be pruned
+            step = self.directory / str(epoch)
+            if step.is_dir() and not any(path.is_file() for path in step.rglob("*")):
+                moved = self.quarantine(epoch, "empty")
+                logger.warning("checkpoint %s holds no files; moved it to %s", step, moved)
 
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
 
     def epochs(self) -> list[int]:
-        """The saved epochs, ascending."""
+        """The saved epochs, ascending (quarantined ones are not among them)."""
         return sorted(self._manager.all_steps())
 
     def save(self, epoch: int, state: Any) -> None:
-        self._manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
-        self._manager.wait_until_finished()
+        """Saves ``state`` as ``epoch`` (a refusing filesystem: :class:`CheckpointAccessError`)."""
+        try:
+            self._manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
+            self._manager.wait_until_finished()
+        except Exception as err:
+            if (cause := environment_cause(err)) is None:
+                raise
+            raise _access_error(self.directory / str(epoch), "save", cause) from err
 
     def prune(self, keep: set[int]) -> None:
-        """Deletes every saved epoch not in ``keep``."""
+        """Deletes every saved epoch not in ``keep`` (routine pruning of good checkpoints)."""
         for epoch in self.epochs():
             if epoch not in keep:
                 self._manager.delete(epoch)
@@ -57,12 +173,60 @@ class BucketCheckpoints:
     def delete(self, epoch: int) -> None:
         self._manager.delete(epoch)
 
+    def quarantine(self, epoch: int, reason: str) -> pathlib.Path:
+        """Moves ``epoch``'s step directory to ``quarantine/<epoch>-<reason>`` and returns where.
+
+        Nothing is deleted: the files stay for a person to inspect, out of orbax's sight (it no
+        longer lists the epoch). A name already taken gets a counter. A filesystem that refuses
+        the move raises :class:`CheckpointAccessError` and leaves the step where it was.
+        """
+        source = self.directory / str(epoch)
+        folder = self.directory / QUARANTINE
+        base = f"{epoch}-{_slug(reason)}"
+        if jax.process_count() > 1:  # every process names the same target
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"coordjax quarantine? {source}")
+        target, count = folder / base, 1
+        while target.exists():
+            count += 1
+            target = folder / f"{base}-{count}"
+        if jax.process_index() == 0:
+            try:
+                folder.mkdir(exist_ok=True)
+                os.rename(source, target)
+            except OSError as err:
+                raise _access_error(source, f"move it to {target}", err) from err
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"coordjax quarantined {source}")
+        self._manager.reload()
+        return target
+
     def restore(self, epoch: int, target: Any) -> Any:
-        """Restores into the structure, shapes, dtypes and shardings of ``target``."""
+        """Restores into the structure, shapes, dtypes and shardings of ``target``.
+
+        Each call reads through a fresh manager, so a failed restore leaves nothing behind that
+        could affect another epoch's. Raises :class:`CheckpointDamaged` when the step's files
+        cannot be restored, :class:`CheckpointAccessError` when the filesystem refuses to read
+        them.
+        """
+        step = self.directory / str(epoch)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
         )
-        return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        try:
+            _check_readable(step)
+            manager = _manager(self.directory, create=False)
+            try:
+                return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+            finally:
+                manager.close()
+        except CheckpointDamaged:
+            raise
+        except Exception as err:  # orbax raises many kinds for truncated or garbage files
+            if (cause := environment_cause(err)) is not None:
+                raise _access_error(step, "read", cause) from err
+            raise CheckpointDamaged(step, _one_line(err)) from err
 
     def close(self) -> None:
         self._manager.close()

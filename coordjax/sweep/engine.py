@@ -9,9 +9,11 @@ Rerunning on the same workdir resumes each bucket from its latest checkpoint and
 buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
 recomputed, which gives the same numbers because every key derives from the run's seed. Each
 bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
-equals an uninterrupted one bit for bit. An unreadable latest checkpoint is deleted (with a
-warning) for the one before; a bucket whose results rows were lost is retrained from the start.
-Checkpoints kept per bucket: the latest two and each run's best evaluation.
+equals an uninterrupted one bit for bit. An unreadable latest checkpoint is quarantined (moved
+aside, with a warning) for the one before; a bucket whose results rows were lost is retrained from
+the start, its old checkpoints quarantined. Nothing damaged is deleted.
+Checkpoints kept per bucket: the latest two, each run's best evaluation and each pruned run's
+last (its rung's). With a pruning rule the buckets advance rung by rung (:func:`run_sweep`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from coordjax import conv
 from coordjax._checks import check_choice
 from coordjax.sweep import pruning
 from coordjax.sweep import workdir as wd
-from coordjax.sweep.checkpoints import BucketCheckpoints
+from coordjax.sweep.checkpoints import BucketCheckpoints, CheckpointDamaged
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.planner import Bucket, plan, validate_pad
 
@@ -299,7 +301,7 @@ def _run_bucket(
                 bucket.bucket_id, workdir / wd.RESULTS, start_epoch,
             )  # fmt: skip
             for epoch in saved:
-                checkpoints.delete(epoch)
+                checkpoints.quarantine(epoch, "results rows missing")
             start_epoch = 0
         results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
         if start_epoch >= last:
@@ -388,7 +390,7 @@ def _gather(tree, positions: list[int], mesh):
 
 
 def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state, axis_at, mesh):
-    """The latest readable checkpoint: ``(epoch, state, axis)``; unreadable ones are deleted
+    """The latest readable checkpoint: ``(epoch, state, axis)``; unreadable ones are quarantined
     with a warning, and with none readable the bucket starts over (``(0, state, axis)``).
 
     ``state`` is the initial stack of all the bucket's runs; ``axis_at(epoch)`` gives the run
@@ -400,14 +402,13 @@ def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state, axi
         target = state if axis == initial else _gather(state, axis, mesh)
         try:
             restored = checkpoints.restore(epoch, target)
-        except Exception as err:  # orbax raises many kinds for truncated or garbage files
+        except CheckpointDamaged as err:  # a filesystem refusal is not damage: it propagates
+            moved = checkpoints.quarantine(epoch, "unreadable")
             logger.warning(
-                "bucket %s: checkpoint %s is unreadable (%s: %s); deleting it and resuming "
+                "bucket %s: checkpoint %s is unreadable (%s); moved it to %s and resuming "
                 "from the one before",
-                bucket.bucket_id, checkpoints.directory / str(epoch), type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
+                bucket.bucket_id, err.path, err.cause, moved,
             )  # fmt: skip
-            checkpoints.delete(epoch)
             continue
         logger.info("bucket %s: resumed at epoch %d", bucket.bucket_id, epoch)
         return epoch, restored, axis

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from coordjax.sweep.checks import check_sweep
 from coordjax.sweep.pruning import Prune
 from coordjax.sweep.space import is_distribution
 from coordjax.train.run_config import RunConfig
@@ -175,7 +176,11 @@ class Sweep:
         return rules
 
     def expand(self) -> list[dict[str, Any]]:
-        """All runs, duplicates (same config from two grids) removed, in declaration order."""
+        """All runs, duplicates (same config from two grids) removed, in declaration order.
+
+        Refuses (ValueError) a sweep without grids and axes that would duplicate runs
+        (:mod:`coordjax.sweep.checks`)."""
+        check_sweep(self)
         seen, rows = set(), []
         for grid in self.grids:
             for row in grid.expand():

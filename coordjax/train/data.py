@@ -49,6 +49,36 @@ def device_data(task: Task) -> DeviceData:
     return DeviceData(jnp.asarray(inputs), jnp.asarray(targets))
 
 
+def device_split_data(task: Task, data: datasets.NotSoClevr) -> DeviceData:
+    """Puts the task's view of a split's own arrays on the default device, in generation order.
+
+    Each example goes to its position (``indices``) among all examples, so the index arrays of
+    :func:`split_indices` address it and the epoch order is the one the canonical dataset gives
+    (for an unchanged split this equals :func:`device_data` wherever a model reads it). Positions
+    in neither side are zeros and are never read.
+    """
+    sides = (data.train, data.test)
+    positions = np.concatenate([np.asarray(side.indices) for side in sides])
+    if positions.size and (positions.min() < 0 or len(np.unique(positions)) != positions.size):
+        raise ValueError(
+            "data: the train and test examples' indices must be distinct non-negative positions "
+            "in generation order"
+        )
+    size = max(len(datasets.all_examples()), int(positions.max(initial=-1)) + 1)
+    arrays = []
+    for field in (task.input_field, task.target_field):
+        values = [np.asarray(getattr(side, field), dtype=np.float32) for side in sides]
+        if any(len(v) != len(side) for v, side in zip(values, sides, strict=True)):
+            raise ValueError(
+                f"data: field {field!r} must hold one entry per example (as many as indices)"
+            )
+        full = np.zeros((size, *values[0].shape[1:]), np.float32)
+        for v, side in zip(values, sides, strict=True):
+            full[np.asarray(side.indices)] = v
+        arrays.append(jnp.asarray(full))
+    return DeviceData(*arrays)
+
+
 def split_indices(
     split: str | datasets.NotSoClevr,
     *,

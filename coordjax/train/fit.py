@@ -12,7 +12,7 @@ import numpy as np
 
 from coordjax import datasets
 from coordjax.tasks import Task
-from coordjax.train.data import device_data, split_indices
+from coordjax.train.data import device_split_data, split_indices
 from coordjax.train.hparams import Hparams
 from coordjax.train.step import (
     RunSpec,
@@ -53,10 +53,16 @@ def fit(
 ) -> FitResult:
     """Trains one model on a Not-so-Clevr split with the paper's recipe.
 
+    The model trains and is evaluated on ``data``'s own arrays (the task's input and target
+    fields of ``data.train`` and ``data.test``); each example keeps its position in generation
+    order (``indices``), which fixes the epoch order, so an unchanged split trains exactly as in a
+    sweep.
+
     Args:
       model: a :mod:`coordjax.models` module.
       task: a :mod:`coordjax.tasks` task.
-      data: a split from :func:`coordjax.datasets.not_so_clevr`.
+      data: a split from :func:`coordjax.datasets.not_so_clevr` (or one with its arrays
+        changed: the model sees them as given).
       hparams: from :func:`coordjax.train.make_hparams`.
       seed: the model's seed (init and data order derive from ``jax.random.key(seed)``).
       epochs: number of epochs, >= 1.
@@ -93,7 +99,7 @@ def fit(
         input_scale=input_scale,
         precision=precision,
     )
-    device = device_data(task)
+    device = device_split_data(task, data)
     run = RunSpec(hparams=hparams, seed=np.int32(seed), split=split_indices(data))
     state = jax.jit(init_state, static_argnums=0)(setup, device, run)
     history, start = [], time.perf_counter()

@@ -11,6 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 SCHEDULES = ("constant", "step", "cosine")
+# The run-config keys only some schedules read: :func:`hparams_from` zeroes ``lr_max_decays``
+# for the others, which leaves ``lr_decay`` and ``lr_decay_every`` without effect. (The cosine
+# schedule's length is the run's ``epochs``, which every schedule reads.)
+SCHEDULE_KEYS = {"step": ("lr_decay", "lr_decay_every", "lr_max_decays")}
 
 
 class Hparams(NamedTuple):

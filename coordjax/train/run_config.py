@@ -84,6 +84,17 @@ class AtLeast:
             raise ValueError(f"{name} must be finite and {allowed}; got {value!r}")
 
 
+def _decay_factor(name: str, value: Any) -> None:
+    """A factor in (0, 1]: each decay shrinks the lr (1: it stays); a growing lr is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    if not 0 < value <= 1:  # NaN too
+        raise ValueError(
+            f"{name} must be in (0, 1] (each decay multiplies the lr by it; a growing lr is "
+            f"refused); got {value!r}"
+        )
+
+
 def _seed(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
         raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
@@ -115,7 +126,7 @@ class RunConfig:
     l2: float = _key(0.0, VMAPPED, AtLeast(0), hparam=True)
     weight_decay: float = _key(0.0, VMAPPED, AtLeast(0), hparam=True)
     schedule: str = _key("constant", VMAPPED, _one_of(lambda: list(SCHEDULES)))
-    lr_decay: float = _key(0.1, VMAPPED, AtLeast(0, strict=True), hparam=True)
+    lr_decay: float = _key(0.1, VMAPPED, _decay_factor, hparam=True)
     lr_decay_every: float = _key(200, VMAPPED, AtLeast(1, unit=" (epochs)"), hparam=True)
     lr_max_decays: float = _key(4, VMAPPED, AtLeast(0), hparam=True)
     seed: int = _key(0, VMAPPED, _seed)
