@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -441,3 +442,20 @@ def test_sampled_axes_are_deterministic_stable_and_mix_with_shape_axes():
 def test_bad_sampled_axes_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_report_shows_the_decisions_and_the_saving(straight, tmp_path):
+    from coordjax.report import write_report
+
+    root, pruned, _ = straight
+    workdir = tmp_path / "w"
+    shutil.copytree(root / "pruned", workdir)
+    text = write_report(workdir).read_text()
+    assert "## Successive halving" in text and "Selected on the test set" not in text
+    spent = pruned.groupby("bucket_id")["bucket_model_steps"].max().sum()
+    unpruned = sum(b.num_models * b.total_steps for b in plan(pruned_sweep().expand()))
+    assert (
+        f"| model-steps of the same grid unpruned | {unpruned:,} ({unpruned / spent:.2f}x" in text
+    )
+    assert "Partial sweep" not in text  # pruned runs are done, not unfinished
+    assert (workdir / "report" / "fig_s2_classification.png").is_file()

@@ -116,10 +116,17 @@ def _header(record: SweepRecord) -> str:
         f"{len(record.results)} evaluations. Paper: Liu et al., *An intriguing failing of "
         "convolutional neural networks and the CoordConv solution*, NeurIPS 2018.",
     ]
-    if record.partial:
+    if record.pruned:
         lines += [
             "",
-            f"> **Partial sweep.** {len(record.planned) - len(record.finished)} of "
+            f"Successive halving stopped {len(record.pruned)} runs at a rung (see *Successive "
+            "halving* below); they are drawn hollow in Fig S2 and are never a family's best.",
+        ]
+    if record.partial:
+        undone = len(record.planned) - len(record.finished) - len(record.pruned)
+        lines += [
+            "",
+            f"> **Partial sweep.** {undone} of "
             f"{len(record.planned)} runs have not finished ({len(record.not_started)} not "
             "started): the sweep is still running or was interrupted (rerun the same command to "
             "resume). Everything below reflects only the evaluations written so far.",
@@ -209,6 +216,8 @@ def _table_sections(record: SweepRecord) -> list[str]:
             else "No model diverged (a non-finite loss or parameter flags and freezes a model)."
         )
     )
+    if record.pruning:
+        out.append(_pruning_section(record))
     overview, per_bucket = tables.cost(record)
     text = (
         "## Cost\n\nWall times are as measured, with whatever else the machine ran at the time "
@@ -219,6 +228,37 @@ def _table_sections(record: SweepRecord) -> list[str]:
         text += "\n\n" + tables.markdown(per_bucket, align_right=tuple(per_bucket.columns[5:]))
     out.append(text)
     return out
+
+
+def _pruning_section(record: SweepRecord) -> str:
+    """The rung decisions: per rung and group, the runs kept of those ranked, and by what."""
+    rows, metrics = [], set()
+    for decision in record.pruning:
+        for group in decision["groups"]:
+            metrics.add(group["metric"])
+            best = next((r["value"] for r in group["runs"] if r["value"] is not None), None)
+            kept = sum(r["kept"] for r in group["runs"])
+            rows.append({
+                "rung (epoch)": decision["epoch"],
+                "group": ", ".join(str(v) for v in group["key"].values()),
+                "ranked by": group["metric"],
+                "kept / ranked": f"{kept} / {group['n']}",
+                "diverged": sum(r["diverged"] for r in group["runs"]),
+                "best at rung": "-" if best is None else f"{best:.4g}",
+            })  # fmt: skip
+    text = (
+        "## Successive halving\n\nAt each rung every group kept its top runs by the metric "
+        "(ties by run id; a diverged run is always pruned); the decision is recorded in "
+        "`pruning.json` before the engine acts on it. Pruned runs keep their rows and their "
+        "last checkpoint.\n\n" + tables.markdown(pd.DataFrame(rows))
+    )
+    tested = sorted(m for m in metrics if m.startswith("test_"))
+    if tested:
+        text += (
+            f"\n\n> **Selected on the test set.** This sweep ranked runs by {tested}: its test "
+            "numbers are biased upwards by the selection."
+        )
+    return text
 
 
 # -- figures ------------------------------------------------------------------------------------

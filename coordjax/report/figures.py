@@ -85,11 +85,13 @@ def _figure(path: pathlib.Path, nrows: int, ncols: int, size: tuple[float, float
 def size_vs_metric(final: pd.DataFrame, task: str, path: pathlib.Path) -> pathlib.Path | None:
     """Fig S2: parameters (log) vs final test metric, one point per model, a panel per split.
 
-    The best model at each size is joined into a frontier line per family.
+    The best model at each size is joined into a frontier line per family. Runs that successive
+    halving stopped at a rung are drawn hollow (their last evaluation) and kept off the line.
     """
     table = final.loc[(final["task"] == task) & ~final["diverged"]]
     if table.empty:
         return None
+    stopped = table["status"].eq("pruned") if "status" in table else table["diverged"] & False
     metric = paper.BARS[task].metric
     k = scale(metric)
     panels = splits(table)
@@ -97,7 +99,15 @@ def size_vs_metric(final: pd.DataFrame, task: str, path: pathlib.Path) -> pathli
         for ax, split in zip(axes[0], panels, strict=True):
             here = table.loc[table["split"] == split]
             for family in families(here):
-                mine = here.loc[here["family"] == family]
+                everyone = here.loc[here["family"] == family]
+                gone = everyone.loc[stopped.loc[everyone.index]]
+                if len(gone):  # successive halving stopped them at a rung: hollow markers
+                    ax.scatter(gone["param_count"], k * gone[metric], s=14, alpha=0.6,
+                               facecolors="none", edgecolors=color(family), linewidths=0.8,
+                               label=f"{label(family)}: pruned ({len(gone)})")  # fmt: skip
+                mine = everyone.loc[~stopped.loc[everyone.index]]
+                if mine.empty:
+                    continue
                 ax.scatter(mine["param_count"], k * mine[metric], s=14, alpha=0.45,
                            color=color(family), edgecolors="none",
                            label=f"{label(family)} ({_models(len(mine))})")  # fmt: skip

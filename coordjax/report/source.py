@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from coordjax import paper
-from coordjax.sweep.workdir import CONFIG, RESULTS
+from coordjax.sweep.workdir import CONFIG, RESULTS, read_pruning
 
 REQUIRED_COLUMNS = ("run_id", "task", "model", "split", "epoch", "epochs", "param_count")
 
@@ -33,6 +33,9 @@ class SweepRecord:
       final: each run's last evaluation (a subset of ``results``' rows).
       planned: run ids in the plan (config.json), in plan order.
       finished: run ids whose last evaluation is at their configured ``epochs``.
+      pruned: run ids stopped at a rung by successive halving (``status`` "pruned"): done, not
+        finished.
+      pruning: the rung decisions (``pruning.json``; empty without a rule).
     """
 
     workdir: pathlib.Path
@@ -41,11 +44,14 @@ class SweepRecord:
     final: pd.DataFrame
     planned: tuple[str, ...]
     finished: tuple[str, ...]
+    pruned: tuple[str, ...] = ()
+    pruning: tuple[dict[str, Any], ...] = ()
 
     @property
     def partial(self) -> bool:
-        """True while some planned run has not finished (still running, or interrupted)."""
-        return len(self.finished) < len(self.planned)
+        """True while some planned run has neither finished nor been pruned (still running, or
+        interrupted)."""
+        return len(self.finished) + len(self.pruned) < len(self.planned)
 
     @property
     def not_started(self) -> tuple[str, ...]:
@@ -100,6 +106,10 @@ def read(workdir: str | pathlib.Path) -> SweepRecord:
     final = results.loc[results["epoch"] == last]
     planned = tuple(r for bucket in config["plan"] for r in bucket.get("run_ids", ()))
     finished = tuple(final.loc[final["epoch"] >= final["epochs"], "run_id"])
+    pruned = ()
+    if "status" in final:
+        pruned = tuple(final.loc[final["status"] == "pruned", "run_id"])
     if not planned:  # an old or hand-written config: the results are the plan
         planned = tuple(final["run_id"])
-    return SweepRecord(workdir, config, results, final, planned, finished)
+    decisions = tuple(read_pruning(workdir))
+    return SweepRecord(workdir, config, results, final, planned, finished, pruned, decisions)

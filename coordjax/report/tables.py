@@ -226,6 +226,22 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
         compiles += 1 + (1 if epochs // every else 0) + (1 if epochs % every else 0)
     wall = sum(float(b["wall time (s)"]) for b in buckets)
     steps = int(final["step"].sum()) if "step" in final else 0
+    pruning_rows = []
+    if record.pruning and "bucket_model_steps" in record.results:
+        # What the buckets' programs trained (compacted stacks, their padding included) against
+        # the same grid trained to the end.
+        spent = record.results.groupby("bucket_id")["bucket_model_steps"].max().sum()
+        unpruned = sum(
+            b.get("num_models", 0) * int(b.get("static", {}).get("epochs", 0))
+            * int(b.get("steps_per_epoch", 0))
+            for b in config.get("plan", [])
+        )  # fmt: skip
+        saving = f" ({unpruned / spent:.2f}x fewer)" if spent else ""
+        pruning_rows = [
+            ("model-steps spent by the programs (padding included)", f"{int(spent):,}"),
+            ("model-steps of the same grid unpruned", f"{unpruned:,}{saving}"),
+            ("runs pruned at a rung", str(len(record.pruned))),
+        ]
     versions = config.get("versions", {})
     engine = config.get("engine", {})
     overview = pd.DataFrame(
@@ -236,6 +252,7 @@ def cost(record: SweepRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
             ("training wall time, sum over buckets", f"{wall:.1f} s"),
             ("model-steps", f"{steps:,}"),
             ("model-steps/s", _rate(steps, wall)),
+            *pruning_rows,
             ("device", f"{config.get('device_kind', '?')} x {len(config.get('devices', []))}"),
             ("engine", ", ".join(f"{k}={v}" for k, v in engine.items())),
             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),

@@ -227,7 +227,15 @@ def run_sweep(
                                 progress.epoch, bucket.bucket_id, index, len(buckets)
                             ) from err
                     if stop is not None:
+                        before = set(pruned)
                         results, pruned = _take_rung(workdir, results, stop, rules, runs, pruned)
+                        for bucket in buckets:
+                            gone = [
+                                r
+                                for r in bucket.runs
+                                if r["run_id"] in pruned and r["run_id"] not in before
+                            ]
+                            progress.pruned(bucket, len(gone), stop)  # fmt: skip
             finally:
                 if progress.bar is not None:
                     progress.bar.close()

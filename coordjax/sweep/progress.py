@@ -47,6 +47,14 @@ class Progress:
         if self.bar is not None and epochs:
             self.bar.update(self._cost(bucket, epochs))
 
+    def pruned(self, bucket: Bucket, models: int, epoch: int) -> None:
+        """``models`` of the bucket stopped at ``epoch`` (successive halving): their remaining
+        epochs leave the bar's total."""
+        if self.bar is not None and models:
+            left = bucket.static["epochs"] - epoch
+            self.bar.total -= self._cost(bucket, left) * models / bucket.num_models
+            self.bar.refresh()
+
     def trained(self, bucket: Bucket, epochs: int, seconds: float, models: int) -> None:
         """``models`` of the bucket (fewer after pruning) trained ``epochs`` in ``seconds``."""
         cost = self._cost(bucket, epochs) * models / bucket.num_models
