@@ -325,24 +325,10 @@ def _run_bucket(
         setup, data, runs, state, param_counts = bucket_inputs(
             bucket, mesh, options.lowering, programs
         )
-        initial = pruning.model_axis(run_ids, {}, 0, devices)  # as bucket_inputs stacks them
-        axis = initial
-        if start_epoch:
-            start_epoch, state, axis = _restore_readable(
-                checkpoints, bucket, state, lambda e: pruning.model_axis(run_ids, pruned, e - 1,
-                                                                         devices), mesh
-            )  # fmt: skip
-            results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
-        survivors = pruning.model_axis(run_ids, pruned, start_epoch, devices)
-        if survivors != axis:  # compaction: the survivors' slices, in a smaller stack
-            state = _gather(state, [axis.index(i) for i in survivors], mesh)
-            logger.info(
-                "bucket %s: %d of %d runs train on from epoch %d (model axis %d)",
-                bucket.bucket_id, len(set(survivors)), len(run_ids), start_epoch, len(survivors),
-            )  # fmt: skip
-        if survivors != initial:  # ``runs`` is stacked as ``initial``: position i at i
-            runs = _gather(runs, survivors, mesh)
-        axis = survivors
+        start_epoch, state, runs, axis = _resume(
+            checkpoints, bucket, state, runs, start_epoch, pruned, mesh
+        )
+        results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
         progress.epoch = start_epoch
         progress.restored(bucket, start_epoch)
         wall = wd.bucket_wall_time(results, bucket.bucket_id)
@@ -388,6 +374,36 @@ def _run_bucket(
     finally:
         checkpoints.close()
     return results
+
+
+def _resume(checkpoints, bucket, state, runs, start_epoch, pruned, mesh):
+    """The stack that trains on from ``start_epoch``: ``(epoch, state, runs, axis)``.
+
+    ``state`` and ``runs`` are the initial stacks of all the bucket's runs (``bucket_inputs``);
+    the state comes from the latest readable checkpoint (the epoch may fall back), and the runs
+    pruned by then leave it (compaction). ``axis``: the run positions of the stack
+    (:func:`coordjax.sweep.pruning.model_axis`).
+    """
+    run_ids = [r["run_id"] for r in bucket.runs]
+    devices = 1 if mesh is None else mesh.size
+    initial = pruning.model_axis(run_ids, {}, 0, devices)
+    axis = initial
+    if start_epoch:
+        # A checkpoint at epoch e stacks the runs not pruned before it.
+        def stacked_at(epoch):
+            return pruning.model_axis(run_ids, pruned, epoch - 1, devices)
+
+        start_epoch, state, axis = _restore_readable(checkpoints, bucket, state, stacked_at, mesh)
+    survivors = pruning.model_axis(run_ids, pruned, start_epoch, devices)
+    if survivors != axis:  # compaction: the survivors' slices, in a smaller stack
+        state = _gather(state, [axis.index(i) for i in survivors], mesh)
+        logger.info(
+            "bucket %s: %d of %d runs train on from epoch %d (model axis %d)",
+            bucket.bucket_id, len(set(survivors)), len(run_ids), start_epoch, len(survivors),
+        )  # fmt: skip
+    if survivors != initial:  # ``runs`` is stacked as ``initial``: run i at position i
+        runs = _gather(runs, survivors, mesh)
+    return start_epoch, state, runs, survivors
 
 
 def _gather(tree, positions: list[int], mesh):
