@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--lowering",
         default="auto",
-        choices=("auto", "lax", "matmul"),
+        choices=("auto", "lax", "matmul", "zero_insertion"),
         help="how convolutions are computed: XLA convolutions (lax), patches/sub-pixel phases + "
         "matmuls (matmul), or auto (default: a fixed per-platform rule, matmul on CPU; the "
         "choice is recorded in the workdir and reused on resume)",
