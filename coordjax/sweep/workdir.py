@@ -416,10 +416,11 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     chosen = []
     stacked = restore_to_host(directory, lambda saved: chosen.append(choose(saved)) or chosen[0])
     # Pruned runs left the stack after their rung: the run's place among those still in it.
-    position = [bucket["run_ids"][i] for i in members(bucket["run_ids"], pruned, chosen[0])]
-    state = jax.tree.map(lambda x: np.asarray(x)[position.index(run_id)], stacked)
+    stacked_ids = [bucket["run_ids"][i] for i in members(bucket["run_ids"], pruned, chosen[0])]
+    state = jax.tree.map(lambda x: np.asarray(x)[stacked_ids.index(run_id)], stacked)
     if bucket.get("padded"):
         from coordjax.train.padding import unpad_state
 
-        state = unpad_state(state, bucket["static"]["model"], bucket["run_shapes"][position])
+        shape = bucket["run_shapes"][bucket["run_ids"].index(run_id)]
+        state = unpad_state(state, bucket["static"]["model"], shape)
     return state
