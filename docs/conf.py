@@ -55,7 +55,7 @@ def _attribute_doc(app, what, name, obj, options, lines):
 
     from sphinx.pycode import ModuleAnalyzer
 
-    if what not in ("data", "attribute") or lines != _type_doc_lines(obj):
+    if what not in ("data", "attribute") or _words(lines) != _words(_type_doc_lines(obj)):
         return
     attr = name.rpartition(".")[2]
     lines[:] = []
@@ -72,10 +72,12 @@ def _attribute_doc(app, what, name, obj, options, lines):
 
 
 def _type_doc_lines(obj) -> list[str]:
-    from sphinx.util.docstrings import prepare_docstring
-
     doc = type(obj).__doc__
-    return prepare_docstring(doc) if doc and obj.__doc__ == doc else [None]
+    return doc.splitlines() if doc and obj.__doc__ == doc else ["(not a type's docstring)"]
+
+
+def _words(lines: list[str]) -> list[str]:
+    return " ".join(lines).split()
 
 
 def setup(app):
