@@ -5,7 +5,7 @@ Public surface::
     import coordjax as cj
     cj.add_coords(x)                 # pure: (..., *spatial, C) -> (..., *spatial, C + d)
     cj.coord_channels((64, 64))      # (64, 64, 2) grid
-    cj.linen.CoordConv, cj.nnx.CoordConv, ...   # lowering="auto" | "lax" | "matmul"
+    cj.linen.CoordConv, cj.nnx.CoordConv, ...   # lowering="auto" | "lax" | "matmul" | ...
     cj.conv.conv(x, kernel, strides=, padding=, lowering=)   # how convolutions are lowered
     cj.datasets.not_so_clevr("uniform")
     cj.models.build("coordconv_classifier"), cj.tasks.get("classification")

@@ -231,11 +231,11 @@ def _make_spec(
                 f"kernel_size={ks}); got {tile_shape!r}"
             )
         tile_shape = tuple(int(t) for t in tile_shape)
-    if lowering == "matmul":
+    if lowering == "matmul" or (lowering == "zero_insertion" and transpose):
         unsupported = _matmul_unsupported(conv_options, feature_group_count, transpose_kernel)
         if unsupported:
             raise ValueError(
-                f"lowering='matmul' does not support {unsupported}; use lowering='lax' or "
+                f"lowering={lowering!r} does not support {unsupported}; use lowering='lax' or "
                 "'auto' (which falls back to lax for it)"
             )
     return _Spec(
@@ -295,7 +295,7 @@ def _spec_of(
 
 
 def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count, transpose_kernel):
-    """Why the matmul lowering cannot compute a layer (empty string: it can)."""
+    """Why the matmul or zero-insertion lowering cannot compute a layer (empty: it can)."""
     del transpose_kernel  # handled by coordjax.conv.conv_transpose
     padding = conv_options.get("padding", "SAME")
     if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
@@ -422,17 +422,20 @@ def _conv(spec: _Spec, inputs, kernel, *, grouped: bool):
     """Flax's (transposed) convolution of ``inputs`` with ``kernel``, no bias, as a pure fn.
 
     Lowered by :mod:`coordjax.conv` as ``spec.lowering`` resolves on this platform; options the
-    matmul lowering does not support (``"auto"`` only) take Flax's own modules.
+    matmul and zero-insertion lowerings do not support (``"auto"`` only) take Flax's own
+    modules.
     """
     options = dict(spec.conv_options)
-    lowering = _lowering.resolve_lowering(spec.lowering)
+    lowering = _lowering.resolve_lowering(spec.lowering, transposed=spec.transpose, vmapped=False)
+    if lowering == "zero_insertion" and not spec.transpose:
+        lowering = "lax"  # plain convolutions are lax ones under zero_insertion
     groups = spec.feature_group_count if grouped else 1
-    if lowering == "matmul" and not _matmul_unsupported(options, groups, spec.transpose_kernel):
+    if lowering != "lax" and not _matmul_unsupported(options, groups, spec.transpose_kernel):
         common = dict(
             strides=options.get("strides") or 1,
             padding=options.get("padding", "SAME"),
             kernel_dilation=options.get("kernel_dilation") or 1,
-            lowering="matmul",
+            lowering=lowering,
             precision=options.get("precision"),
         )
         if spec.transpose:

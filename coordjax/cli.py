@@ -170,10 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--lowering",
         default="auto",
-        choices=("auto", "lax", "matmul"),
+        choices=("auto", "lax", "matmul", "zero_insertion"),
         help="how convolutions are computed: XLA convolutions (lax), patches/sub-pixel phases + "
-        "matmuls (matmul), or auto (default: a fixed per-platform rule, matmul on CPU; the "
-        "choice is recorded in the workdir and reused on resume)",
+        "matmuls (matmul), transposed convs as zero-padded stride-1 convs (zero_insertion), or "
+        "auto (default: a fixed per-platform rule, coordjax.conv.default_lowering; matmul on "
+        "CPU; the choice is recorded in the workdir and reused on resume)",
     )
     sweep.add_argument(
         "--map-batch-size", type=int, default=4, help="models per lax.map slice with --strategy map"

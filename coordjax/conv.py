@@ -1,5 +1,5 @@
-"""How convolutions are lowered: XLA convolutions (``"lax"``) or patches + ``dot_general``
-(``"matmul"``).
+"""How convolutions are lowered: XLA convolutions (``"lax"``), patches + ``dot_general``
+(``"matmul"``), or, for transposed convolutions, explicit zero insertion (``"zero_insertion"``).
 
 One module owns this choice for the library's layers (:mod:`coordjax.linen`,
 :mod:`coordjax.nnx`) and for the model zoo (:mod:`coordjax.models`). The pure functions
@@ -8,10 +8,10 @@ One module owns this choice for the library's layers (:mod:`coordjax.linen`,
 C_out)`` kernels:
 
 ``"lax"``
-  ``lax.conv_general_dilated`` / ``lax.conv_transpose``, the calls Flax makes. Fast with cuDNN;
-  on XLA:CPU transposed convolutions and conv weight gradients are slow (worse inside
-  ``lax.scan``), and under ``vmap`` over models (a sweep's model axis) every convolution
-  becomes a grouped convolution (``feature_group_count = M``).
+  ``lax.conv_general_dilated`` / ``lax.conv_transpose``, the calls Flax makes. Fast with cuDNN
+  for plain convolutions; on XLA:CPU transposed convolutions and conv weight gradients are slow
+  (worse inside ``lax.scan``), and under ``vmap`` over models (a sweep's model axis) every
+  convolution becomes a grouped convolution (``feature_group_count = M``).
 ``"matmul"``
   A convolution is a *patches* gather (static strided slices of the padded input, stacked) and
   one ``dot_general`` contracting ``(window, C_in)``; a stride-1 1x1 convolution is a plain
@@ -35,11 +35,22 @@ C_out)`` kernels:
   everything becomes batched matmuls, never ``feature_group_count``. Supported: any strides,
   ``'SAME'``/``'VALID'``/explicit padding,
   kernel dilation, even and odd and non-square kernels, any number of spatial dims.
+``"zero_insertion"``
+  A transposed convolution inserts the ``s - 1`` zeros between input samples itself
+  (``lax.pad`` with interior padding, which also applies the edge pads) and runs an ordinary
+  stride-1 ``lax.conv_general_dilated`` without ``lhs_dilation``: the correlation
+  ``lax.conv_transpose`` computes (kernel flipped only with ``transpose_kernel=True``, as for a
+  Conv's gradient). Equinox replaced ``lhs_dilation`` this way and reported a ~30x faster
+  ConvTranspose gradient on GPU (patrick-kidger/equinox#1259): the input gradient becomes a
+  stride-1 convolution and a strided slice. Plain convolutions are ``"lax"`` under this
+  lowering; both stay XLA convolutions, so grouped under a model ``vmap``.
 
-Default rule (:func:`resolve_lowering`, ``"auto"``): ``"matmul"`` on CPU, ``"lax"`` on every
-other platform (GPU/TPU keep cuDNN/XLA convolutions). It depends only on the platform name, never
-on a timing taken at run time, so the same command computes the same numbers; the sweep engine
-records the resolved lowering in the workdir and reuses it on resume.
+Default rule (:func:`default_lowering`; ``"auto"`` everywhere here): a fixed table of the
+platform, whether the convolution is transposed and whether its weights carry a model axis. It
+never depends on a timing taken at run time, so the same command computes the same numbers;
+the sweep engine resolves it once for its vmapped model axis (:func:`resolve_lowering`: one
+value per platform for both kinds of convolution), records it in the workdir's
+``config.json`` and reuses it on resume.
 
 Evidence for CPU (``python benchmarks/conv_lowering.py --quick``: one training step = forward,
 all gradients, Adam; ``jit(lax.scan)`` of 2 steps, one model, batch 16, both lowerings
@@ -48,8 +59,8 @@ ratios mean anything; jax 0.10.2, 2026-11-29), matmul / lax steps per second:
 deconv painter fs 2 c 1: 7.1x; fs 2 c 2: 18.6x; fs 4 c 1: 10.3x; fs 4 c 2: 10.4x;
 CoordConv classifier: 1.3x (its only conv is the first 1x1 CoordConv); conv regressor
 (quadrant, strided 3x3/5x5 convs): 15.1x. Compile times were similar (matmul 0.9-1.6x lax's).
-GPU/TPU were not measured in this session: ``"auto"`` keeps ``"lax"`` there until a benchmark
-shows otherwise.
+GPU and TPU: :func:`default_lowering` (public records, not yet our measurements;
+``benchmarks/device_check.py`` measures them).
 """
 
 from __future__ import annotations
@@ -72,33 +83,115 @@ __all__ = [
     "conv",
     "conv_general_dilated",
     "conv_transpose",
+    "default_lowering",
     "resolve_lowering",
 ]
 
-Lowering = Literal["auto", "lax", "matmul"]
-LOWERINGS = ("auto", "lax", "matmul")
+Lowering = Literal["auto", "lax", "matmul", "zero_insertion"]
+LOWERINGS = ("auto", "lax", "matmul", "zero_insertion")
+
+_GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 
-def resolve_lowering(lowering: str = "auto", platform: str | None = None) -> str:
-    """The concrete lowering (``"lax"`` or ``"matmul"``) for a requested one.
+def default_lowering(platform: str, *, transposed: bool, vmapped: bool) -> str:
+    """The lowering ``"auto"`` takes for one convolution: a fixed table, never a timing.
+
+    ============  ==========================  ============================
+    platform      conv: unvmapped / vmapped   transposed: unvmapped / vmapped
+    ============  ==========================  ============================
+    CPU           matmul / matmul             matmul / matmul
+    GPU           lax / matmul                matmul / matmul
+    TPU, other    lax / lax                   lax / lax
+    ============  ==========================  ============================
+
+    CPU: the matmul lowering everywhere (measured, module docstring; the rule since that
+    lowering was introduced, so a CPU command computes the same numbers as before).
+
+    GPU (``"gpu"``, ``"cuda"``, ``"rocm"``): the matmul forms (sub-pixel phases, patches,
+    batched ``dot_general``) for transposed convolutions and for convolutions whose weights
+    carry the model axis; cuDNN convolutions (``"lax"``) only for a plain, unvmapped
+    convolution. Public record, not yet our measurement: a 1-D ``conv_transpose`` ran ~200x
+    slower than the plain conv on an RTX 4090 (jax-ml/jax#23783, open); a vmapped
+    ConvTranspose gradient ran 32x slower than PyTorch (jax-ml/jax#31662, openxla/xla#34273:
+    "XLA chooses a suboptimal convolution"); vmapped convolutions become grouped convolutions
+    (``feature_group_count = M``, weight gradients ``batch_group_count = M``) whose backward
+    pass is as slow as a dense one (jax-ml/jax#13800) and which ``lax.map`` beat ~3x
+    (jax-ml/jax#26568). ``dot_general`` vmaps to batched matmuls instead.
+
+    TPU and any other platform: ``"lax"`` everywhere, the rule before this table, and
+    **unmeasured**. Every slow path on record above is a cuDNN one and TPUs have no cuDNN:
+    XLA:TPU compiles convolutions itself, grouped and input-dilated ones included, onto the
+    MXU, the unit a ``dot_general`` runs on, and f32 ``Precision.DEFAULT`` runs both as bf16
+    passes there (jax-ml/jax#18934), so no source gives either form an edge. Without a
+    measurement the rule keeps XLA's convolutions; ``benchmarks/device_check.py`` run on a
+    TPU would decide (reference/sweep_gpu_anchors.md has no TPU numbers).
 
     Args:
-      lowering: ``"auto"``, ``"lax"`` or ``"matmul"``; the last two are returned unchanged.
-      platform: ``"cpu"``, ``"gpu"``/``"cuda"``/``"rocm"``, ``"tpu"``, ...; default
-        ``jax.default_backend()``.
+      platform: a JAX platform name (``jax.default_backend()``, ``device.platform``), any case.
+      transposed: whether the convolution is a transposed one (:func:`conv_transpose`).
+      vmapped: whether its weights carry a model axis (a ``vmap`` over models, as in the sweep
+        engine), which turns an XLA convolution into a grouped one.
 
     Returns:
-      ``"matmul"`` for ``"auto"`` on CPU, ``"lax"`` for ``"auto"`` elsewhere (module docstring).
+      ``"lax"`` or ``"matmul"``.
 
     Raises:
-      ValueError: ``lowering`` is not one of :data:`LOWERINGS`.
+      TypeError: ``platform`` is not a string.
+    """
+    if not isinstance(platform, str):
+        raise TypeError(f"platform must be a platform name (str); got {platform!r}")
+    platform = platform.lower()
+    if platform == "cpu":
+        return "matmul"
+    if platform in _GPU_PLATFORMS:
+        return "matmul" if transposed or vmapped else "lax"
+    return "lax"
+
+
+def resolve_lowering(
+    lowering: str = "auto",
+    platform: str | None = None,
+    *,
+    transposed: bool | None = None,
+    vmapped: bool = True,
+) -> str:
+    """The concrete lowering (``"lax"``, ``"matmul"`` or ``"zero_insertion"``) for a request.
+
+    Args:
+      lowering: one of :data:`LOWERINGS`; anything but ``"auto"`` is returned unchanged.
+      platform: ``"cpu"``, ``"gpu"``/``"cuda"``/``"rocm"``, ``"tpu"``, ...; default
+        ``jax.default_backend()``.
+      transposed: the kind of convolution (:func:`default_lowering`); ``None`` (default): the
+        one lowering for every kind, as the sweep engine passes one value to a whole model.
+      vmapped: whether the weights carry a model axis; default True (the sweep engine's case).
+        :func:`conv` and :func:`conv_transpose` resolve ``"auto"`` with ``vmapped=False``:
+        they cannot see a ``vmap`` around them, so a model ``vmap`` written by hand should pass
+        ``lowering=resolve_lowering("auto")`` to its layers.
+
+    Returns:
+      :func:`default_lowering` for ``"auto"``; with ``transposed=None`` the value both kinds
+      share (they do for ``vmapped=True`` on every platform).
+
+    Raises:
+      ValueError: ``lowering`` is not one of :data:`LOWERINGS`, or ``transposed=None`` where
+        the rule differs between plain and transposed convolutions.
     """
     if lowering not in LOWERINGS:
         raise ValueError(f"lowering must be one of {list(LOWERINGS)}; got {lowering!r}")
     if lowering != "auto":
         return lowering
-    platform = jax.default_backend() if platform is None else str(platform).lower()
-    return "matmul" if platform == "cpu" else "lax"
+    platform = jax.default_backend() if platform is None else str(platform)
+    if transposed is not None:
+        return default_lowering(platform, transposed=transposed, vmapped=vmapped)
+    plain, transposed_ = (
+        default_lowering(platform, transposed=t, vmapped=vmapped) for t in (False, True)
+    )
+    if plain != transposed_:
+        raise ValueError(
+            f"lowering='auto' on platform {platform!r} with vmapped={vmapped} is {plain!r} for "
+            f"convolutions and {transposed_!r} for transposed ones: pass transposed=True or False"
+        )
+    return plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +284,8 @@ def conv(
       strides, kernel_dilation: an int or one per spatial dim.
       padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial dim
         (Flax's meaning; negative pads crop).
-      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (module docstring).
+      lowering: one of :data:`LOWERINGS` (module docstring); ``"auto"`` resolves with
+        ``vmapped=False`` (:func:`resolve_lowering`); ``"zero_insertion"`` is ``"lax"`` here.
       precision: passed to the convolution / ``dot_general``.
 
     Returns:
@@ -211,7 +305,7 @@ def conv(
         window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
         pads = tuple(lax.padtype_to_pads(x2.shape[1:-1], window, strides, pads))
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if resolve_lowering(lowering) == "lax":
+    if resolve_lowering(lowering, transposed=False, vmapped=False) != "matmul":
         y = lax.conv_general_dilated(
             x2, kernel, strides, pads, rhs_dilation=dilation,
             dimension_numbers=_channels_last(n), precision=precision,
@@ -244,7 +338,8 @@ def conv_transpose(
       kernel: ``(*window, C_in, C_out)``, or ``(*window, C_out, C_in)`` with
         ``transpose_kernel=True`` (then flipped spatially, as the gradient of a ``Conv``).
       strides, padding, kernel_dilation, precision: as in Flax.
-      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (the sub-pixel decomposition).
+      lowering: ``"auto"`` (resolved with ``vmapped=False``, :func:`resolve_lowering`),
+        ``"lax"``, ``"matmul"`` (the sub-pixel decomposition) or ``"zero_insertion"``.
 
     Returns:
       ``(*batch, *spatial_out, C_out)``.
@@ -259,7 +354,8 @@ def conv_transpose(
         raise ValueError(
             f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects {c_in}"
         )
-    if resolve_lowering(lowering) == "lax":
+    concrete = resolve_lowering(lowering, transposed=True, vmapped=False)
+    if concrete == "lax":
         y = lax.conv_transpose(
             x2, kernel, strides, pads, rhs_dilation=dilation,
             dimension_numbers=_channels_last(n), transpose_kernel=transpose_kernel,
@@ -268,6 +364,9 @@ def conv_transpose(
         return y.reshape(*batch, *y.shape[1:])
     if transpose_kernel:
         kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n))), -1, -2)
+    if concrete == "zero_insertion":
+        y = _conv_transpose_zero_insertion(x2, kernel, strides, pads, dilation, precision)
+        return y.reshape(*batch, *y.shape[1:])
     if any(d > 1 for d in dilation):
         kernel = lax.pad(
             kernel, jnp.zeros((), kernel.dtype),
@@ -285,6 +384,25 @@ def conv_transpose(
     else:
         y = _conv_transpose_matmul(x2, kernel, strides, pads, precision)
     return y.reshape(*batch, *y.shape[1:])
+
+
+def _conv_transpose_zero_insertion(x, kernel, strides, pads, dilation, precision):
+    """``lax.conv_transpose`` without ``lhs_dilation``: zeros inserted by ``lax.pad``.
+
+    ``x`` is ``(B, *spatial, C_in)``, ``kernel`` ``(*window, C_in, C_out)`` (already flipped for
+    ``transpose_kernel``); ``pads`` are ``'SAME'``/``'VALID'`` or the dilated input's explicit
+    ``(lo, hi)`` pairs (negative ones crop). Returns ``(B, *spatial_out, C_out)``.
+    """
+    n = kernel.ndim - 2
+    if isinstance(pads, str):
+        window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
+        pads = tuple(_transpose_padding(k, s, pads) for k, s in zip(window, strides, strict=True))
+    config = [(0, 0, 0), *((lo, hi, s - 1) for (lo, hi), s in zip(pads, strides, strict=True))]
+    dilated = lax.pad(x, jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
+    return lax.conv_general_dilated(
+        dilated, kernel, (1,) * n, ((0, 0),) * n, rhs_dilation=dilation,
+        dimension_numbers=_channels_last(n), precision=precision,
+    )  # fmt: skip
 
 
 def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:

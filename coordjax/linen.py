@@ -188,8 +188,8 @@ class CoordConv(_CoordLayer):
         and the layer equals that plain convolution at init.
       coord_kernel_init: initializer of the coordinate weights (default: ``kernel_init``;
         exclusive with ``zero_init_coords``).
-      lowering: ``"auto"`` (default), ``"lax"`` or ``"matmul"``: how the convolutions are
-        computed (:mod:`coordjax.conv`; same values to float rounding).
+      lowering: ``"auto"`` (default), ``"lax"``, ``"matmul"`` or ``"zero_insertion"``: how
+        the convolutions are computed (:mod:`coordjax.conv`; same values to float rounding).
       tile_shape: the *factored first layer* (the reference's ``skiptile=False``): ``x`` is
         ``(*batch, C)``, one vector per example, as if tiled over a ``tile_shape`` grid before
         the coordinates are added. Output ``(*batch, *tile_shape_out, features)``. For a
@@ -332,7 +332,8 @@ class Conv(_PlainConv):
       features, kernel_size, strides, padding (``'SAME'``, ``'VALID'``, int, or per-dim ints /
         pairs), kernel_dilation, use_bias, dtype, param_dtype, precision, kernel_init,
         bias_init: as in ``nn.Conv``.
-      lowering: ``"auto"``, ``"lax"`` or ``"matmul"`` (:mod:`coordjax.conv`).
+      lowering: ``"auto"``, ``"lax"``, ``"matmul"`` or ``"zero_insertion"`` (the last is
+        ``"lax"`` for plain convolutions; :mod:`coordjax.conv`).
     """
 
 
@@ -346,7 +347,7 @@ class ConvTranspose(_PlainConv):
     Attributes:
       features, kernel_size, strides, padding, kernel_dilation, use_bias, dtype, param_dtype,
         precision, kernel_init, bias_init: as in ``nn.ConvTranspose``.
-      lowering: ``"auto"``, ``"lax"`` or ``"matmul"``.
+      lowering: ``"auto"``, ``"lax"``, ``"matmul"`` or ``"zero_insertion"``.
     """
 
     # flax's ConvTranspose defaults (a redeclared field keeps its place in the field order)

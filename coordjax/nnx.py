@@ -192,8 +192,8 @@ class CoordConv(_CoordConvBase):
         kernel an ``nnx.Conv`` draws from the same ``rngs``, and the layer equals it at init.
       coord_kernel_init: initializer of the coordinate weights (default ``kernel_init``;
         exclusive with ``zero_init_coords``).
-      lowering: ``"auto"`` (default), ``"lax"`` or ``"matmul"``: how the convolutions are
-        computed (:mod:`coordjax.conv`).
+      lowering: ``"auto"`` (default), ``"lax"``, ``"matmul"`` or ``"zero_insertion"``: how
+        the convolutions are computed (:mod:`coordjax.conv`).
       tile_shape: the factored first layer: ``x`` is ``(*batch, in_features)``, one vector per
         example, as if tiled over a ``tile_shape`` grid before the coordinates are added; output
         ``(*batch, *tile_shape_out, out_features)`` (see :class:`coordjax.linen.CoordConv`).

@@ -101,8 +101,10 @@ SIZES_AND_STRIDES = [(1, 2), (2, 1), (2, 2), (3, 1), (3, 3), (4, 2), (5, 3), (5,
 @pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
 def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding):
     """Kernel sizes 1-5 (non-square), strides 1-3 (per-dim), on a non-square input: forward,
-    d/dx and d/dkernel of both lowerings equal flax's nn.Conv / nn.ConvTranspose."""
-    _check_lowerings_over_kernels_and_strides(transpose, padding)
+    d/dx and d/dkernel of every lowering equal flax's nn.Conv / nn.ConvTranspose."""
+    _check_lowerings_over_kernels_and_strides(
+        transpose, padding, ("lax", "matmul", "zero_insertion")
+    )
 
 
 @pytest.mark.parametrize("padding", list(PADDINGS))
@@ -120,7 +122,7 @@ def test_transposed_conv_forms_equal_flax_over_kernels_strides_and_shapes(
     _check_lowerings_over_kernels_and_strides(True, padding)
 
 
-def _check_lowerings_over_kernels_and_strides(transpose, padding):
+def _check_lowerings_over_kernels_and_strides(transpose, padding, lowerings=("lax", "matmul")):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)), jnp.float32)
     cases = 0
@@ -133,7 +135,7 @@ def _check_lowerings_over_kernels_and_strides(transpose, padding):
             jax.eval_shape(reference, x, w)
         except (TypeError, ValueError):  # an empty output (VALID, large kernel): lax refuses too
             continue
-        fns = [reference] + [_lowered(transpose, strides, pads, low) for low in ("lax", "matmul")]
+        fns = [reference] + [_lowered(transpose, strides, pads, low) for low in lowerings]
         # one compile per case: outputs and both gradients of the reference and both lowerings
         outs = jax.jit(
             lambda x, w, fns=fns: [(f(x, w), jax.grad(_loss(f), argnums=(0, 1))(x, w)) for f in fns]
@@ -148,16 +150,20 @@ def _check_lowerings_over_kernels_and_strides(transpose, padding):
     assert cases >= 5
 
 
-@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
+@pytest.mark.parametrize(
+    "transpose, lowering",
+    [(False, "matmul"), (True, "matmul"), (True, "zero_insertion")],
+    ids=["conv", "transpose", "zero-insertion"],
+)
 @pytest.mark.parametrize(
     "kernel_size, strides", [((2, 2), 2), ((3, 3), 2), ((4, 4), 2), ((5, 3), 3)]
 )
-def test_matmul_lowering_under_vmap_equals_per_model_lax(transpose, kernel_size, strides):
+def test_lowerings_under_vmap_equal_per_model_lax(transpose, lowering, kernel_size, strides):
     """A model axis over inputs and kernels (as in a sweep): gradients are the per-model ones."""
     rng = np.random.default_rng(1)
     xs = jnp.asarray(rng.normal(size=(3, 2, 6, 4, 3)), jnp.float32)
     ws = jnp.asarray(rng.normal(size=(3, *kernel_size, 3, 4)), jnp.float32)
-    mine = _loss(_lowered(transpose, strides, "SAME", "matmul"))
+    mine = _loss(_lowered(transpose, strides, "SAME", lowering))
     reference = _loss(_flax_reference(transpose, kernel_size, strides, "SAME"))
     got = jax.jit(jax.vmap(jax.value_and_grad(mine, argnums=(0, 1))))(xs, ws)
     for i in range(3):
@@ -170,7 +176,7 @@ def test_transpose_kernel_dilation_and_unbatched_inputs():
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(5, 6, 3)), jnp.float32)  # no batch axis
     w = jnp.asarray(rng.normal(size=(3, 2, 4, 3)), jnp.float32)  # (*k, C_out, C_in)
-    for lowering in ("lax", "matmul"):
+    for lowering in ("lax", "matmul", "zero_insertion"):
         got = conv.conv_transpose(x, w, strides=2, padding="SAME", transpose_kernel=True,
                                   kernel_dilation=(1, 2), lowering=lowering)  # fmt: skip
         want = lax.conv_transpose(x[None], w, (2, 2), "SAME", rhs_dilation=(1, 2),
@@ -198,14 +204,70 @@ def test_stride2_fs2_transposed_conv_is_a_single_matmul():
     assert not prims & {"conv_general_dilated", "slice", "pad", "gather"}
 
 
+# platform -> {(transposed, vmapped): lowering}: the whole table of default_lowering
+DEFAULT_TABLE = {
+    "cpu": {(False, False): "matmul", (False, True): "matmul",
+            (True, False): "matmul", (True, True): "matmul"},
+    "gpu": {(False, False): "lax", (False, True): "matmul",
+            (True, False): "matmul", (True, True): "matmul"},
+    "tpu": {(False, False): "lax", (False, True): "lax", (True, False): "lax", (True, True): "lax"},
+}  # fmt: skip
+PLATFORM_NAMES = {"cpu": ["cpu", "CPU"], "gpu": ["gpu", "cuda", "rocm", "GPU"], "tpu": ["tpu"]}
+
+
+@pytest.mark.parametrize("family", list(DEFAULT_TABLE))
+def test_default_lowering_table(family):
+    for name in PLATFORM_NAMES[family]:
+        for (transposed, vmapped), want in DEFAULT_TABLE[family].items():
+            got = conv.default_lowering(name, transposed=transposed, vmapped=vmapped)
+            assert got == want, (name, transposed, vmapped)
+            assert (
+                conv.resolve_lowering("auto", name, transposed=transposed, vmapped=vmapped) == want
+            )
+            for concrete in ("lax", "matmul", "zero_insertion"):  # never overridden
+                assert (
+                    conv.resolve_lowering(concrete, name, transposed=transposed, vmapped=vmapped)
+                    == concrete
+                )
+        # the engine's case (one value for a whole vmapped model): both kinds agree
+        assert conv.resolve_lowering("auto", name) == DEFAULT_TABLE[family][(False, True)]
+    # an unknown platform (a plugin) keeps XLA's convolutions
+    assert conv.default_lowering("metal", transposed=True, vmapped=True) == "lax"
+    with pytest.raises(TypeError, match="platform must be"):
+        conv.default_lowering(None, transposed=True, vmapped=True)
+
+
+def test_cpu_resolution_unchanged():
+    """On CPU "auto" is the matmul lowering for every op, as before the per-op table: the same
+    program (jaxpr) as lowering="matmul", hence the same numbers, vmapped or not."""
+    assert jax.default_backend() == "cpu"
+    assert conv.resolve_lowering("auto") == conv.resolve_lowering("auto", "cpu") == "matmul"
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
+    for fn, w in (
+        (conv.conv, jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)),
+        (conv.conv_transpose, jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)),
+    ):
+        texts = {
+            low: str(jax.make_jaxpr(functools.partial(fn, strides=2, lowering=low))(x, w))
+            for low in ("auto", "matmul")
+        }
+        assert texts["auto"] == texts["matmul"]
+        np.testing.assert_array_equal(
+            fn(x, w, strides=2, lowering="auto"), fn(x, w, strides=2, lowering="matmul")
+        )
+
+
 def test_resolve_lowering_rule_and_errors():
     assert conv.resolve_lowering("auto", "cpu") == "matmul"
-    assert conv.resolve_lowering("auto", "gpu") == "lax"
+    assert conv.resolve_lowering("auto", "gpu") == "matmul"
     assert conv.resolve_lowering("auto", "tpu") == "lax"
     assert conv.resolve_lowering("lax", "cpu") == "lax"
     assert conv.resolve_lowering("matmul", "gpu") == "matmul"
     with pytest.raises(ValueError, match="lowering must be one of"):
         conv.resolve_lowering("fast")
+    with pytest.raises(ValueError, match="pass transposed=True or False"):
+        conv.resolve_lowering("auto", "gpu", vmapped=False)
     with pytest.raises(ValueError, match="padding must be"):
         conv.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), padding="CIRCULAR")
     with pytest.raises(ValueError, match="strides must be"):
@@ -282,3 +344,23 @@ def test_odd_kernel_at_stride_2_multiplies_no_zeros():
         want = jax.value_and_grad(reference, argnums=(0, 1))(xs[i], ws[i])
         for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g[i], e, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_insertion_has_no_lhs_dilation():
+    """The zero-insertion form: a pad with interior padding s - 1 and a stride-1 convolution
+    without input dilation, in the forward pass and in every gradient (also under a vmap)."""
+    rng = np.random.default_rng(6)
+    xs = jnp.asarray(rng.normal(size=(2, 2, 5, 4, 3)), jnp.float32)  # (model, B, H, W, C_in)
+    ws = jnp.asarray(rng.normal(size=(2, 4, 3, 3, 5)), jnp.float32)
+    fn = functools.partial(
+        conv.conv_transpose, strides=(2, 3), padding="SAME", lowering="zero_insertion"
+    )
+    eqns = jax.make_jaxpr(fn)(xs[0], ws[0]).eqns
+    (pad,) = [e for e in eqns if e.primitive.name == "pad"]
+    assert [c[2] for c in pad.params["padding_config"]] == [0, 1, 2, 0]
+    train = jax.vmap(jax.grad(_loss(fn), argnums=(0, 1)))
+    convs = [e for e in jax.make_jaxpr(train)(xs, ws).eqns if "conv" in e.primitive.name]
+    assert convs
+    for e in convs:
+        assert all(d == 1 for d in e.params["lhs_dilation"]), e.params
+        assert all(s == 1 for s in e.params["window_strides"]), e.params

@@ -166,6 +166,29 @@ def test_engine_records_resolved_lowering_and_reuses_it_on_resume(tmp_path, monk
     assert seen and set(seen) == {"lax"}
 
 
+def test_zero_insertion_is_a_global_lowering():
+    assert EngineOptions(lowering="zero_insertion").lowering == "zero_insertion"
+    args = cli._parser().parse_args(["sweep", "classification", "--lowering", "zero_insertion"])
+    assert args.lowering == "zero_insertion"
+    setup = _setup("deconv_painter", "zero_insertion", filter_size=2)
+    assert setup.model.lowering == "zero_insertion"
+
+
+def test_engine_resolves_auto_for_a_vmapped_model_axis(monkeypatch, tmp_path):
+    """The engine's "auto" is the rule for convolutions whose weights carry the model axis:
+    one value per platform (matmul on CPU and GPU, lax on TPU), whatever the workdir says when
+    it records nothing."""
+    from coordjax import conv
+    from coordjax.sweep import engine
+
+    for platform, want in (("cpu", "matmul"), ("gpu", "matmul"), ("tpu", "lax")):
+        monkeypatch.setattr(jax, "default_backend", lambda platform=platform: platform)
+        assert engine._lowering(EngineOptions(), tmp_path) == want
+        assert conv.resolve_lowering("auto") == want
+    (tmp_path / "config.json").write_text(json.dumps({"lowering": "zero_insertion"}))
+    assert engine._lowering(EngineOptions(), tmp_path) == "zero_insertion"
+
+
 def test_cli_rejects_an_unknown_lowering(capsys):
     status = cli.main(["sweep", "classification", "--lowering", "fast", "--dry-run"])
     err = capsys.readouterr().err
@@ -177,16 +200,17 @@ def test_cli_rejects_an_unknown_lowering(capsys):
 # -- the library's layers take the lowering ------------------------------------------------------
 
 
+@pytest.mark.parametrize("lowering", ["matmul", "zero_insertion"])
 @pytest.mark.parametrize("coord_weights", ["concat", "split"])
 @pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
-def test_coordconv_layers_same_for_both_lowerings(transpose, coord_weights):
+def test_coordconv_layers_same_for_every_lowering(transpose, coord_weights, lowering):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 6, 3)), jnp.float32)
     layer_type = cjnn.CoordConvTranspose if transpose else cjnn.CoordConv
     make = lambda low: layer_type(  # noqa: E731
         4, (3, 2), strides=(2, 1), coord_weights=coord_weights, with_r=True, lowering=low
     )
     variables = make("lax").init(jax.random.key(0), x)
-    init_mm = make("matmul").init(jax.random.key(0), x)
+    init_mm = make(lowering).init(jax.random.key(0), x)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(init_mm), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -194,7 +218,7 @@ def test_coordconv_layers_same_for_both_lowerings(transpose, coord_weights):
         return lambda v, x: jnp.sum(jnp.sin(make(low).apply(v, x)))
 
     want = jax.value_and_grad(loss("lax"), argnums=(0, 1))(variables, x)
-    got = jax.jit(jax.value_and_grad(loss("matmul"), argnums=(0, 1)))(variables, x)
+    got = jax.jit(jax.value_and_grad(loss(lowering), argnums=(0, 1)))(variables, x)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 

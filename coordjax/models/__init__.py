@@ -26,8 +26,9 @@ Conventions shared by the zoo:
   ``out * fs**2`` (as the reference's Keras layers did).
 * Convolutions are the library's layers (:mod:`coordjax.linen`: ``Conv``, ``ConvTranspose``,
   ``CoordConv``), lowered as the model's ``lowering`` attribute says (``"auto"``, ``"lax"``,
-  ``"matmul"``; :mod:`coordjax.conv`): the same parameters and values as Flax's ``nn.Conv`` /
-  ``nn.ConvTranspose`` whatever the lowering. :func:`build` passes it to every conv.
+  ``"matmul"``, ``"zero_insertion"``; :mod:`coordjax.conv`): the same parameters and values as
+  Flax's ``nn.Conv`` / ``nn.ConvTranspose`` whatever the lowering. :func:`build` passes it
+  to every conv.
 * Every stride-1 1x1 convolution is written as a dense contraction over the channel axis
   (``nn.Dense``, kernel ``(C_in, C_out)``): identical to a 1x1 ``nn.Conv`` with the kernel reshaped
   to ``(1, 1, C_in, C_out)``, and faster on CPU and under vmap.

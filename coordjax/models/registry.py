@@ -146,8 +146,9 @@ def build(name: str, *, lowering: str = "auto", **shape_kwargs: int) -> nn.Modul
     Args:
       name: a key of :data:`MODELS`.
       lowering: how every convolution of the model is computed: ``"auto"`` (resolved per
-        platform when traced, :func:`coordjax.conv.resolve_lowering`), ``"lax"`` or
-        ``"matmul"``. Parameters and values do not depend on it (to float rounding).
+        platform and kind of convolution when traced, :func:`coordjax.conv.default_lowering`),
+        ``"lax"``, ``"matmul"`` or ``"zero_insertion"``. Parameters and values do not depend
+        on it (to float rounding).
       **shape_kwargs: some of the entry's ``shape_args``, each a positive int.
 
     Returns:

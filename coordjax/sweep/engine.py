@@ -82,8 +82,10 @@ class EngineOptions:
         shape and every smaller model exactly inside it (``coordjax.train.padding``). Fewer
         compiles and launches, more FLOPs per small model.
       lowering: how every convolution is computed (:mod:`coordjax.conv`): ``"lax"``,
-        ``"matmul"``, or ``"auto"`` (default): the fixed per-platform rule
-        :func:`coordjax.conv.resolve_lowering` (never a timing). The resolved lowering is
+        ``"matmul"``, ``"zero_insertion"``, or ``"auto"`` (default): the fixed per-platform
+        rule for convolutions whose weights carry the model axis,
+        ``coordjax.conv.resolve_lowering("auto", vmapped=True)`` (never a timing; one value
+        for plain and transposed convolutions on every platform). The resolved lowering is
         recorded in the workdir's ``config.json`` (``"lowering"``) and reused on resume.
     """
 
@@ -284,7 +286,9 @@ def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
     if options.lowering != "auto":
         return options.lowering
     recorded = (wd.read_config(workdir) or {}).get("lowering")
-    return recorded if recorded in ("lax", "matmul") else conv.resolve_lowering("auto")
+    if recorded in conv.LOWERINGS and recorded != "auto":
+        return recorded
+    return conv.resolve_lowering("auto", vmapped=True)  # the model axis is vmapped
 
 
 def _run_bucket(

@@ -344,7 +344,7 @@ def estimate_seconds(
     if num_devices is None:
         num_devices = len(jax.local_devices()) if options.shard else 1
     table = (load_rates() if rates is None else rates).get(device_kind, [])
-    lowering = conv.resolve_lowering(options.lowering, platform)
+    lowering = conv.resolve_lowering(options.lowering, platform, vmapped=True)
     table = [r for r in table if r.lowering in (None, lowering)]
     shipped = _shipped_table()["devices"].get(device_kind, {}) if rates is None else {}
     provisional = bool(table) and bool(shipped.get("provisional", False))

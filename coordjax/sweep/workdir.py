@@ -327,7 +327,7 @@ def sweep_config(
     return {
         "identity": identity,
         "engine": dataclasses.asdict(options),
-        "lowering": options.lowering,  # resolved: "lax" or "matmul"
+        "lowering": options.lowering,  # resolved: "lax", "matmul" or "zero_insertion"
         "versions": {
             "jax": jax.__version__,
             "flax": flax.__version__,
