@@ -181,9 +181,10 @@ class CoordConv(_CoordConvBase):
     Args:
       in_features: data channels ``C`` (without the coordinates).
       out_features: output channels ``C'``.
-      kernel_size, strides, padding, input_dilation, kernel_dilation, feature_group_count,
-        use_bias, mask, dtype, param_dtype, precision, kernel_init, bias_init, promote_dtype:
-        as in ``nnx.Conv``; ``mask`` has the shape of ``kernel``.
+      kernel_size, strides, padding, input_dilation, kernel_dilation, feature_group_count:
+        as in ``nnx.Conv``.
+      use_bias, mask, dtype, param_dtype, precision, kernel_init, bias_init, promote_dtype: as
+        in ``nnx.Conv``; ``mask`` has the shape of ``kernel``.
       with_r, normalize_r, order, coord_range, axes, position: the coordinate channels, as in
         :func:`coordjax.add_coords`.
       coord_weights: ``"concat"`` or ``"split"`` (see :mod:`coordjax.linen`).
@@ -282,13 +283,17 @@ class CoordConvTranspose(_CoordConvBase):
     ``nnx.ConvTranspose(in_features + d, ...)(add_coords(x, ...))``.
 
     Args:
-      in_features, out_features, kernel_size, strides, padding, kernel_dilation, use_bias, mask,
-        dtype, param_dtype, precision, kernel_init, bias_init, transpose_kernel, promote_dtype,
-        preferred_element_type: as in ``nnx.ConvTranspose`` (``in_features`` without the
-        coordinates). With ``transpose_kernel=True`` kernels are ``(*k, C', C_in)`` and the
-        coordinate rows are on the last axis.
-      with_r, normalize_r, order, coord_range, axes, position, coord_weights, zero_init_coords,
-        coord_kernel_init, lowering, rngs, kernel_metadata, bias_metadata: as in
+      in_features, out_features: as in ``nnx.ConvTranspose`` (``in_features`` without the
+        coordinates).
+      kernel_size, strides, padding, kernel_dilation, use_bias, mask, dtype, param_dtype: as in
+        ``nnx.ConvTranspose``.
+      precision, kernel_init, bias_init, promote_dtype, preferred_element_type: as in
+        ``nnx.ConvTranspose``.
+      transpose_kernel: as in ``nnx.ConvTranspose``. With ``transpose_kernel=True`` kernels are
+        ``(*k, C', C_in)`` and the coordinate rows are on the last axis.
+      with_r, normalize_r, order, coord_range, axes, position, coord_weights: as in
+        :class:`CoordConv`.
+      zero_init_coords, coord_kernel_init, lowering, rngs, kernel_metadata, bias_metadata: as in
         :class:`CoordConv`.
     """
 

@@ -9,13 +9,13 @@ axis ``B`` to ``(B,)`` float32 values, so a trainer can take masked means over p
 the outputs' dtype. The L2 penalty on kernels is not part of a task (see
 :func:`coordjax.models.l2_mask`).
 
-=============== ================ ===================== ======================================
-task            input_field      target_field          loss (per example)
-=============== ================ ===================== ======================================
-classification  ``centers``      ``onehots``           softmax cross-entropy over 4096 pixels
-rendering       ``centers``      ``images``            mean pixel sigmoid CE, or MSE on logits
-regression      ``onehots``      ``normalized_centers`` mean over the 2 outputs of squared error
-=============== ================ ===================== ======================================
+=============== ================ ======================== ======================================
+task            input_field      target_field             loss (per example)
+=============== ================ ======================== ======================================
+classification  ``centers``      ``onehots``              softmax cross-entropy over 4096 pixels
+rendering       ``centers``      ``images``               mean pixel sigmoid CE, or MSE on logits
+regression      ``onehots``      ``normalized_centers``   mean over the 2 outputs of squared error
+=============== ================ ======================== ======================================
 
 ``centers`` are fed as float32 raw pixel coordinates ``[x, y]`` (x = column, y = row), not
 normalised (as the reference code feeds them).

@@ -17,57 +17,38 @@ Presets:
              (648 models).
   coordconv  the CoordConv part of paper only.
   evidence   CoordConv at the paper's three learning rates, l2 1e-3, batch 16, both splits,
-             seeds {0, 1}, 50 epochs, evaluated every 2 epochs. Measured (2-core CPU, 2.6 h):
-             10 of 12 runs reach 100 % test accuracy at some evaluation (first at epochs
-             10-42; every lr, both splits), but exact-pixel accuracy swings between
-             evaluations under the constant lr, and at epoch 50 only 2 runs are at 100 %;
-             lr 1e-3 seed 0 never gets there (best 77 % uniform, 46 % quadrant).
+             seeds {0, 1}, 50 epochs, evaluated every 2 epochs (12 models; 2.6 h measured on a
+             2-core CPU). Expected: 10 of 12 runs reach 100 % test accuracy at some evaluation,
+             only 2 are there at epoch 50 (docs/science/robustness.md).
   evidence-deconv  deconv fs 2, c 1, batch 32, lr 2e-3, 3 epochs, both splits.
   fig-s2     a Fig S2 sized for an idle 2-core CPU (217 s measured with the matmul lowering;
              its report is docs/example-report-fig-s2): deconv fs {2, 3, 4} x c 1 (46k-184k
              parameters) x lr {2e-3, 1e-2}, l2 1e-3, batch 32, 4 epochs (the paper: 1000), both
              splits (12 models), and CoordConv at the smoke setting (unit inputs, seed 0,
-             3 epochs), both splits. Its report draws Fig S2 / Fig 4 / Fig 5. A few epochs
-             separate the families but cannot show deconv's ceiling (~86 % on uniform after 1000
-             epochs in the paper), so its upper-bound claims come out "partial".
+             3 epochs), both splits. Expected: CoordConv 100 % test on both splits; deconv's
+             upper-bound claims come out "partial" (4 epochs cannot show its ceiling).
   smoke      a small real sweep for a 2-core CPU (74 s idle, measured): CoordConv (lr 5e-3,
              l2 1e-3, batch 16, seed 0, 3 epochs) with its inputs in the coordinate channels'
-             range (``input_scale="unit"``, issue 10), and a small deconv (fs 2, c 1, lr 2e-3,
-             batch 32, 3 epochs), both splits. Measured (matmul lowering, CPU): CoordConv 100 %
-             train and test on both splits from epoch 2; deconv 0.9 % uniform test, 0 % quadrant.
-             Why not the faithful raw-input recipe: it is seed- and float-sensitive. Until the
-             matmul lowering this preset trained it at seed 1 for 10 epochs and reached 100 % on
-             both splits; with the matmul lowering (same maths, other float rounding) the same
-             setting ends at 8.7 % / 0 % (peaks 25 % / 39 %). The `evidence` and `robustness`
-             presets measure that recipe across seeds.
-  robustness  how robust the CoordConv claim is (issue 10): seeds 0-4 x lr {1e-2, 5e-3, 1e-3}
-             x both splits x three variants (grids): ``coordconv-faithful`` (the paper's
-             recipe: raw inputs, constant lr, 12 epochs), ``coordconv-unit`` (inputs mapped to
-             the coordinate channels' range, ``input_scale="unit"``, 6 epochs: seed 0 fits in
-             1-2, other seeds may not generalise, see robustness-quick) and
-             ``coordconv-decay`` (the faithful recipe with a cosine lr decay over its 12
-             epochs); l2 1e-3, batch 16, evaluated every epoch. 90 models, ~133k model-steps:
-             about two hours on an idle 2-core CPU. Read it with
-             ``python -m coordjax.sweep.robustness WORKDIR`` (runs at the paper's bar per
-             variant and split: ever, at the end, share of evaluations, first epoch).
-             Measured (2-core CPU under load, the unit grid, 80 min): runs at 100 % test
-             accuracy at the end, uniform 15/15, quadrant 5/15 (seed 3 at every lr, seed 0 at
-             5e-3, seed 4 at 1e-2; the other 10 end at 12-99.9 % on the held-out quadrant).
-             The faithful and decay grids (12 epochs; measured over two sessions): faithful
-             3/30 runs at the bar at some evaluation, 1/30 at the end (quadrant seed 4 at
-             1e-3; the other runs end at 0-70 %); with the cosine decay 10/30 (uniform 5,
-             quadrant 5), first at epochs 8-11, and all 10 hold it to the end.
+             range (``input_scale="unit"``), and a small deconv (fs 2, c 1, lr 2e-3, batch 32,
+             3 epochs), both splits. Expected (matmul lowering, CPU): CoordConv 100 % train and
+             test on both splits from epoch 2; deconv 0.9 % uniform test, 0 % quadrant. Why not
+             the faithful raw-input recipe: it is seed- and float-sensitive
+             (docs/science/robustness.md).
+  robustness  how robust the CoordConv claim is: seeds 0-4 x lr {1e-2, 5e-3, 1e-3} x both
+             splits x three variants (grids): ``coordconv-faithful`` (the paper's recipe: raw
+             inputs, constant lr, 12 epochs), ``coordconv-unit`` (``input_scale="unit"``,
+             6 epochs) and ``coordconv-decay`` (the faithful recipe with a cosine lr decay over
+             its 12 epochs); l2 1e-3, batch 16, evaluated every epoch. 90 models, ~133k
+             model-steps: about two hours on an idle 2-core CPU. Read it with
+             ``python -m coordjax.sweep.robustness WORKDIR``. Expected: with unit inputs 15/15
+             uniform and 5/15 quadrant runs at 100 % test accuracy at the end; the full table
+             and its reading are in docs/science/robustness.md.
   robustness-full  the same for a GPU: seeds 0-9, the paper's 50 epochs for the faithful and
              decay variants, 20 for unit (180 models).
   robustness-quick  a reduced run for a shared 2-core CPU: seeds 0-2 x lr {1e-2, 5e-3} x both
-             splits; unit 2 epochs, faithful and decay 4 epochs (36 models). Measured (shared
-             CPU, 35 min, only the unit grid: ``--only unit``): with unit inputs 5 of 12 runs
-             are at 100 % test accuracy by epoch 2 (uniform 3/6, quadrant 2/6; seed 0 at every
-             lr and split). On quadrant every run fits the train split exactly by epoch 2, but
-             seeds 1 and 2 reach only 25-80 % on the held-out quadrant; on uniform the misses
-             end at 57-97 %. Unit inputs speed the fit up by an order of magnitude (the
-             faithful recipe first reaches 100 % at epochs 10-42, `evidence`); they do not make
-             the quadrant claim seed-independent.
+             splits; unit 2 epochs, faithful and decay 4 epochs (36 models). Expected (the unit
+             grid, ``--only unit``, 35 min on a shared CPU): 5 of 12 runs at 100 % test
+             accuracy by epoch 2, seed 0 at every lr and split (docs/science/robustness.md).
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
 train and test on both splits.
 """

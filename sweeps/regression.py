@@ -8,27 +8,19 @@ Presets:
              12,914 on quadrant) lr {5e-4, 1e-3, 1e-2} × l2 {1e-5, 1e-4, 5e-4}; CoordConv
              regressor (906 params) lr 1e-2, l2 1e-5; batch 256, 100 epochs, constant lr.
   smoke      the same models, a few epochs.
-  evidence   the CoordConv regressor alone, both splits, the paper's 100 epochs, evaluated every 5.
-             Measured (2-core CPU, seed 0, 76 min): uniform test error 0.22 px at epoch 20,
-             0.00 px at epochs 30-60, then drifting (0.6-1.3 px) to 0.25 px at epoch 100;
-             quadrant 18.1 px at epoch 100 (train 13.0 px: the optimisation stalls from epoch 20
-             on; test 12.7-23 px throughout). The paper's quadrant result is not reproduced at
-             this seed.
-  robustness  the CoordConv regressor across seeds (issue 10): seeds 0-4 x lr {1e-2, 1e-3} x
-             both splits, batch 256, l2 1e-5, 20 epochs (the uniform split is at < 0.5 px by
-             epoch 20 in `evidence`), evaluated every 2 (20 models; about two hours on an idle
-             2-core CPU). Read it with ``python -m coordjax.sweep.robustness WORKDIR --by-lr``
-             (bar: < 0.5 px mean test error).
+  evidence   the CoordConv regressor alone, both splits, the paper's 100 epochs, evaluated every 5
+             (76 min measured on a 2-core CPU, seed 0). Expected: uniform test error 0.00 px at
+             epochs 30-60; quadrant stalls (18.1 px at epoch 100), a dead max diagnosed in
+             docs/science/regressor-dead-max.md.
+  robustness  the CoordConv regressor across seeds: seeds 0-4 x lr {1e-2, 1e-3} x both splits,
+             batch 256, l2 1e-5, 20 epochs, evaluated every 2 (20 models; about two hours on an
+             idle 2-core CPU; not run yet). Read it with
+             ``python -m coordjax.sweep.robustness WORKDIR --by-lr`` (bar: < 0.5 px mean test
+             error).
   robustness-full  for a GPU: seeds 0-9 x lr {1e-2, 3e-3, 1e-3} x batch {256, 32} x both
              splits, the paper's 100 epochs (120 models).
-  The quadrant stall itself is diagnosed by ``python sweeps/regressor_quadrant.py`` (where the
-  global max pool takes each output from). Measured at epoch 10 (seeds 0, 1; lr 1e-2 and 1e-3;
-  batch 256 and 32): 15-22 px on train; at lr 1e-2 each output's max sits on (or just inside)
-  the 2-pixel border no one-hot can reach, so the one-hot weights get no gradient: a dead max.
-  No ties. Excluding that border from the max (``--pool-margin 2``) cuts the train error to
-  7.6-8.9 px by epoch 10, and seed 0's x output generalises (0.22 px on test); the remaining
-  maxima sit where only the held-out quadrant, or a single training corner, reaches.
-  See its docstring and the README's science section.
+  The quadrant stall itself is diagnosed by ``python sweeps/regressor_quadrant.py``
+  (docs/science/regressor-dead-max.md).
 Expected (paper): conv generalises on uniform, poorly on quadrant; CoordConv near-perfect on both.
 """
 

@@ -11,22 +11,11 @@ pixel (or within its 5x5 receptive field), the mean distance from the one-hot pi
 argmax, and how many positions tie at the max (a tie splits the max's gradient in JAX and TF's
 ``reduce_max``).
 
-Measured (shared 2-core CPU, 10 epochs, l2 1e-5; train / test px at epoch 10):
-  quadrant seed 0, lr 1e-2, batch 256: 19.9 / 28.5; max of the x output at (row 2, col 61) for
-    91 % of train examples, of the y output at (row 61, col 63) for 100 %;
-  quadrant seed 1: 20.3 / 27.7, both maxima at column 0 for every example;
-  quadrant seed 0, batch 32: 21.7 / 26.3, maxima at (0, 0) and (1, 63) for every example;
-  quadrant seed 0, lr 1e-3: 15.4 / 21.6, maxima within 2 px of the one-hot for 62 % / 77 %;
-  uniform seed 0: 13.1 / 13.3, y maximum within 2 px of the one-hot for 100 % (2.2 px error).
-  The max is unique in every example (no ties). A maximum on a pixel no training one-hot can
-  reach (the 2-pixel border, outside every one-hot's 5x5 receptive field) gives the one-hot
-  weights no gradient: a dead max, the stall. On uniform, training one-hots near the corners
-  can take the max over; on quadrant none lie near the held-out corner.
-  Intervention, ``--pool-margin 2`` (the max pool sees rows/cols 2-61 only; 10 epochs, lr 1e-2):
-  train / test px 7.6 / 18.1 (seed 0), 8.9 / 24.0 (seed 1), against 19.9 / 28.5 and
-  20.3 / 27.7 without it. Seed 0's x output follows the one-hot for every example (0.62 / 0.22
-  px). The maxima that remain stuck sit on the new edge: at (61, 2), which only the training
-  centre (59, 4) reaches, or at (61, 61), which only held-out centres reach.
+Runtime: ~7-14 min per (seed, lr, batch size) on a shared 2-core CPU at 10 epochs. Expected
+(quadrant, seed 0, lr 1e-2, batch 256, epoch 10): train / test error 19.9 / 28.5 px, the x
+output's max at (row 2, col 61) for 91 % of train examples: a dead max on the border no one-hot
+reaches. ``--pool-margin 2`` excludes that border: 7.6 / 18.1 px. Every measurement and its
+reading: docs/science/regressor-dead-max.md.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Presets:
   reference  the reference code's grid: deconv l2 {0, 1e-3, 1e-2} × loss {sigmoid, mse}; CoordConv
              fs 1 × m {1, 2}.
   smoke      a few epochs of CoordConv and a small deconv, both splits.
+Runtime: ``coordjax list`` prints an estimate for this machine (smoke: minutes on a 2-core CPU);
+no rendering sweep has been measured yet (docs/science/reproductions.md).
 Targets are binary 0/1 squares (the paper's recipe; the reference's 0.502 targets cap IoU at 0.5).
 Expected (paper/blog): deconv test IoU ≤ 0.83 (uniform), ≤ 0.36 (quadrant); CoordConv IoU 1.0.
 """

@@ -28,10 +28,11 @@ from coordjax.train.step import train_chunk as _train_chunk
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
-    state: the final :class:`TrainState` (params, batch_stats, ...).
-    history: one entry per evaluation, each a dict of floats: ``epoch``, ``step``, ``wall_time``,
-      ``train_loss``, ``train_<metric>``, ``test_loss``, ``test_<metric>``, ``epoch_train_loss``
-      (mean training-mode loss of the last epoch), ``diverged``.
+    Attributes:
+      state: the final :class:`TrainState` (params, batch_stats, ...).
+      history: one entry per evaluation, each a dict of floats: ``epoch``, ``step``,
+        ``wall_time``, ``train_loss``, ``train_<metric>``, ``test_loss``, ``test_<metric>``,
+        ``epoch_train_loss`` (mean training-mode loss of the last epoch), ``diverged``.
     """
 
     state: TrainState
