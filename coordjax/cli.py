@@ -260,7 +260,7 @@ def _list_text() -> str:
     for name in catalog.SWEEPS:
         module = _load_sweep_module(name)
         lines.append(f"{name}:")
-        for preset in module.PRESETS:
+        for preset in _by_purpose(module, lines):
             definition = _build_preset(module, name, preset)
             models = len(definition.expand())
             grids = ", ".join(dict.fromkeys(g.name for g in definition.grids))
@@ -277,14 +277,35 @@ def _list_text() -> str:
     return "\n".join(lines)
 
 
+def _by_purpose(module, lines: list[str]):
+    """The module's presets in the order of its ``PURPOSES`` (purpose -> preset names), each
+    purpose's heading appended to ``lines`` before its first preset; the rest come last."""
+    purposes = getattr(module, "PURPOSES", {})
+    listed = [p for presets in purposes.values() for p in presets if p in module.PRESETS]
+    for purpose, presets in purposes.items():
+        lines.append(f"  -- {purpose}")
+        yield from (p for p in presets if p in module.PRESETS)
+    rest = [p for p in module.PRESETS if p not in listed]
+    if rest and purposes:
+        lines.append("  -- other")
+    yield from rest
+
+
 def _estimated_time(definition) -> str | None:
     """The estimated wall time of a preset on this device, from measured rates."""
     from coordjax.sweep.rates import estimate_seconds, format_duration
 
     try:
-        return format_duration(estimate_seconds(definition).seconds)
+        estimate = estimate_seconds(definition)
     except ValueError:  # a preset this device cannot estimate
         return None
+    if not definition.rules():
+        return format_duration(estimate.seconds)
+    from coordjax.sweep.dry_run import pruned_estimate
+    from coordjax.sweep.planner import plan
+
+    *_, pruned = pruned_estimate(definition, plan(definition.expand()), estimate)
+    return f"{format_duration(pruned)} pruned ({format_duration(estimate.seconds)} unpruned)"
 
 
 def _report(workdir: str) -> str:

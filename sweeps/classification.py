@@ -231,6 +231,16 @@ PRESETS = {
     "robustness-quick": robustness_quick,
 }
 
+# What each preset is for (``coordjax list`` prints the presets under these headings).
+PURPOSES = {
+    "see it work in minutes": ["smoke", "fig-s2"],
+    "the paper's grids (days on a CPU: a GPU or successive halving)": [
+        "paper", "paper-halving", "reference", "coordconv"],
+    "evidence for one claim": ["evidence", "evidence-deconv"],
+    "robustness across seeds and recipe variants": [
+        "robustness", "robustness-quick", "robustness-full"],
+}  # fmt: skip
+
 if __name__ == "__main__":
     import sys
 

@@ -105,6 +105,14 @@ PRESETS = {
     "robustness-full": robustness_full,
 }
 
+# What each preset is for (``coordjax list`` prints the presets under these headings).
+PURPOSES = {
+    "see it work in minutes": ["smoke"],
+    "the paper's grids (days on a CPU: a GPU or successive halving)": ["paper"],
+    "evidence for one claim": ["evidence"],
+    "robustness across seeds and recipe variants": ["robustness", "robustness-full"],
+}
+
 if __name__ == "__main__":
     import sys
 

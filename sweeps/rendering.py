@@ -98,6 +98,12 @@ def smoke():
 
 PRESETS = {"paper": paper, "reference": reference, "smoke": smoke}
 
+# What each preset is for (``coordjax list`` prints the presets under these headings).
+PURPOSES = {
+    "see it work in minutes": ["smoke"],
+    "the paper's grids (days on a CPU: a GPU or successive halving)": ["paper", "reference"],
+}
+
 if __name__ == "__main__":
     import sys
 

@@ -33,6 +33,13 @@ def test_list_gives_description_model_count_and_grid_names(capsys):
             assert sweep.description in section[line]
             grids = section[line + 1].split("--only: ")[1].split("   ")[0].split(", ")
             assert grids == list(dict.fromkeys(g.name for g in sweep.grids))
+        # Presets come under their purpose's heading; every purpose names real presets.
+        for purpose, presets in module.PURPOSES.items():
+            assert set(presets) <= set(module.PRESETS), purpose
+            heading = section.index(f"  -- {purpose}")
+            below = [t.split()[0] for t in section[heading + 1 :] if t.startswith("  ") and
+                     not t.startswith("   ")]  # fmt: skip
+            assert below[: len(presets)] == presets
     assert max(len(line) for line in lines) <= 100
 
 

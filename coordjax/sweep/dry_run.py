@@ -119,6 +119,19 @@ def pruned_model_steps(sweep: Sweep, buckets: list[Bucket]) -> dict[str, float]:
     }
 
 
+def pruned_estimate(sweep: Sweep, buckets: list[Bucket], estimate) -> tuple[float, int, float]:
+    """``(pruned model-steps, unpruned model-steps, pruned seconds)``: each bucket's estimated
+    time scaled by the share of its model-steps the rules leave (:func:`pruned_model_steps`)."""
+    pruned = pruned_model_steps(sweep, buckets)
+    seconds = {b.bucket_id: b.seconds for b in estimate.buckets}
+    full_steps = sum(b.num_models * b.total_steps for b in buckets)
+    pruned_seconds = sum(
+        seconds[b.bucket_id] * pruned[b.bucket_id] / max(b.num_models * b.total_steps, 1)
+        for b in buckets
+    )
+    return sum(pruned.values()), full_steps, pruned_seconds
+
+
 def pruning_text(sweep: Sweep, buckets: list[Bucket], estimate) -> str:
     """The rules, and the model-steps and time with pruning beside those without."""
     rules = {json.dumps(r.to_json()): r for r in sweep.rules().values()}.values()
@@ -129,14 +142,7 @@ def pruning_text(sweep: Sweep, buckets: list[Bucket], estimate) -> str:
             f"pruning: rungs {', '.join(map(str, rule.at))}; keep {rule.keep:.3g} of each group "
             f"({' x '.join(rule.group_by)}) by {metric}"
         )
-    pruned = pruned_model_steps(sweep, buckets)
-    seconds = {b.bucket_id: b.seconds for b in estimate.buckets}
-    full_steps = sum(b.num_models * b.total_steps for b in buckets)
-    pruned_steps = sum(pruned.values())
-    pruned_seconds = sum(
-        seconds[b.bucket_id] * pruned[b.bucket_id] / max(b.num_models * b.total_steps, 1)
-        for b in buckets
-    )
+    pruned_steps, full_steps, pruned_seconds = pruned_estimate(sweep, buckets, estimate)
     lines.append(
         f"pruned: {pruned_steps:,.0f} model-steps instead of {full_steps:,.0f} "
         f"({full_steps / max(pruned_steps, 1):.1f}x fewer), estimated "
