@@ -25,52 +25,56 @@ def _rng(seed: int, axis: str) -> np.random.Generator:
 
 
 def _round(value: float) -> float:
-    return float(f"{value:.6g}")
-
-
-def _finite_pair(kind: str, low: Any, high: Any, positive: bool) -> None:
-    for name, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{kind}.{name} must be a finite number; got {v!r}")
-    if positive and low <= 0:
-        raise ValueError(f"{kind}.low must be > 0; got {low!r}")
-    if not low < high:
-        raise ValueError(f"{kind} needs low < high; got low={low!r}, high={high!r}")
+    return float(f"{float(value):.6g}")
 
 
 @dataclasses.dataclass(frozen=True)
-class LogUniform:
+class _Interval:
+    """A continuous distribution on ``[low, high)``; subclasses say how values are spread."""
+
+    low: float
+    high: float
+
+    name = ""  # the JSON key and the name in errors
+    positive = False  # low must be > 0
+
+    def __post_init__(self):
+        kind = type(self).__name__
+        for side in ("low", "high"):
+            v = getattr(self, side)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{kind}.{side} must be a finite number; got {v!r}")
+        if self.positive and self.low <= 0:
+            raise ValueError(f"{kind}.low must be > 0; got {self.low!r}")
+        if not self.low < self.high:
+            raise ValueError(f"{kind} needs low < high; got low={self.low!r}, high={self.high!r}")
+
+    def draw(self, n: int, *, seed: int, axis: str) -> list[float]:
+        return [_round(v) for v in self._draw(_rng(seed, axis), n)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.name: [self.low, self.high]}
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform(_Interval):
     """Log-uniform on ``[low, high)`` (both > 0): learning rates, weight decays."""
 
-    low: float
-    high: float
+    name = "log_uniform"
+    positive = True
 
-    def __post_init__(self):
-        _finite_pair("LogUniform", self.low, self.high, positive=True)
-
-    def draw(self, n: int, *, seed: int, axis: str) -> list[float]:
-        values = _rng(seed, axis).uniform(math.log(self.low), math.log(self.high), size=n)
-        return [_round(math.exp(v)) for v in values]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"log_uniform": [self.low, self.high]}
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.exp(rng.uniform(math.log(self.low), math.log(self.high), size=n))
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform:
+class Uniform(_Interval):
     """Uniform on ``[low, high)``."""
 
-    low: float
-    high: float
+    name = "uniform"
 
-    def __post_init__(self):
-        _finite_pair("Uniform", self.low, self.high, positive=False)
-
-    def draw(self, n: int, *, seed: int, axis: str) -> list[float]:
-        return [_round(v) for v in _rng(seed, axis).uniform(self.low, self.high, size=n)]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"uniform": [self.low, self.high]}
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=n)
 
 
 @dataclasses.dataclass(frozen=True)
