@@ -195,8 +195,10 @@ def test_sharded_vmapped_survivors_equal_the_unpruned_runs_to_float_noise(tmp_pa
     theirs = _rows(full.loc[full.set_index(key).index.isin(mine.set_index(key).index)])
     for column in ("train_loss", "test_loss"):
         np.testing.assert_allclose(mine[column], theirs[column], rtol=1e-4, err_msg=column)
+    # Sharded over 4 devices, a stack stays a multiple of 4: these 4-run buckets cannot shrink,
+    # so pruning saves nothing here (the unsharded tests above show the saving).
     widths = pruned.groupby("bucket_id")["bucket_model_steps"].max()
-    assert (widths < full.groupby("bucket_id")["bucket_model_steps"].max()).any()
+    assert (widths == full.groupby("bucket_id")["bucket_model_steps"].max()).all()
 
 
 def test_model_steps_equal_the_rules_arithmetic(straight):
