@@ -389,7 +389,7 @@ def _with_prune_flags(definition, args):
         return sw.customize(definition, prune=None)
     if all(f is None for f in flags):
         return definition
-    rules = list({id(r): r for r in definition.rules().values()}.values())
+    rules = list(dict.fromkeys(definition.rules().values()))
     base = rules[0] if len(rules) == 1 else None
     if args.prune_at is not None:
         try:

@@ -208,9 +208,9 @@ def decide(
     table = pd.DataFrame(candidates).set_index("run_id")
     table["family"] = paper.family_of(table)
     # One rule's runs are ranked together; runs under different rules never meet.
-    table["_rule"] = [json_key(rules[i].to_json()) for i in table.index]
+    table["_rule"] = [rules[i] for i in table.index]  # rules are frozen: hashable
     groups = []
-    for _, by_rule in table.groupby("_rule", sort=True):
+    for _, by_rule in table.groupby("_rule", sort=False):
         rule = rules[by_rule.index[0]]
         for key, group in by_rule.groupby(list(rule.group_by), sort=True):
             key = key if isinstance(key, tuple) else (key,)
@@ -248,12 +248,6 @@ def _rank_group(rule, rung, group, at_rung, key) -> dict[str, Any]:
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
-
-
-def json_key(data: Any) -> str:
-    import json
-
-    return json.dumps(data, sort_keys=True)
 
 
 def pruned_epochs(decisions: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -332,8 +326,8 @@ def expected_fractions(
     if not governed:
         return out
     sub = table.loc[governed].copy()
-    sub["_rule"] = [json_key(rules[i].to_json()) for i in sub.index]
-    for _, by_rule in sub.groupby("_rule"):
+    sub["_rule"] = [rules[i] for i in sub.index]
+    for _, by_rule in sub.groupby("_rule", sort=False):
         rule = rules[by_rule.index[0]]
         for _, group in by_rule.groupby(list(rule.group_by)):
             for run_id, run in group.iterrows():
