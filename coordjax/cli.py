@@ -1,6 +1,8 @@
 """The ``coordjax`` command line. It parses arguments and calls the library; no logic lives here.
 
 coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
+coordjax sweep NAME ... --task-index I --task-count N   one of N processes sharing a workdir
+coordjax status WORKDIR [--json]
 coordjax report WORKDIR
 coordjax list
 
@@ -17,6 +19,7 @@ import importlib.util
 import logging
 import pathlib
 import sys
+import textwrap
 import time
 import traceback
 
@@ -209,6 +212,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call jax.distributed.initialize() first (multi-host runs)",
     )
+    sweep.add_argument(
+        "--task-index",
+        type=int,
+        help="fan-out: this process is task I of --task-count independent processes sharing "
+        "--workdir (default: $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX when set); each "
+        "trains its share of the buckets, then any bucket no live process holds",
+    )
+    sweep.add_argument(
+        "--task-count",
+        type=int,
+        help="fan-out: the number of tasks (default: $SLURM_ARRAY_TASK_COUNT under SLURM)",
+    )
+    sweep.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help="fan-out: seconds after which a bucket whose process stopped heartbeating may be "
+        "taken over (default 600)",
+    )
     sweep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     sweep.add_argument(
@@ -218,6 +240,21 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write WORKDIR/report/report.md and its figures")
     report.add_argument("workdir", help="a sweep's workdir")
     report.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    status = sub.add_parser(
+        "status",
+        help="where a sweep stands: each bucket done / running / stale / pending, and an ETA",
+        description="Where a sweep stands (also while it runs, in one or many processes).",
+    )
+    status.add_argument("workdir", help="a sweep's workdir")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat after which a claim counts as stale (default 600)",
+    )
+    status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     sub.add_parser(
         "list",
@@ -240,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             print(f"report: {_report(args.workdir)}")
+            return 0
+        if args.command == "status":
+            print(_status(args))
             return 0
         return _sweep(args)
     except UsageError as err:
@@ -265,8 +305,10 @@ def _list_text() -> str:
             models = len(definition.expand())
             grids = ", ".join(dict.fromkeys(g.name for g in definition.grids))
             estimate = _estimated_time(definition)
-            lines.append(f"  {preset:<16} {models:>5} models  {definition.description}")
             indent = " " * 33  # under the description
+            head = f"  {preset:<16} {models:>5} models  "
+            lines.extend(textwrap.wrap(definition.description or "-", 100, initial_indent=head,
+                                       subsequent_indent=indent) or [head])  # fmt: skip
             details = [f"--only: {grids}"]
             if estimate:
                 details.append(f"estimated time here: {estimate}")
@@ -308,6 +350,46 @@ def _estimated_time(definition) -> str | None:
     return f"{format_duration(pruned)} pruned ({format_duration(estimate.seconds)} unpruned)"
 
 
+def _status(args) -> str:
+    import json
+
+    from coordjax.sweep import fanout
+    from coordjax.sweep.status import status_text, sweep_status
+    from coordjax.sweep.workdir import WorkdirError
+
+    stale_after = fanout.DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
+    if not stale_after > 0:
+        raise UsageError(f"--stale-after must be > 0 seconds; got {args.stale_after!r}")
+    try:
+        status = sweep_status(args.workdir, stale_after=stale_after)
+    except WorkdirError as err:
+        raise UsageError(str(err)) from err
+    return json.dumps(status, indent=1) if args.json else status_text(status)
+
+
+def _task_slot(args):
+    """The fan-out task from the flags or the scheduler's environment (None: one process)."""
+    from coordjax.sweep import fanout
+
+    try:
+        slot = fanout.task_slot(args.task_index, args.task_count)
+    except fanout.FanOutError as err:
+        raise UsageError(str(err).replace("task_index", "--task-index")
+                         .replace("task_count", "--task-count")) from err  # fmt: skip
+    if slot is not None and args.distributed:
+        raise UsageError("--distributed (processes in lockstep) cannot be combined with a task "
+                         f"index (from {slot.source}); use one or the other")  # fmt: skip
+    if args.stale_after is not None and not args.stale_after > 0:
+        raise UsageError(f"--stale-after must be > 0 seconds; got {args.stale_after!r}")
+    if args.stale_after is not None and slot is None:
+        raise UsageError("--stale-after applies to a fanned-out sweep: pass --task-index and "
+                         "--task-count")  # fmt: skip
+    if slot is not None and args.restart:
+        raise UsageError("--restart cannot be combined with a task index: other processes may be "
+                         "using the workdir; move it aside yourself")  # fmt: skip
+    return slot
+
+
 def _report(workdir: str) -> str:
     from coordjax import report
 
@@ -323,6 +405,7 @@ def _sweep(args) -> int:
     from coordjax import sweep as sw
     from coordjax.sweep import dry_run, engine
 
+    slot = _task_slot(args)  # a fan-out, from the flags or the scheduler's environment
     if args.distributed:  # before anything touches a JAX backend
         jax.distributed.initialize()
     where = args.name if args.name.endswith(".py") else f"sweep {args.name!r}"
@@ -352,11 +435,19 @@ def _sweep(args) -> int:
         return 0
     if not args.workdir:
         raise UsageError("--workdir is required (unless --dry-run)")
+    fanned = {}
+    if slot is not None:
+        from coordjax.sweep import fanout
+
+        fanned = {"task": slot, "stale_after": args.stale_after or fanout.DEFAULT_STALE_AFTER_S}
+        print(f"coordjax: task {slot.index} of {slot.count} (from {slot.source}) on workdir "
+              f"{args.workdir}", file=sys.stderr)  # fmt: skip
     start = time.perf_counter()
     try:
         results = sw.run_sweep(
-            definition, args.workdir, preset=args.preset, options=options, restart=args.restart
-        )
+            definition, args.workdir, preset=args.preset, options=options, restart=args.restart,
+            **fanned,
+        )  # fmt: skip
     except sw.WorkdirError as err:
         raise UsageError(str(err)) from err
     except OSError as err:  # the workdir's filesystem refused a write
@@ -364,7 +455,8 @@ def _sweep(args) -> int:
     if jax.process_index() == 0:
         wall = time.perf_counter() - start
         path = None
-        if not args.no_report:
+        # Of a fanned-out sweep's processes, task 0 writes the report (they finish together).
+        if not args.no_report and (slot is None or slot.index == 0):
             from coordjax import report
 
             try:

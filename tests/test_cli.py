@@ -30,8 +30,10 @@ def test_list_gives_description_model_count_and_grid_names(capsys):
             sweep = make()
             (line,) = [i for i, text in enumerate(section) if text.split()[0] == preset][:1]
             assert f"{len(sweep.expand())} models" in section[line]
-            assert sweep.description in section[line]
-            grids = section[line + 1].split("--only: ")[1].split("   ")[0].split(", ")
+            only = next(i for i in range(line + 1, len(section)) if "--only: " in section[i])
+            wrapped = " ".join(t.strip() for t in section[line:only])  # long ones wrap
+            assert sweep.description in wrapped
+            grids = section[only].split("--only: ")[1].split("   ")[0].split(", ")
             assert grids == list(dict.fromkeys(g.name for g in sweep.grids))
         # Presets come under their purpose's heading; every purpose names real presets.
         for purpose, presets in module.PURPOSES.items():

@@ -17,7 +17,12 @@ from test_sweep import assert_bitwise_equal
 
 from coordjax.sweep import EngineOptions, Grid, engine, load_run, run_sweep, union
 from coordjax.sweep import workdir as wd
-from coordjax.sweep.checkpoints import QUARANTINE, CheckpointAccessError, environment_cause
+from coordjax.sweep.checkpoints import (
+    QUARANTINE,
+    BucketCheckpoints,
+    CheckpointAccessError,
+    environment_cause,
+)
 from coordjax.sweep.summary import best_per_family
 
 OPTIONS = EngineOptions(progress=False)
@@ -250,3 +255,29 @@ def test_environment_causes_are_found_anywhere_in_the_chain():
     assert environment_cause(ValueError("PERMISSION_DENIED: open failed")) is not None
     assert environment_cause(FileNotFoundError(errno.ENOENT, "gone")) is None  # damage
     assert environment_cause(ValueError("Must provide `args` of type `Composite`")) is None
+
+
+def test_a_crash_between_quarantine_and_retraining_loses_no_rows(straight, tmp_path, caplog):
+    # Killed after epoch 3's rows were written, before its checkpoint: rows to 3, steps to 2.
+    straight_dir, straight_results = straight
+    bucket = _killed_after(straight_dir, tmp_path / "w", epoch=2)
+    wd.write_results(tmp_path / "w", straight_results[straight_results["epoch"] <= 3])
+    _damage(bucket / "2", "garbage")
+    good = _files(bucket / "1")
+
+    class Crash(Exception):
+        pass
+
+    def crash(self, epoch, state):
+        raise Crash(f"killed before saving epoch {epoch}")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Crash):
+        patch.setattr(BucketCheckpoints, "save", crash)
+        run_sweep(small_sweep(), tmp_path / "w", options=OPTIONS)
+    # Quarantined 2, retrained epoch 2 from 1, crashed: the rows past the checkpoint are kept.
+    assert [p.name for p in (bucket / QUARANTINE).iterdir()] == ["2-unreadable"]
+    on_disk = pd.read_csv(tmp_path / "w" / wd.RESULTS)
+    assert_bitwise_equal(on_disk, straight_results[straight_results["epoch"] <= 3])
+    assert _files(bucket / "1") == good
+    resumed, _ = _resume_keeping_all(tmp_path / "w", caplog)
+    _assert_same_as_straight(straight, tmp_path / "w", resumed, epochs=range(1, 5))

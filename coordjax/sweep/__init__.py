@@ -27,6 +27,9 @@ _NAMES = {
     "plan": "coordjax.sweep.planner",
     "summary_text": "coordjax.sweep.summary",
     "WorkdirError": "coordjax.sweep.workdir",
+    "TaskSlot": "coordjax.sweep.fanout",
+    "task_slot": "coordjax.sweep.fanout",
+    "sweep_status": "coordjax.sweep.status",
 }
 __all__ = list(_NAMES)
 

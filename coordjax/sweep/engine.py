@@ -6,14 +6,18 @@ it; then, on the host, the chunk's metrics come back in one ``device_get``, the 
 rewritten atomically, and the stacked state is checkpointed. Nothing runs per step on the host.
 
 Rerunning on the same workdir resumes each bucket from its latest checkpoint and skips finished
-buckets; results rows past a bucket's checkpoint (written just before a kill) are dropped and
-recomputed, which gives the same numbers because every key derives from the run's seed. Each
+buckets; results rows past a bucket's checkpoint (written just before a kill) are kept until
+retraining writes them again, with the same numbers because every key derives from the run's
+seed. Each
 bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
 equals an uninterrupted one bit for bit. An unreadable latest checkpoint is quarantined (moved
 aside, with a warning) for the one before; a bucket whose results rows were lost is retrained from
 the start, its old checkpoints quarantined. Nothing damaged is deleted.
 Checkpoints kept per bucket: the latest two, each run's best evaluation and each pruned run's
 last (its rung's). With a pruning rule the buckets advance rung by rung (:func:`run_sweep`).
+
+With a task slot (``task=``, ``coordjax sweep --task-index I --task-count N``) the buckets are
+shared by independent processes over one workdir (:mod:`coordjax.sweep.fanout`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from coordjax import conv
 from coordjax._checks import check_choice
-from coordjax.sweep import pruning
+from coordjax.sweep import fanout, pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import BucketCheckpoints, CheckpointDamaged
 from coordjax.sweep.grid import Sweep
@@ -167,6 +171,8 @@ def run_sweep(
     options: EngineOptions | None = None,
     restart: bool = False,
     programs: Programs | None = None,
+    task: fanout.TaskSlot | None = None,
+    stale_after: float = fanout.DEFAULT_STALE_AFTER_S,
 ) -> pd.DataFrame:
     """Trains every run of ``sweep``, resumably, and returns the results table.
 
@@ -183,13 +189,30 @@ def run_sweep(
       restart: move a workdir holding a different sweep aside and start over.
       programs: compiled programs to reuse and add to (e.g. across the sweeps of one process);
         by default this call builds its own and drops them when it returns.
+      task: this process's share of a sweep fanned out over independent processes sharing
+        ``workdir`` (:mod:`coordjax.sweep.fanout`); None (default): this process trains every
+        bucket (with ``jax.distributed``, all processes together).
+      stale_after: with ``task``, seconds after which another process's claim on a bucket may
+        be taken over (its heartbeat stopped: the process died or hangs).
 
     Returns:
       The results table (also in ``workdir/results.csv``): one row per model per evaluation,
-      with each run's ``status`` (running / pruned / finished / diverged).
+      with each run's ``status`` (running / pruned / finished / diverged). With ``task``, the
+      whole sweep's table once every bucket is done.
     """
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
+    if task is not None and jax.process_count() > 1:
+        raise ValueError(
+            "task (a fan-out over independent processes) cannot be combined with "
+            "jax.distributed (processes in lockstep); use one or the other"
+        )
+    if task is not None and restart:
+        raise ValueError(
+            "restart cannot be combined with a task index: other processes may be using the "
+            "workdir; move it aside yourself"
+        )
+    claims = None if task is None else fanout.Claims(workdir, task, stale_after)
     # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
     buckets = plan(runs, max_models=options.max_models, pad=options.pad)
@@ -202,12 +225,18 @@ def run_sweep(
     # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
     # coordinates the checkpoint writes of all processes itself.
     lead = jax.process_index() == 0
-    with wd.locked(workdir) if lead else contextlib.nullcontext():
+    with contextlib.ExitStack() as owning:
         if lead:
-            wd.check_same_sweep(workdir, identity, restart=restart)
-        options = dataclasses.replace(options, lowering=_lowering(options, workdir))
-        if lead:
-            wd.write_config(workdir, wd.sweep_config(identity, buckets, options, jax.devices()))
+            owning.enter_context(wd.locked(workdir, shared=task is not None))
+            with wd.records_lock(workdir):
+                wd.check_same_sweep(workdir, identity, restart=restart)
+        if task is not None:  # refused before anything is written if the index is taken
+            owning.enter_context(fanout.task_lock(workdir, task))
+        with wd.records_lock(workdir) if lead else contextlib.nullcontext():
+            options = dataclasses.replace(options, lowering=_lowering(options, workdir))
+            if lead:
+                config = wd.sweep_config(identity, buckets, options, jax.devices())
+                wd.write_config(workdir, config)
         results = wd.read_results(workdir)
         pruned = wd.pruned_at(workdir)  # decisions already taken are replayed, never retaken
         mesh = make_mesh(options.shard)
@@ -217,20 +246,34 @@ def run_sweep(
             try:
                 # Without rungs this is one pass over the buckets, each trained to its end.
                 for stop in [*pruning.rung_epochs(rules, runs), None]:
-                    for index, bucket in enumerate(buckets):
+
+                    def train(index, claim=None, stop=stop, pruned=pruned):
+                        nonlocal results
+                        bucket = buckets[index]
                         progress.start(index, len(buckets), bucket)
+                        if claim is not None:  # other processes write rows too: a fresh view
+                            results = wd.read_results(workdir)
                         try:
                             results = _run_bucket(
                                 bucket, workdir, results, mesh, options, progress, programs,
-                                until=stop, pruned=pruned,
+                                until=stop, pruned=pruned, claim=claim,
                             )  # fmt: skip
                         except KeyboardInterrupt as err:
                             raise SweepInterrupted(
                                 progress.epoch, bucket.bucket_id, index, len(buckets)
                             ) from err
+
+                    if claims is None:
+                        for index in range(len(buckets)):
+                            train(index)
+                    else:
+                        _fan_out(claims, buckets, stop, train, options)
+                        results = wd.read_results(workdir)
                     if stop is not None:
                         before = set(pruned)
-                        results, pruned = _take_rung(workdir, results, stop, rules, runs, pruned)
+                        results, pruned = _take_rung(
+                            workdir, results, stop, rules, runs, pruned, shared=task is not None
+                        )
                         for bucket in buckets:
                             gone = [
                                 r
@@ -259,15 +302,42 @@ def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
     return rules
 
 
-def _take_rung(workdir, results, rung, rules, runs, pruned):
+def _fan_out(claims, buckets, stop, train, options) -> None:
+    """This process's part of one stage of a fanned-out sweep (every bucket trained to ``stop``,
+    or to its end): its own buckets first, then any no live process holds, until all are done."""
+    slot = claims.slot
+    owners = fanout.assign(_costs(buckets, options), slot.count)
+    last = [b.static["epochs"] for b in buckets]
+    stages = [e if stop is None else min(stop, e) for e in last]
+    order = fanout.work_order(owners, slot.index)
+    mine = sum(1 for o in owners if o == slot.index)
+    logger.info(
+        "task %d of %d: %d of %d buckets assigned%s",
+        slot.index, slot.count, mine, len(buckets), "" if stop is None else f" (to epoch {stop})",
+    )  # fmt: skip
+    fanout.run_stage(claims, [b.bucket_id for b in buckets], stages, order, train)
+
+
+def _costs(buckets, options) -> list[float]:
+    """Each bucket's estimated seconds (the dry run's estimate: every process computes the same
+    numbers from the shipped rates table)."""
+    from coordjax.sweep.rates import bucket_seconds
+
+    return bucket_seconds(buckets, options)
+
+
+def _take_rung(workdir, results, rung, rules, runs, pruned, shared=False):
     """The rung's decision: replayed if recorded, else taken from the results and recorded
-    before anything acts on it. Returns the results with their status, and who is pruned."""
+    before anything acts on it. Returns the results with their status, and who is pruned.
+
+    ``shared``: other processes (a fan-out) write the workdir too; the first decision recorded
+    is the one every process takes (they compute the same one from the same rows)."""
     recorded = {d["epoch"]: d for d in wd.read_pruning(workdir)}
     decision = recorded.get(rung)
     if decision is None:
         decision = pruning.decide(results, rung, rules, runs, pruned)
         if jax.process_index() == 0:
-            wd.record_pruning(workdir, decision)
+            decision = wd.record_pruning(workdir, decision)
         kept = sum(r["kept"] for g in decision["groups"] for r in g["runs"])
         total = sum(g["n"] for g in decision["groups"])
         logger.info(
@@ -275,6 +345,8 @@ def _take_rung(workdir, results, rung, rules, runs, pruned):
             rung, kept, total, len(decision["groups"]), workdir / wd.PRUNING,
         )  # fmt: skip
     pruned = {**pruned, **pruning.pruned_epochs([decision])}
+    if shared:
+        return wd.restatus_results(workdir, pruned), pruned
     results = wd.with_status(results, pruned)
     if jax.process_index() == 0:
         wd.write_results(workdir, results)
@@ -292,11 +364,25 @@ def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
 
 
 def _run_bucket(
-    bucket, workdir, results, mesh, options, progress, programs, *, until=None, pruned=None
-) -> pd.DataFrame:
+    bucket, workdir, results, mesh, options, progress, programs, *, until=None, pruned=None,
+    claim=None,
+) -> pd.DataFrame:  # fmt: skip
     """Trains ``bucket`` from its latest checkpoint to epoch ``until`` (default: its end), with
-    the runs ``pruned`` (run_id -> rung) out of its model axis after their rungs."""
+    the runs ``pruned`` (run_id -> rung) out of its model axis after their rungs.
+
+    ``claim``: the fan-out claim this process holds on the bucket (:mod:`coordjax.sweep.fanout`);
+    checked before every write, and the bucket's rows are merged into ``results.csv`` rather
+    than the whole table written."""
     pruned = pruned or {}
+    lead = jax.process_index() == 0
+
+    def record(results):
+        if claim is not None:
+            claim.check()
+            wd.merge_bucket_rows(workdir, results, bucket.bucket_id, pruned)
+        elif lead:
+            wd.write_results(workdir, results)
+
     run_ids = [r["run_id"] for r in bucket.runs]
     devices = 1 if mesh is None else mesh.size
     last = bucket.static["epochs"]
@@ -315,7 +401,6 @@ def _run_bucket(
             for epoch in saved:
                 checkpoints.quarantine(epoch, "results rows missing")
             start_epoch = 0
-        results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
         if start_epoch >= last:
             progress.restored(bucket, start_epoch)
             logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
@@ -332,11 +417,13 @@ def _run_bucket(
         start_epoch, state, runs, axis = _resume(
             checkpoints, bucket, state, runs, start_epoch, pruned, mesh
         )
-        results = wd.drop_rows_after(results, bucket.bucket_id, start_epoch)
         progress.epoch = start_epoch
         progress.restored(bucket, start_epoch)
-        wall = wd.bucket_wall_time(results, bucket.bucket_id)
-        model_steps = int(wd.bucket_total(results, bucket.bucket_id, "bucket_model_steps"))
+        # Totals as they were at the checkpoint (rows past it are kept until rewritten).
+        wall = wd.bucket_wall_time(results, bucket.bucket_id, through=start_epoch)
+        model_steps = int(
+            wd.bucket_total(results, bucket.bucket_id, "bucket_model_steps", through=start_epoch)
+        )
         epoch, strategy = 0, None
         for num_epochs in bucket.chunks:
             epoch += num_epochs
@@ -366,10 +453,10 @@ def _run_bucket(
             rows = wd.result_rows(
                 bucket, axis, metrics, epochs, steps, wall, param_counts, strategy[0], model_steps
             )
-            results = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
-            results = wd.with_status(results, pruned)
-            if jax.process_index() == 0:
-                wd.write_results(workdir, results)
+            results = wd.with_status(wd.replace_rows(results, rows), pruned)
+            record(results)
+            if claim is not None:
+                claim.check()
             checkpoints.save(epoch, state)
             # A pruned run's last checkpoint (its rung's) is kept too: load_run reads it.
             rungs = {pruned[r] for r in run_ids if r in pruned}

@@ -8,7 +8,9 @@ Layout::
       strategies.json      each bucket's model-axis lowering (fixed at its start, reused)
       pruning.json         successive halving: each rung's decision, written before it acts
       checkpoints/<bucket_id>/<epoch>/   orbax checkpoints of each bucket's stacked state
-      .lock                held (flock) while a sweep runs
+      .lock                held (flock) while a sweep runs: exclusively by one process, shared
+                           by the processes of a fanned-out sweep (coordjax.sweep.fanout)
+      claims/, tasks/      a fanned-out sweep's bucket claims and task locks
 
 The records are written here (results rows, ``config.json``, strategies) and read back here
 (:func:`load_run`: one model's state out of its bucket's checkpoint). Every file is replaced
@@ -42,6 +44,7 @@ STRATEGIES = "strategies.json"
 PRUNING = "pruning.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
+RECORDS_LOCK = ".records.lock"
 
 
 class WorkdirError(RuntimeError):
@@ -68,20 +71,36 @@ def check_usable(workdir: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(workdir: pathlib.Path):
-    """Holds an exclusive lock on the workdir; refuses at once if another process holds it.
+def locked(workdir: pathlib.Path, *, shared: bool = False):
+    """Holds the workdir's lock; refuses at once if it cannot.
 
-    flock locks die with their process, so a killed sweep never leaves a stale lock.
+    A single-process sweep holds it exclusively. The processes of a fanned-out sweep
+    (:mod:`coordjax.sweep.fanout`) hold it shared: they run together, and a single-process run
+    of the same workdir is refused while any of them runs (and they while it runs). flock locks
+    die with their process, so a killed sweep never leaves a stale lock.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / LOCK, "w") as handle:
+    with open(workdir / LOCK, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError as err:
             raise WorkdirError(
-                f"workdir {workdir} is in use by another sweep (its lock is held); wait for it "
-                "to finish or choose another --workdir"
+                f"workdir {workdir} is in use by another sweep (its lock is held"
+                + ("; a single-process run holds it" if shared else "")
+                + "); wait for it to finish or choose another --workdir"
             ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def records_lock(workdir: pathlib.Path):
+    """Serialises read-modify-writes of the shared records (results, strategies, pruning) between
+    the processes of a fanned-out sweep; held for milliseconds, waited for."""
+    with open(pathlib.Path(workdir) / RECORDS_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -144,7 +163,7 @@ def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     backup = workdir.with_name(f"{workdir.name}.old-{stamp}")
     for item in list(workdir.iterdir()):
-        if item.name == LOCK:
+        if item.name in (LOCK, RECORDS_LOCK):
             continue
         backup.mkdir(parents=True, exist_ok=True)
         shutil.move(str(item), backup / item.name)
@@ -178,6 +197,29 @@ def write_results(workdir: pathlib.Path, results: pd.DataFrame) -> None:
     atomic_write_text(pathlib.Path(workdir) / RESULTS, results.to_csv(index=False))
 
 
+def merge_bucket_rows(
+    workdir: pathlib.Path, results: pd.DataFrame, bucket_id: str, pruned: dict[str, int]
+) -> None:
+    """Replaces the bucket's rows of ``results.csv`` by those of ``results`` (the rows of one
+    process of a fanned-out sweep, which alone trains that bucket); the other buckets' rows are
+    the ones on disk."""
+    with records_lock(workdir):
+        on_disk = read_results(workdir)
+        mine = results.loc[results["bucket_id"] == bucket_id] if len(results) else results
+        others = on_disk.loc[on_disk["bucket_id"] != bucket_id] if len(on_disk) else on_disk
+        merged = pd.concat([d for d in (others, mine) if len(d)], ignore_index=True)
+        write_results(workdir, with_status(merged, pruned) if len(merged) else merged)
+
+
+def restatus_results(workdir: pathlib.Path, pruned: dict[str, int]) -> pd.DataFrame:
+    """Rewrites ``results.csv`` with each row's status under the pruning decisions ``pruned``
+    and returns it (under the records lock: other processes may be writing rows)."""
+    with records_lock(workdir):
+        results = with_status(read_results(workdir), pruned)
+        write_results(workdir, results)
+    return results
+
+
 def read_strategies(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
     """``{bucket_id: {"strategy", "map_batch_size", "source", ...}}`` recorded so far."""
     path = pathlib.Path(workdir) / STRATEGIES
@@ -186,9 +228,10 @@ def read_strategies(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
 
 def record_strategy(workdir: pathlib.Path, bucket_id: str, choice: dict[str, Any]) -> None:
     """Records a bucket's lowering (before its first chunk trains)."""
-    recorded = read_strategies(workdir)
-    recorded[bucket_id] = choice
-    atomic_write_text(pathlib.Path(workdir) / STRATEGIES, json.dumps(recorded, indent=2))
+    with records_lock(workdir):
+        recorded = read_strategies(workdir)
+        recorded[bucket_id] = choice
+        atomic_write_text(pathlib.Path(workdir) / STRATEGIES, json.dumps(recorded, indent=2))
 
 
 def read_pruning(workdir: pathlib.Path) -> list[dict[str, Any]]:
@@ -197,12 +240,18 @@ def read_pruning(workdir: pathlib.Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["decisions"] if path.exists() else []
 
 
-def record_pruning(workdir: pathlib.Path, decision: dict[str, Any]) -> None:
-    """Appends a rung's decision (before the engine acts on it)."""
-    decisions = [d for d in read_pruning(workdir) if d["epoch"] != decision["epoch"]]
-    decisions = sorted([*decisions, decision], key=lambda d: d["epoch"])
-    text = json.dumps({"decisions": decisions}, indent=1)
-    atomic_write_text(pathlib.Path(workdir) / PRUNING, text)
+def record_pruning(workdir: pathlib.Path, decision: dict[str, Any]) -> dict[str, Any]:
+    """Appends a rung's decision (before the engine acts on it) and returns the recorded one:
+    a decision already recorded for that rung (by another process of a fanned-out sweep) wins."""
+    with records_lock(workdir):
+        recorded = read_pruning(workdir)
+        for existing in recorded:
+            if existing["epoch"] == decision["epoch"]:
+                return existing
+        decisions = sorted([*recorded, decision], key=lambda d: d["epoch"])
+        text = json.dumps({"decisions": decisions}, indent=1)
+        atomic_write_text(pathlib.Path(workdir) / PRUNING, text)
+    return decision
 
 
 def pruned_at(workdir: pathlib.Path) -> dict[str, int]:
@@ -274,18 +323,39 @@ def drop_rows_after(results: pd.DataFrame, bucket_id: str, epoch: int) -> pd.Dat
     return results.loc[~stale].reset_index(drop=True)
 
 
-def bucket_total(results: pd.DataFrame, bucket_id: str, column: str) -> float:
-    """The bucket's running total of ``column`` (``wall_time``, ``bucket_model_steps``) so far
-    (0 when none)."""
+def bucket_total(
+    results: pd.DataFrame, bucket_id: str, column: str, through: int | None = None
+) -> float:
+    """The bucket's running total of ``column`` (``wall_time``, ``bucket_model_steps``) at its
+    evaluations up to epoch ``through`` (default: all), 0 when none."""
     if results.empty or column not in results:
         return 0.0
-    mine = results.loc[results["bucket_id"] == bucket_id, column].dropna()
+    rows = results["bucket_id"] == bucket_id
+    if through is not None:
+        rows &= results["epoch"] <= through
+    mine = results.loc[rows, column].dropna()
     return float(mine.max()) if len(mine) else 0.0
 
 
-def bucket_wall_time(results: pd.DataFrame, bucket_id: str) -> float:
-    """The bucket's training seconds recorded so far (0 when none)."""
-    return bucket_total(results, bucket_id, "wall_time")
+def bucket_wall_time(results: pd.DataFrame, bucket_id: str, through: int | None = None) -> float:
+    """The bucket's training seconds recorded up to epoch ``through`` (default: all)."""
+    return bucket_total(results, bucket_id, "wall_time", through)
+
+
+def replace_rows(results: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``results`` with ``rows`` added, replacing any row of the same bucket, run and epoch.
+
+    A resumed bucket keeps the rows it wrote after its last checkpoint until retraining writes
+    them again (the same numbers: every key derives from the run's seed), so a crash in between
+    loses nothing.
+    """
+    new = pd.DataFrame(rows)
+    if results.empty:
+        return new
+    key = ["bucket_id", "run_id", "epoch"]
+    old = pd.MultiIndex.from_frame(results[key].astype({"epoch": int}))
+    fresh = pd.MultiIndex.from_frame(new[key].astype({"epoch": int}))
+    return pd.concat([results.loc[~old.isin(fresh)], new], ignore_index=True)
 
 
 STATUSES = ("running", "pruned", "finished", "diverged")

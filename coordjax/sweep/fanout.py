@@ -1,0 +1,440 @@
+"""Fan-out: one sweep trained by independent processes that share one workdir.
+
+A SLURM job array, a Kubernetes Indexed Job or a loop of background jobs starts N processes,
+each with a task index ``i`` in ``0..N-1`` (:func:`task_slot`: flags or the scheduler's
+environment). The processes never talk to each other; the shared workdir is the only contract:
+
+- **Assignment.** Each process computes the same plan and the same assignment of buckets to
+  tasks (:func:`assign`: longest first, by the dry run's cost estimate), trains its own buckets
+  first, then any bucket no live process holds (unclaimed, or claimed by a process whose heartbeat
+  is older than ``stale_after``).
+- **Ownership.** A process trains a bucket only while it holds the bucket's claim
+  (:class:`Claims`): a file created atomically (``os.link`` of a complete temporary file, which
+  fails if the name exists) naming host, pid and task index, with a heartbeat a thread refreshes
+  every ``heartbeat_s``. Taking over a stale claim creates the next *generation* of the claim the
+  same way, so of two processes that find a claim stale exactly one wins; the old owner sees the
+  newer generation and stops before writing anything more. A process holds ``tasks/<i>.lock``
+  (flock, released by the kernel when it dies) for its life: a second process with the same index
+  is refused, and the claims of a task whose lock a new process holds are known dead at once.
+- **Stages.** With successive halving, a claim covers a bucket up to the next rung; the processes
+  meet at each rung (whoever is idle waits, polling) and every one of them replays the same
+  recorded decision (:mod:`coordjax.sweep.pruning`).
+
+Layout (inside the workdir)::
+
+    claims/<bucket_id>/<stage>.<generation>.json   who trains the bucket to epoch <stage>
+    claims/<bucket_id>/<stage>.done                 that stage is trained and recorded
+    tasks/<index>.lock                              held by the process running task <index>
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger("coordjax.sweep")
+
+CLAIMS = "claims"
+TASKS = "tasks"
+DEFAULT_STALE_AFTER_S = 600.0
+"""A claim whose heartbeat is older than this (seconds) may be taken over: ten minutes, far
+beyond the heartbeat's period (a thread refreshes it every ``heartbeat_s``, even mid-chunk)."""
+
+# Where schedulers put the task index (and count), in the order they are read.
+ENV_INDEX = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+
+
+class FanOutError(ValueError):
+    """A task index or count that cannot be used (named, with what is allowed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSlot:
+    """This process's share of a fanned-out sweep: task ``index`` of ``count``.
+
+    ``source`` says where they came from (``"--task-index"``, ``"SLURM_ARRAY_TASK_ID"``, ...).
+    """
+
+    index: int
+    count: int
+    source: str = "--task-index"
+
+    def __post_init__(self):
+        for name, value in (("task_count", self.count), ("task_index", self.index)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise FanOutError(f"{name} must be an int; got {value!r}")
+        if self.count < 1:
+            raise FanOutError(f"task_count must be >= 1; got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise FanOutError(
+                f"task_index must be in 0..{self.count - 1} (task_count {self.count}); "
+                f"got {self.index}"
+            )
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError:
+        raise FanOutError(f"{name} must be an integer; got {environ[name]!r}") from None
+
+
+def task_slot(
+    index: int | None = None, count: int | None = None, environ: Mapping[str, str] | None = None
+) -> TaskSlot | None:
+    """This process's task: from ``index``/``count`` (the ``--task-index``/``--task-count``
+    flags), else from the scheduler's environment, else None (a single process).
+
+    - SLURM job arrays: ``SLURM_ARRAY_TASK_ID`` minus ``SLURM_ARRAY_TASK_MIN`` (arrays may start
+      at 1), of ``SLURM_ARRAY_TASK_COUNT``;
+    - Kubernetes Indexed Jobs: ``JOB_COMPLETION_INDEX``, of ``count`` (Kubernetes does not export
+      the job's completions: pass ``--task-count``).
+
+    Raises:
+      FanOutError: an index without a count, a count without an index, an index >= count.
+    """
+    environ = os.environ if environ is None else environ
+    if index is not None:
+        if count is None:
+            raise FanOutError("--task-index needs --task-count (the number of tasks)")
+        return TaskSlot(index, count, "--task-index")
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        task = _env_int(environ, "SLURM_ARRAY_TASK_ID")
+        first = 0
+        if "SLURM_ARRAY_TASK_MIN" in environ:
+            first = _env_int(environ, "SLURM_ARRAY_TASK_MIN")
+        if count is None:
+            if "SLURM_ARRAY_TASK_COUNT" not in environ:
+                raise FanOutError(
+                    "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass "
+                    "--task-count"
+                )
+            count = _env_int(environ, "SLURM_ARRAY_TASK_COUNT")
+        return TaskSlot(task - first, count, "SLURM_ARRAY_TASK_ID")
+    if "JOB_COMPLETION_INDEX" in environ:
+        if count is None:
+            raise FanOutError(
+                "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but the task count is "
+                "not known; pass --task-count (the Job's completions)"
+            )
+        return TaskSlot(_env_int(environ, "JOB_COMPLETION_INDEX"), count, "JOB_COMPLETION_INDEX")
+    if count is not None:
+        raise FanOutError(
+            "--task-count needs --task-index (or SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX in "
+            "the environment)"
+        )
+    return None
+
+
+def assign(costs: Sequence[float], count: int) -> list[int]:
+    """Each bucket's task: longest first to the least-loaded task (ties: the lower index).
+
+    Deterministic in ``costs`` alone, so every process computes the same assignment.
+
+    >>> assign([5.0, 1.0, 4.0, 2.0], 2)
+    [0, 0, 1, 1]
+    """
+    load = [0.0] * count
+    owner = [0] * len(costs)
+    for position in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        task = min(range(count), key=lambda t: (load[t], t))
+        owner[position] = task
+        load[task] += costs[position]
+    return owner
+
+
+def work_order(owners: Sequence[int], index: int) -> list[int]:
+    """The bucket positions in the order task ``index`` tries them: its own, then the others'
+    starting from the next task's (so idle tasks spread over different buckets).
+
+    >>> work_order([0, 1, 1, 0, 2], 1)
+    [1, 2, 4, 0, 3]
+    """
+    count = max(owners, default=0) + 1
+    rank = {t: (t - index) % max(count, 1) for t in range(count)}
+    return sorted(range(len(owners)), key=lambda i: (rank[owners[i]], i))
+
+
+# -- the task lock --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def task_lock(workdir: pathlib.Path, slot: TaskSlot):
+    """Holds ``tasks/<index>.lock`` for the process's life; refuses at once if another live
+    process holds it (the same index started twice). The kernel releases it when we die."""
+    import fcntl
+
+    directory = pathlib.Path(workdir) / TASKS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{slot.index}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            from coordjax.sweep.workdir import WorkdirError
+
+            raise WorkdirError(
+                f"task index {slot.index} is already running on workdir {workdir} ({holder}); "
+                "give each process its own --task-index"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"host {socket.gethostname()}, pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+
+class ClaimLost(RuntimeError):
+    """Another process took this bucket over (our heartbeat had gone stale)."""
+
+
+def _write_new(path: pathlib.Path, payload: dict[str, Any]) -> bool:
+    """Creates ``path`` with ``payload`` atomically and only if it does not exist (a complete
+    temporary file hard-linked into place); False if it exists."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(f.name, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(f.name)
+
+
+def _replace(path: pathlib.Path, payload: dict[str, Any]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f)
+    os.replace(f.name, path)
+
+
+@dataclasses.dataclass
+class Claim:
+    """A held claim on one bucket's stage; ``lost`` turns true if a newer generation appears."""
+
+    path: pathlib.Path
+    stage: int
+    generation: int
+    payload: dict[str, Any]
+    lost: bool = False
+
+    def newer_exists(self) -> bool:
+        prefix = f"{self.stage}."
+        for entry in self.path.parent.glob(f"{self.stage}.*.json"):
+            generation = entry.name[len(prefix) : -len(".json")]
+            if generation.isdigit() and int(generation) > self.generation:
+                return True
+        return False
+
+    def beat(self) -> None:
+        """Refreshes the heartbeat, unless the claim was taken over (then ``lost``)."""
+        if self.lost or self.newer_exists():
+            self.lost = True
+            return
+        self.payload["heartbeat"] = time.time()
+        with contextlib.suppress(OSError):  # a missed beat only ages the claim
+            _replace(self.path, self.payload)
+
+    def check(self) -> None:
+        """Raises :class:`ClaimLost` if another process took the bucket over."""
+        if self.lost or self.newer_exists():
+            self.lost = True
+            raise ClaimLost(
+                f"bucket {self.path.parent.name}: another process took it over (this process's "
+                "heartbeat went stale); leaving it to that process"
+            )
+
+
+@dataclasses.dataclass
+class Claims:
+    """The claims of one workdir, as task ``slot`` sees them.
+
+    Args:
+      workdir: the sweep's workdir.
+      slot: this process's task.
+      stale_after: seconds after which another process's claim may be taken over.
+      heartbeat_s: seconds between heartbeats (default: a tenth of ``stale_after``, at most 30).
+    """
+
+    workdir: pathlib.Path
+    slot: TaskSlot
+    stale_after: float = DEFAULT_STALE_AFTER_S
+    heartbeat_s: float | None = None
+
+    def __post_init__(self):
+        self.workdir = pathlib.Path(self.workdir)
+        if not self.stale_after > 0:
+            raise FanOutError(f"stale_after must be > 0 seconds; got {self.stale_after!r}")
+        if self.heartbeat_s is None:
+            self.heartbeat_s = min(30.0, self.stale_after / 10)
+
+    def _dir(self, bucket_id: str) -> pathlib.Path:
+        return self.workdir / CLAIMS / bucket_id
+
+    def done(self, bucket_id: str, stage: int) -> bool:
+        return (self._dir(bucket_id) / f"{stage}.done").exists()
+
+    def mark_done(self, claim: Claim) -> None:
+        """Records the stage trained (after its results and checkpoint), and drops the claim."""
+        claim.check()
+        done = {**claim.payload, "done": time.time()}
+        _write_new(claim.path.parent / f"{claim.stage}.done", done)
+        with contextlib.suppress(FileNotFoundError):
+            claim.path.unlink()
+
+    def holder(self, bucket_id: str, stage: int) -> tuple[int, dict[str, Any] | None]:
+        """The newest generation of the stage's claim and its payload (``(-1, None)``: none)."""
+        newest, payload = -1, None
+        prefix = f"{stage}."
+        for entry in self._dir(bucket_id).glob(f"{stage}.*.json"):
+            generation = entry.name[len(prefix) : -len(".json")]
+            if generation.isdigit() and int(generation) > newest:
+                with contextlib.suppress(OSError, json.JSONDecodeError):
+                    newest, payload = int(generation), json.loads(entry.read_text())
+        return newest, payload
+
+    def is_stale(self, payload: dict[str, Any] | None, now: float | None = None) -> bool:
+        """Whether a claim may be taken over: its heartbeat is older than ``stale_after``, or it
+        is this task's own (we hold the task's lock, so its previous holder is dead)."""
+        if payload is None:
+            return True
+        if payload.get("task_index") == self.slot.index and payload.get("task_count") == (
+            self.slot.count
+        ):
+            return True
+        now = time.time() if now is None else now
+        return now - float(payload.get("heartbeat", 0.0)) > self.stale_after
+
+    def try_claim(self, bucket_id: str, stage: int) -> Claim | None:
+        """The stage's claim if this process gets it; None if it is done or a live process
+        holds it (or won the race for it)."""
+        if self.done(bucket_id, stage):
+            return None
+        directory = self._dir(bucket_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        generation, payload = self.holder(bucket_id, stage)
+        if generation >= 0 and not self.is_stale(payload):
+            return None
+        now = time.time()
+        mine = {
+            "bucket_id": bucket_id,
+            "stage": stage,
+            "task_index": self.slot.index,
+            "task_count": self.slot.count,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "claimed": now,
+            "heartbeat": now,
+        }
+        path = directory / f"{stage}.{generation + 1}.json"
+        if not _write_new(path, mine):
+            return None
+        if generation >= 0:
+            logger.warning(
+                "bucket %s: took over from task %s (host %s, pid %s; heartbeat %.0f s old)",
+                bucket_id, payload.get("task_index"), payload.get("host"), payload.get("pid"),
+                now - float(payload.get("heartbeat", 0.0)),
+            )  # fmt: skip
+        if self.done(bucket_id, stage):  # finished while we looked: nothing to do
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        return Claim(path, stage, generation + 1, mine)
+
+    @contextlib.contextmanager
+    def heartbeat(self, claim: Claim):
+        """Refreshes ``claim``'s heartbeat from a thread while the body runs; on an error the
+        claim is released at once (another process need not wait for it to go stale)."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.heartbeat_s):
+                claim.beat()
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{claim.path.parent.name}")
+        thread.daemon = True
+        thread.start()
+        try:
+            yield claim
+        except BaseException:
+            if not claim.lost:
+                with contextlib.suppress(OSError):
+                    claim.path.unlink()
+            raise
+        finally:
+            stop.set()
+            thread.join()
+
+
+def run_stage(
+    claims: Claims,
+    bucket_ids: Sequence[str],
+    stages: Sequence[int],
+    order: Sequence[int],
+    train,
+    *,
+    poll_s: float | None = None,
+    sleep=time.sleep,
+) -> int:
+    """Trains every bucket's stage that no live process holds, until all are done.
+
+    Args:
+      claims: this process's view of the workdir's claims.
+      bucket_ids, stages: per bucket, its id and the epoch this stage trains it to.
+      order: the bucket positions in the order to try them (:func:`work_order`).
+      train: ``train(position, claim)`` trains the bucket's stage and records it; it calls
+        ``claim.check()`` before each write.
+      poll_s: seconds between looks while other processes hold the remaining stages.
+
+    Returns:
+      How many stages this process trained.
+    """
+    poll_s = min(5.0, claims.stale_after / 4) if poll_s is None else poll_s
+    trained = 0
+    waiting_logged = False
+    while True:
+        pending = [i for i in order if not claims.done(bucket_ids[i], stages[i])]
+        if not pending:
+            return trained
+        progressed = False
+        for position in pending:
+            claim = claims.try_claim(bucket_ids[position], stages[position])
+            if claim is None:
+                continue
+            try:
+                with claims.heartbeat(claim):
+                    train(position, claim)
+                claims.mark_done(claim)
+            except ClaimLost as err:
+                logger.warning("%s", err)
+                continue
+            trained += 1
+            progressed = True
+        if not progressed:
+            if not waiting_logged:
+                logger.info(
+                    "task %d: waiting for %d bucket(s) held by other processes",
+                    claims.slot.index, len(pending),
+                )  # fmt: skip
+                waiting_logged = True
+            sleep(poll_s)

@@ -1,0 +1,180 @@
+"""Where a sweep stands, read from its workdir alone: ``coordjax status WORKDIR``.
+
+Per bucket: ``done``, ``running`` (which task, host and pid, and how old its heartbeat is),
+``stale`` (a claim whose heartbeat is older than ``stale_after``: its process died or hangs;
+any task's rerun takes it over), or ``pending``; and for the sweep: model-steps trained against
+planned, and an ETA at the rate measured so far. Works while a sweep runs, in one process or
+fanned out over many (:mod:`coordjax.sweep.fanout`); reads files only (no JAX).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import pathlib
+import time
+from typing import Any
+
+import pandas as pd
+
+from coordjax.sweep import fanout
+from coordjax.sweep import workdir as wd
+
+STATES = ("done", "running", "stale", "pending")
+
+
+def _single_process_running(workdir: pathlib.Path) -> bool:
+    """Whether a single-process sweep holds the workdir's lock exclusively now."""
+    path = workdir / wd.LOCK
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _newest_claim(directory: pathlib.Path) -> dict[str, Any] | None:
+    """The newest claim of any stage in a bucket's claims directory (None if none)."""
+    newest = None
+    for entry in directory.glob("*.*.json"):
+        try:
+            payload = json.loads(entry.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # replaced while we read it
+        key = (payload.get("stage", 0), payload.get("claimed", 0.0))
+        if newest is None or key > (newest.get("stage", 0), newest.get("claimed", 0.0)):
+            newest = payload
+    return newest
+
+
+def sweep_status(
+    workdir: str | pathlib.Path,
+    *,
+    stale_after: float = fanout.DEFAULT_STALE_AFTER_S,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The sweep's state (see the module docstring) as a JSON-ready dict.
+
+    Raises:
+      wd.WorkdirError: not a sweep workdir (no readable ``config.json``).
+    """
+    workdir = pathlib.Path(workdir)
+    try:
+        config = wd.read_config(workdir)
+    except (OSError, json.JSONDecodeError) as err:
+        raise wd.WorkdirError(f"{workdir / wd.CONFIG} is not readable ({err})") from None
+    if not config or "plan" not in config:
+        raise wd.WorkdirError(f"{workdir} is not a sweep workdir (it has no {wd.CONFIG})")
+    now = time.time() if now is None else now
+    try:
+        results = wd.read_results(workdir)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        results = pd.DataFrame()
+    pruned = wd.pruned_at(workdir)
+    buckets = []
+    for planned in config["plan"]:
+        bucket_id, epochs = planned["bucket_id"], int(planned["static"]["epochs"])
+        mine = results.loc[results["bucket_id"] == bucket_id] if len(results) else results
+        ends = {r: pruned.get(r, epochs) for r in planned["run_ids"]}
+        reached = (
+            mine.groupby("run_id")["epoch"].max().to_dict() if len(mine) else {}
+        )  # run_id -> last evaluated epoch
+        diverged = set(mine.loc[mine["diverged"].astype(bool), "run_id"]) if len(mine) else set()
+        finished = all(reached.get(r, 0) >= end or r in diverged for r, end in ends.items())
+        claims_dir = workdir / fanout.CLAIMS / bucket_id
+        claim = _newest_claim(claims_dir) if claims_dir.is_dir() else None
+        age = None if claim is None else now - float(claim.get("heartbeat", 0.0))
+        if (claims_dir / f"{epochs}.done").exists() or finished:
+            state = "done"
+        elif claim is not None:
+            state = "stale" if age > stale_after else "running"
+        else:
+            state = "pending"
+        # Models' own steps (the stack's padding copies are not counted).
+        steps = sum(reached.values()) * int(planned["steps_per_epoch"])
+        planned_steps = len(planned["run_ids"]) * int(planned["steps_per_epoch"]) * epochs
+        buckets.append(
+            {
+                "bucket_id": bucket_id,
+                "state": state,
+                "models": len(planned["run_ids"]),
+                "epoch": int(max(reached.values(), default=0)),
+                "epochs": epochs,
+                "model_steps": int(steps),
+                "planned_model_steps": planned_steps,
+                "wall_s": wd.bucket_wall_time(mine, bucket_id) if len(mine) else 0.0,
+                "task": None if claim is None or state == "done" else claim.get("task_index"),
+                "host": None if claim is None or state == "done" else claim.get("host"),
+                "pid": None if claim is None or state == "done" else claim.get("pid"),
+                "heartbeat_age_s": None if age is None or state == "done" else round(age, 1),
+            }
+        )
+    done_steps = sum(b["model_steps"] for b in buckets)
+    planned_steps = sum(b["planned_model_steps"] for b in buckets)
+    seconds = sum(b["wall_s"] for b in buckets)
+    rate = done_steps / seconds if seconds > 0 else None
+    running = sum(b["state"] == "running" for b in buckets)
+    single = _single_process_running(workdir)
+    left = sum(
+        b["planned_model_steps"] - b["model_steps"] for b in buckets if b["state"] != "done"
+    )  # pruning only shortens this
+    workers = max(running, 1 if single else 0)
+    eta = left / (rate * workers) if rate and workers and left > 0 else None
+    return {
+        "workdir": str(workdir),
+        "sweep": config.get("identity", {}).get("sweep"),
+        "preset": config.get("identity", {}).get("preset"),
+        "single_process_running": single,
+        "counts": {s: sum(b["state"] == s for b in buckets) for s in STATES},
+        "model_steps": done_steps,
+        "planned_model_steps": planned_steps,
+        "model_steps_per_s": rate,
+        "eta_s": eta,
+        "pruned_runs": len(pruned),
+        "stale_after_s": stale_after,
+        "buckets": buckets,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    from coordjax.sweep.progress import duration
+
+    return duration(seconds)
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """The status as a table within 100 columns."""
+    counts = status["counts"]
+    head = f"{status['sweep']} (preset {status['preset']}) in {status['workdir']}"
+    lines = [head if len(head) <= 100 else head[:97] + "..."]
+    lines.append(
+        f"{len(status['buckets'])} buckets: "
+        + ", ".join(f"{counts[s]} {s}" for s in STATES)
+        + (" (a single-process sweep is running)" if status["single_process_running"] else "")
+    )
+    lines.append(f"{'bucket':<34} {'state':<8} {'models':>6} {'epoch':>11}  task/host/heartbeat")
+    for b in status["buckets"]:
+        who = ""
+        if b["state"] in ("running", "stale"):
+            who = f"task {b['task']} {b['host']}:{b['pid']} {_age(b['heartbeat_age_s'])} ago"
+        progress = f"{b['epoch']}/{b['epochs']}"
+        line = f"{b['bucket_id']:<34} {b['state']:<8} {b['models']:>6} {progress:>11}  {who}"
+        lines.append(line[:100].rstrip())
+    done, planned = status["model_steps"], status["planned_model_steps"]
+    share = f" ({100 * done / planned:.0f} %)" if planned else ""
+    tail = f"model-steps: {done:,} of {planned:,} planned{share}"
+    if status["pruned_runs"]:
+        tail += f"; {status['pruned_runs']} runs pruned"
+    lines.append(tail)
+    if status["model_steps_per_s"]:
+        eta = "-" if status["eta_s"] is None else _age(status["eta_s"])
+        lines.append(
+            f"rate: {status['model_steps_per_s']:,.0f} model-steps/s per process; ETA {eta}"
+        )
+    return "\n".join(lines)

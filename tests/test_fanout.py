@@ -1,0 +1,380 @@
+"""Fan-out: one sweep trained by independent processes sharing one workdir
+(coordjax.sweep.fanout), against the single-process run of the same sweep, bit for bit."""
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from test_sweep import assert_bitwise_equal
+
+from coordjax import cli
+from coordjax.sweep import EngineOptions, fanout, load_run, run_sweep
+from coordjax.sweep import workdir as wd
+from coordjax.sweep.status import status_text, sweep_status
+
+SWEEP_FILE = """
+from coordjax.sweep import Grid, union
+BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 4,
+        "eval_every": 1, "split": "uniform"}
+PRESETS = {"t": lambda: union("fanned", [
+    Grid("a", base=BASE, axes={"lr": [0.05, 0.01]}),
+    Grid("b", base={**BASE, "batch_size": 512}, axes={"lr": [0.05, 0.01]}),
+    Grid("c", base={**BASE, "batch_size": 128}, axes={"lr": [0.02]}),
+])}
+"""
+
+
+def _sweep():
+    namespace = {}
+    exec(textwrap.dedent(SWEEP_FILE), namespace)
+    return namespace["PRESETS"]["t"]()
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The single-process run: its workdir and results."""
+    root = tmp_path_factory.mktemp("straight")
+    results = run_sweep(_sweep(), root / "w", preset="t", options=EngineOptions(progress=False))
+    return root / "w", results
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "fanned.py"
+    path.write_text(textwrap.dedent(SWEEP_FILE))
+    return path
+
+
+def _launch(sweep_file, workdir, index, count, *extra) -> subprocess.Popen:
+    command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",
+               "--workdir", str(workdir), "--no-progress", "--no-report",
+               "--task-index", str(index), "--task-count", str(count), *extra]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _same_as_straight(workdir, straight):
+    root, results = straight
+    assert_bitwise_equal(pd.read_csv(workdir / "results.csv"), pd.read_csv(root / "results.csv"))
+    for run_id in set(results["run_id"]):
+        fanned, alone = load_run(workdir, run_id), load_run(root, run_id)
+        for a, b in zip(jax.tree.leaves(fanned), jax.tree.leaves(alone), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _trained_by(workdir) -> dict[str, list[int]]:
+    """bucket_id -> the task indices whose done markers say they trained it."""
+    done = {}
+    for marker in (workdir / fanout.CLAIMS).glob("*/*.done"):
+        payload = json.loads(marker.read_text())
+        done.setdefault(marker.parent.name, []).append(payload["task_index"])
+    return done
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def test_three_processes_train_each_bucket_once_and_equal_one_process(
+    tmp_path, sweep_file, straight
+):
+    workers = [_launch(sweep_file, tmp_path / "w", i, 3) for i in range(3)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output
+    assert "task 1 of 3 (from --task-index)" in outputs[1]
+    trained = _trained_by(tmp_path / "w")
+    assert sorted(trained) == sorted(b["bucket_id"] for b in wd.read_config(straight[0])["plan"])
+    assert all(len(tasks) == 1 for tasks in trained.values()), trained
+    _same_as_straight(tmp_path / "w", straight)
+    status = sweep_status(tmp_path / "w")
+    assert status["counts"]["done"] == 3 and status["model_steps"] == status["planned_model_steps"]
+
+
+def _wait_for(condition, victim, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert victim.poll() is None, victim.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _mid_bucket(workdir) -> bool:
+    """A claim is held and its bucket has a checkpoint but is not done."""
+    for claim in (workdir / fanout.CLAIMS).glob("*/*.*.json"):
+        bucket = claim.parent.name
+        done = list(claim.parent.glob("*.done"))
+        saved = (workdir / "checkpoints" / bucket).glob("*")
+        if not done and any(p.name.isdigit() for p in saved):  # a finished checkpoint
+            return True
+    return False
+
+
+def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
+    tmp_path, sweep_file, straight
+):
+    victim = _launch(sweep_file, tmp_path / "w", 0, 2)
+    _wait_for(lambda: _mid_bucket(tmp_path / "w"), victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    status = sweep_status(tmp_path / "w")
+    assert status["counts"]["running"] == 1  # its heartbeat is fresh: not stale yet
+    held = [b for b in status["buckets"] if b["state"] == "running"][0]
+    assert held["task"] == 0 and held["pid"] == victim.pid
+    assert "running" in status_text(status)
+
+    # The same task's command takes its own dead claim at once (it holds the task's lock now);
+    # task 1 trains its share meanwhile.
+    rerun = [_launch(sweep_file, tmp_path / "w", i, 2) for i in (0, 1)]
+    outputs = [w.communicate(timeout=600)[0] for w in rerun]
+    for worker, output in zip(rerun, outputs, strict=True):
+        assert worker.returncode == 0, output
+    assert "resumed at epoch" in "".join(outputs)
+    _same_as_straight(tmp_path / "w", straight)
+
+
+def test_a_stale_claim_is_taken_over_only_after_the_timeout(tmp_path, sweep_file, straight):
+    victim = _launch(sweep_file, tmp_path / "w", 0, 2)
+    _wait_for(lambda: _mid_bucket(tmp_path / "w"), victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    stale_after = 4.0
+    taker = _launch(sweep_file, tmp_path / "w", 1, 2, "--stale-after", str(stale_after))
+    output = taker.communicate(timeout=600)[0]
+    assert taker.returncode == 0, output
+    assert "took over from task 0" in output
+    for directory in (tmp_path / "w" / fanout.CLAIMS).iterdir():
+        dead = directory.glob("*.0.json")  # the killed process's claim, left as it was
+        for old in dead:
+            last_beat = json.loads(old.read_text())["heartbeat"]
+            done = json.loads(next(directory.glob(f"{old.name.split('.')[0]}.done")).read_text())
+            assert done["task_index"] == 1
+            assert done["claimed"] - last_beat > stale_after
+    _same_as_straight(tmp_path / "w", straight)
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+def test_the_same_index_twice_is_refused_in_one_line(tmp_path, sweep_file, capsys):
+    workdir = tmp_path / "w"
+    held = fanout.TaskSlot(1, 3)
+    workdir.mkdir()
+    with fanout.task_lock(workdir, held):
+        before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+        code = cli.main(["sweep", str(sweep_file), "--preset", "t", "--workdir", str(workdir),
+                         "--task-index", "1", "--task-count", "3", "--no-progress"])  # fmt: skip
+        after = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    start, *err = capsys.readouterr().err.strip().splitlines()  # the start line, the error
+    assert start.startswith("coordjax: task 1 of 3 (from --task-index)")
+    assert code == 2 and len(err) == 1 and "task index 1 is already running" in err[0], err
+    assert set(after) <= set(before) | {pathlib.Path(".lock"), pathlib.Path(".records.lock")}
+
+
+def test_a_different_sweep_on_the_workdir_is_refused_and_nothing_written(
+    tmp_path, straight, capsys
+):
+    other = tmp_path / "other.py"
+    other.write_text(textwrap.dedent(SWEEP_FILE).replace("0.05, 0.01", "0.03"))
+    workdir = tmp_path / "w"
+    shutil.copytree(straight[0], workdir)
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = cli.main(["sweep", str(other), "--preset", "t", "--workdir", str(workdir),
+                     "--task-index", "1", "--task-count", "2", "--no-progress"])  # fmt: skip
+    _, *err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds a different sweep" in err[0], err
+    after = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_single_process_run_and_a_task_exclude_each_other(tmp_path, sweep_file, capsys):
+    workdir = tmp_path / "w"
+    with wd.locked(workdir):
+        code = cli.main(["sweep", str(sweep_file), "--preset", "t", "--workdir", str(workdir),
+                         "--task-index", "0", "--task-count", "2", "--no-progress"])  # fmt: skip
+    assert code == 2 and "in use by another sweep" in capsys.readouterr().err
+    with wd.locked(workdir, shared=True):
+        assert sweep_status  # a task holds the lock shared: a single process is refused
+        with pytest.raises(wd.WorkdirError, match="in use"):
+            with wd.locked(workdir):
+                pass
+
+
+# -- the task slot -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "index, count, environ, expected",
+    [
+        (2, 3, {}, (2, 3, "--task-index")),
+        (None, None, {}, None),
+        (None, None, {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "5"},
+         (4, 5, "SLURM_ARRAY_TASK_ID")),
+        (None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1",
+                      "SLURM_ARRAY_TASK_COUNT": "3"}, (2, 3, "SLURM_ARRAY_TASK_ID")),
+        (None, 4, {"JOB_COMPLETION_INDEX": "3"}, (3, 4, "JOB_COMPLETION_INDEX")),
+        (1, 2, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "9"},
+         (1, 2, "--task-index")),
+    ],
+)  # fmt: skip
+def test_task_slot_from_flags_or_the_scheduler(index, count, environ, expected):
+    slot = fanout.task_slot(index, count, environ)
+    assert (slot if slot is None else (slot.index, slot.count, slot.source)) == expected
+
+
+@pytest.mark.parametrize(
+    "index, count, environ, message",
+    [
+        (3, 3, {}, r"task_index must be in 0..2 \(task_count 3\); got 3"),
+        (-1, 2, {}, "task_index must be in 0..1"),
+        (0, 0, {}, "task_count must be >= 1"),
+        (1, None, {}, "--task-index needs --task-count"),
+        (None, 2, {}, "--task-count needs --task-index"),
+        (None, None, {"SLURM_ARRAY_TASK_ID": "1"}, "SLURM_ARRAY_TASK_COUNT is not"),
+        (None, None, {"JOB_COMPLETION_INDEX": "1"}, "pass --task-count"),
+        (None, 2, {"JOB_COMPLETION_INDEX": "2"}, "task_index must be in 0..1"),
+        (None, 2, {"JOB_COMPLETION_INDEX": "one"}, "JOB_COMPLETION_INDEX must be an integer"),
+    ],
+)
+def test_task_slot_errors_name_what_is_allowed(index, count, environ, message):
+    with pytest.raises(fanout.FanOutError, match=message):
+        fanout.task_slot(index, count, environ)
+
+
+def test_cli_rejects_fan_out_flags_in_one_line(sweep_file, tmp_path, capsys, monkeypatch):
+    for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    common = ["sweep", str(sweep_file), "--preset", "t", "--workdir", str(tmp_path / "w")]
+    cases = {
+        ("--task-index", "3", "--task-count", "3"): "--task-index must be in 0..2",
+        ("--task-index", "0", "--task-count", "2", "--distributed"): "--distributed",
+        ("--task-index", "0", "--task-count", "2", "--restart"): "--restart cannot",
+        ("--stale-after", "5"): "--stale-after applies to a fanned-out sweep",
+        ("--task-index", "0", "--task-count", "2", "--stale-after", "0"): "--stale-after must",
+    }
+    for flags, message in cases.items():
+        assert cli.main([*common, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (flags, err)
+    assert not (tmp_path / "w").exists()
+
+
+# -- assignment and claims -----------------------------------------------------------------------
+
+
+def test_assignment_is_deterministic_and_balanced():
+    costs = [9.0, 1.0, 7.0, 3.0, 3.0, 5.0, 2.0]
+    owners = fanout.assign(costs, 3)
+    assert owners == fanout.assign(costs, 3)
+    loads = [sum(c for c, o in zip(costs, owners, strict=True) if o == t) for t in range(3)]
+    assert max(loads) - min(loads) <= max(costs) and sorted(loads) == [10.0, 10.0, 10.0]
+    assert fanout.assign(costs, 1) == [0] * len(costs)
+    order = fanout.work_order(owners, 1)
+    assert sorted(order) == list(range(len(costs)))
+    assert [owners[i] for i in order][: owners.count(1)] == [1] * owners.count(1)
+
+
+def test_claims_are_exclusive_and_a_live_claim_is_never_taken(tmp_path):
+    a = fanout.Claims(tmp_path, fanout.TaskSlot(0, 2), stale_after=60)
+    b = fanout.Claims(tmp_path, fanout.TaskSlot(1, 2), stale_after=60)
+    held = a.try_claim("bucket", 4)
+    assert held is not None and b.try_claim("bucket", 4) is None
+    assert b.try_claim("bucket", 2) is not None  # another stage is another claim
+    # Aged past the timeout, the claim goes to exactly one taker; the old owner sees it lost.
+    payload = json.loads(held.path.read_text())
+    payload["heartbeat"] -= 120
+    held.path.write_text(json.dumps(payload))
+    c = fanout.Claims(tmp_path, fanout.TaskSlot(1, 3), stale_after=60)
+    taken = b.try_claim("bucket", 4)
+    assert taken is not None and taken.generation == 1 and c.try_claim("bucket", 4) is None
+    with pytest.raises(fanout.ClaimLost):
+        held.check()
+    b.mark_done(taken)
+    assert a.done("bucket", 4) and a.try_claim("bucket", 4) is None
+
+
+def test_the_heartbeat_keeps_a_claim_fresh_and_an_error_releases_it(tmp_path):
+    claims = fanout.Claims(tmp_path, fanout.TaskSlot(0, 1), stale_after=2, heartbeat_s=0.05)
+    claim = claims.try_claim("bucket", 1)
+    first = json.loads(claim.path.read_text())["heartbeat"]
+    with pytest.raises(RuntimeError):
+        with claims.heartbeat(claim):
+            time.sleep(0.3)
+            assert json.loads(claim.path.read_text())["heartbeat"] > first
+            raise RuntimeError("boom")
+    assert not claim.path.exists() and not claims.done("bucket", 1)
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def test_status_of_a_finished_sweep_text_and_json(straight, capsys):
+    root, _ = straight
+    assert cli.main(["status", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "3 buckets: 3 done, 0 running, 0 stale, 0 pending" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert cli.main(["status", str(root), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [b["state"] for b in status["buckets"]] == ["done"] * 3
+    assert cli.main(["status", str(root.parent / "nowhere")]) == 2
+    assert "is not a sweep workdir" in capsys.readouterr().err
+
+
+# -- the documented cluster scripts --------------------------------------------------------------
+
+FANOUT_PAGE = pathlib.Path(__file__).parents[1] / "docs" / "guides" / "fanout.md"
+
+
+def _documented_block(mark: str) -> str:
+    text = FANOUT_PAGE.read_text()
+    match = re.search(rf"<!-- fanout-test: {mark} -->\n```\w+\n(.*?)```", text, re.S)
+    assert match, f"no {mark} block in {FANOUT_PAGE}"
+    return match.group(1)
+
+
+def _parsed(argv: list[str], environ: dict[str, str], monkeypatch):
+    """The documented command's arguments and the task slot it resolves to under ``environ``."""
+    assert argv[:2] == ["coordjax", "sweep"], argv
+    args = cli._parser().parse_args(argv[1:])
+    module = cli._load_sweep_module(args.name)
+    cli._build_preset(module, args.name, args.preset)  # the preset exists
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT",
+                 "JOB_COMPLETION_INDEX"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return args, cli._task_slot(args)
+
+
+def test_the_documented_slurm_array_resolves_each_task(monkeypatch):
+    script = _documented_block("slurm")
+    first, last = map(int, re.search(r"#SBATCH --array=(\d+)-(\d+)", script).groups())
+    (line,) = [line for line in script.splitlines() if line.startswith("coordjax sweep")]
+    for task in (first, last):
+        environ = {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
+                   "SLURM_ARRAY_TASK_COUNT": str(last - first + 1)}  # fmt: skip
+        args, slot = _parsed(shlex.split(line), environ, monkeypatch)
+        assert (slot.index, slot.count, slot.source) == (task - first, 8, "SLURM_ARRAY_TASK_ID")
+        assert args.workdir and args.stale_after == 900
+
+
+def test_the_documented_kubernetes_indexed_job_resolves_each_pod(monkeypatch):
+    manifest = _documented_block("kubernetes")
+    completions = int(re.search(r"completions: (\d+)", manifest).group(1))
+    assert "completionMode: Indexed" in manifest
+    command = json.loads(re.search(r"command: (\[.*\])", manifest).group(1))  # a flow list
+    for pod in (0, completions - 1):
+        args, slot = _parsed(command, {"JOB_COMPLETION_INDEX": str(pod)}, monkeypatch)
+        assert (slot.index, slot.count) == (pod, completions) and args.workdir
