@@ -378,3 +378,30 @@ def test_the_documented_kubernetes_indexed_job_resolves_each_pod(monkeypatch):
     for pod in (0, completions - 1):
         args, slot = _parsed(command, {"JOB_COMPLETION_INDEX": str(pod)}, monkeypatch)
         assert (slot.index, slot.count) == (pod, completions) and args.workdir
+
+
+PRUNED_FILE = """
+from coordjax.sweep import Grid, Prune, union
+BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 4,
+        "eval_every": 1, "split": "uniform"}
+PRESETS = {"t": lambda: union("pruned", [
+    Grid("a", base=BASE, axes={"lr": [0.05, 0.01, 0.002]}),
+    Grid("a", base={**BASE, "batch_size": 512}, axes={"lr": [0.05, 0.01]}),
+], prune=Prune(at=(2,), keep=0.5))}
+"""
+
+
+def test_processes_meet_at_a_rung_and_take_the_single_process_decision(tmp_path):
+    sweep_file = tmp_path / "pruned.py"
+    sweep_file.write_text(textwrap.dedent(PRUNED_FILE))
+    namespace = {}
+    exec(textwrap.dedent(PRUNED_FILE), namespace)
+    straight = run_sweep(namespace["PRESETS"]["t"](), tmp_path / "straight", preset="t",
+                         options=EngineOptions(progress=False))  # fmt: skip
+    workers = [_launch(sweep_file, tmp_path / "w", i, 2) for i in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output
+    assert wd.read_pruning(tmp_path / "w") == wd.read_pruning(tmp_path / "straight")
+    assert (straight["status"] == "pruned").any()
+    assert_bitwise_equal(pd.read_csv(tmp_path / "w" / "results.csv"), straight)
