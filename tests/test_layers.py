@@ -479,6 +479,12 @@ def test_param_dtype_and_bf16_compute(coord_weights, rng):
 # --------------------------------------------------------------------------------------------
 
 
+def _case_id(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in value.items())
+    return str(value)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -493,7 +499,7 @@ def test_param_dtype_and_bf16_compute(coord_weights, rng):
         (dict(kernel_size=(3, 0)), "kernel_size"),
         (dict(zero_init_coords=True, coord_kernel_init=nn.initializers.ones), "zero_init_coords"),
     ],
-    ids=str,
+    ids=_case_id,  # functions by name: the same ids in every process (pytest-xdist)
 )
 def test_bad_arguments_fail_at_construction(kwargs, match):
     args = dict(features=4, kernel_size=(3, 3)) | kwargs

@@ -387,6 +387,12 @@ def test_param_dtype_and_bf16_compute(rng):
 # --------------------------------------------------------------------------------------------
 
 
+def _case_id(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in value.items())
+    return str(value)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -397,7 +403,7 @@ def test_param_dtype_and_bf16_compute(rng):
         (dict(kernel_size=(3, -1)), "kernel_size"),
         (dict(zero_init_coords=True, coord_kernel_init=nnx.initializers.ones), "zero_init"),
     ],
-    ids=str,
+    ids=_case_id,  # functions by name: the same ids in every process (pytest-xdist)
 )
 def test_bad_arguments(kwargs, match):
     args = dict(in_features=3, out_features=4, kernel_size=(3, 3)) | kwargs

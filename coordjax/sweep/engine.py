@@ -8,11 +8,10 @@ rewritten atomically, and the stacked state is checkpointed. Nothing runs per st
 Rerunning on the same workdir resumes each bucket from its latest checkpoint and skips finished
 buckets; results rows past a bucket's checkpoint (written just before a kill) are kept until
 retraining writes them again, with the same numbers because every key derives from the run's
-seed. Each
-bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a resumed run
-equals an uninterrupted one bit for bit. An unreadable latest checkpoint is quarantined (moved
-aside, with a warning) for the one before; a bucket whose results rows were lost is retrained from
-the start, its old checkpoints quarantined. Nothing damaged is deleted.
+seed. Each bucket's lowering is fixed when it starts and recorded (``strategies.json``), so a
+resumed run equals an uninterrupted one bit for bit. An unreadable latest checkpoint is
+quarantined (moved aside, with a warning) for the one before; a bucket whose results rows were
+lost is retrained from the start, its old checkpoints quarantined. Nothing damaged is deleted.
 Checkpoints kept per bucket: the latest two, each run's best evaluation and each pruned run's
 last (its rung's). With a pruning rule the buckets advance rung by rung (:func:`run_sweep`).
 

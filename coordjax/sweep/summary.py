@@ -103,10 +103,10 @@ def summary_text(
     lines = [] if len(best) else ["no model finished without diverging", ""]
     for task, table in best.groupby("task", sort=True) if len(best) else ():
         lines += _task_lines(task, table, claims, counts) + [""]
-    lines += _footer(final, wall_seconds)
-    if report:
+    lines = [_fit(line) for line in [*lines, *_footer(final, wall_seconds)]]
+    if report:  # a path is never cut: it is there to be copied
         lines.append(f"report: {report}")
-    return "\n".join(_fit(line) for line in lines)
+    return "\n".join(lines)
 
 
 def _task_lines(task, table, claims, counts) -> list[str]:
