@@ -193,8 +193,8 @@ def fig_s2_cpu():
                           base={**COORDCONV, "l2": 0.001, "input_scale": "unit", "epochs": 10,
                                 "eval_every": 1},
                           axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS})  # fmt: skip
-    return union("classification", [deconv, coordconv_unit],
-                 "Fig S2 at the paper's lengths for one CPU: deconv 200 epochs, halved")  # fmt: skip
+    about = "Fig S2 at the paper's lengths for one CPU: deconv 200 epochs, halved"
+    return union("classification", [deconv, coordconv_unit], about)
 
 
 def evidence():
