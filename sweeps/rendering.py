@@ -9,6 +9,11 @@ Presets:
              batch 16, 50 epochs, both splits (16 models; fs 1 is the paper's 9,490-param model).
   reference  the reference code's grid: deconv l2 {0, 1e-3, 1e-2} × loss {sigmoid, mse}; CoordConv
              fs 1 × m {1, 2}.
+  cpu        the paper's comparison for one idle 2-core CPU (issue 18; the dry run says 73 min):
+             deconv renderers fs 2 x c {1, 2} x loss {sigmoid, mse}, lr 2e-3, l2 1e-3, batch 32,
+             150 epochs, both splits, halved at epoch 50 by train IoU within each split; the
+             CoordConv renderer (9,490 params) under both losses, lr 5e-3, batch 16, 50 epochs,
+             both splits. Not run yet.
   smoke      a few epochs of CoordConv and a small deconv, both splits.
 Runtime: ``coordjax list`` prints an estimate for this machine (smoke: minutes on a 2-core CPU);
 no rendering sweep has been measured yet (docs/science/reproductions.md).
@@ -20,7 +25,7 @@ from coordjax.catalog.classification import DECONV as CLASSIFICATION_DECONV
 from coordjax.catalog.classification import SPLITS
 from coordjax.catalog.classification import deconv_grid as classification_deconv_grid
 
-from coordjax.sweep import Grid, union
+from coordjax.sweep import Grid, Prune, union
 
 # The deconv grid is classification's Fig S2 grid (paper S4: "similar to Section S2") with the
 # pixelwise sigmoid loss.
@@ -96,12 +101,31 @@ def smoke():
     )
 
 
-PRESETS = {"paper": paper, "reference": reference, "smoke": smoke}
+# The paper's comparison on one idle 2-core CPU (issue 18): small deconv renderers under both of
+# the paper's losses, halved at epoch 50 by train IoU within each split, against the paper's
+# 9,490-parameter CoordConv renderer at its 50 epochs.
+CPU_RULE = Prune(at=(50,), keep=1 / 2)
+
+
+def cpu():
+    deconv = Grid("deconv",
+                  base={**DECONV, "filter_size": 2, "batch_size": 32, "l2": 0.001, "lr": 0.002,
+                        "epochs": 150, "eval_every": 10},
+                  axes={"loss": ["sigmoid", "mse"], "channel_mult": [1, 2], "split": SPLITS},
+                  prune=CPU_RULE)  # fmt: skip
+    coordconv = Grid("coordconv", base={**COORDCONV, "l2": 0.0, "lr": 0.005},
+                     axes={"loss": ["sigmoid", "mse"], "split": SPLITS})  # fmt: skip
+    return union("rendering", [deconv, coordconv],
+                 "deconv vs CoordConv renderers, both losses, for one CPU")  # fmt: skip
+
+
+PRESETS = {"paper": paper, "reference": reference, "smoke": smoke, "cpu": cpu}
 
 # What each preset is for (``coordjax list`` prints the presets under these headings).
 PURPOSES = {
     "see it work in minutes": ["smoke"],
     "the paper's grids (days on a CPU: a GPU or successive halving)": ["paper", "reference"],
+    "the paper's lengths on one CPU (hours)": ["cpu"],
 }
 
 if __name__ == "__main__":
