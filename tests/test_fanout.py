@@ -149,6 +149,8 @@ def test_a_stale_claim_is_taken_over_only_after_the_timeout(tmp_path, sweep_file
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     stale_after = 4.0
+    time.sleep(0.1)
+    assert sweep_status(tmp_path / "w", stale_after=0.05)["counts"]["stale"] == 1
     taker = _launch(sweep_file, tmp_path / "w", 1, 2, "--stale-after", str(stale_after))
     output = taker.communicate(timeout=600)[0]
     assert taker.returncode == 0, output

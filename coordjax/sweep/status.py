@@ -38,9 +38,12 @@ def _single_process_running(workdir: pathlib.Path) -> bool:
 
 
 def _newest_claim(directory: pathlib.Path) -> dict[str, Any] | None:
-    """The newest claim of any stage in a bucket's claims directory (None if none)."""
+    """The newest claim of a stage not yet done in a bucket's claims directory (None if none;
+    a taken-over claim's file stays behind, and its stage may be done)."""
     newest = None
     for entry in directory.glob("*.*.json"):
+        if (directory / f"{entry.name.split('.')[0]}.done").exists():
+            continue
         try:
             payload = json.loads(entry.read_text())
         except (OSError, json.JSONDecodeError):
