@@ -305,6 +305,9 @@ def _checkpointed_epochs(workdir: pathlib.Path) -> int:
     return len(list((workdir / "checkpoints").glob("*/[0-9]*")))
 
 
+# Slow (a minute): the default suite kills and resumes real CLI processes in test_fanout.py
+# (mid-bucket) and test_pruning.py (at a rung).
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     sweep_file = tmp_path / "killable.py"
     sweep_file.write_text(textwrap.dedent(SWEEP_FILE))
