@@ -353,18 +353,26 @@ def _estimated_time(definition) -> str | None:
 def _status(args) -> str:
     import json
 
-    from coordjax.sweep import fanout
     from coordjax.sweep.status import status_text, sweep_status
     from coordjax.sweep.workdir import WorkdirError
 
-    stale_after = fanout.DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
-    if not stale_after > 0:
-        raise UsageError(f"--stale-after must be > 0 seconds; got {args.stale_after!r}")
+    stale_after = _stale_after(args)
     try:
         status = sweep_status(args.workdir, stale_after=stale_after)
     except WorkdirError as err:
         raise UsageError(str(err)) from err
     return json.dumps(status, indent=1) if args.json else status_text(status)
+
+
+def _stale_after(args) -> float:
+    """``--stale-after`` in seconds (the fan-out default when absent)."""
+    from coordjax.sweep import fanout
+
+    if args.stale_after is None:
+        return fanout.DEFAULT_STALE_AFTER_S
+    if not args.stale_after > 0:
+        raise UsageError(f"--stale-after must be > 0 seconds; got {args.stale_after!r}")
+    return args.stale_after
 
 
 def _task_slot(args):
@@ -379,8 +387,7 @@ def _task_slot(args):
     if slot is not None and args.distributed:
         raise UsageError("--distributed (processes in lockstep) cannot be combined with a task "
                          f"index (from {slot.source}); use one or the other")  # fmt: skip
-    if args.stale_after is not None and not args.stale_after > 0:
-        raise UsageError(f"--stale-after must be > 0 seconds; got {args.stale_after!r}")
+    _stale_after(args)
     if args.stale_after is not None and slot is None:
         raise UsageError("--stale-after applies to a fanned-out sweep: pass --task-index and "
                          "--task-count")  # fmt: skip
@@ -437,9 +444,7 @@ def _sweep(args) -> int:
         raise UsageError("--workdir is required (unless --dry-run)")
     fanned = {}
     if slot is not None:
-        from coordjax.sweep import fanout
-
-        fanned = {"task": slot, "stale_after": args.stale_after or fanout.DEFAULT_STALE_AFTER_S}
+        fanned = {"task": slot, "stale_after": _stale_after(args)}
         print(f"coordjax: task {slot.index} of {slot.count} (from {slot.source}) on workdir "
               f"{args.workdir}", file=sys.stderr)  # fmt: skip
     start = time.perf_counter()

@@ -238,6 +238,8 @@ def run_sweep(
                 wd.write_config(workdir, config)
         results = wd.read_results(workdir)
         pruned = wd.pruned_at(workdir)  # decisions already taken are replayed, never retaken
+        if claims is not None:
+            order = _work_order(sweep, options, buckets, task)
         mesh = make_mesh(options.shard)
         programs = Programs() if programs is None else programs
         progress = make_progress(buckets, options.progress)
@@ -266,7 +268,7 @@ def run_sweep(
                         for index in range(len(buckets)):
                             train(index)
                     else:
-                        _fan_out(claims, buckets, stop, train, options)
+                        _fan_out(claims, buckets, stop, train, order)
                         results = wd.read_results(workdir)
                     if stop is not None:
                         before = set(pruned)
@@ -301,28 +303,27 @@ def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
     return rules
 
 
-def _fan_out(claims, buckets, stop, train, options) -> None:
-    """This process's part of one stage of a fanned-out sweep (every bucket trained to ``stop``,
-    or to its end): its own buckets first, then any no live process holds, until all are done."""
-    slot = claims.slot
-    owners = fanout.assign(_costs(buckets, options), slot.count)
-    last = [b.static["epochs"] for b in buckets]
-    stages = [e if stop is None else min(stop, e) for e in last]
-    order = fanout.work_order(owners, slot.index)
-    mine = sum(1 for o in owners if o == slot.index)
+def _work_order(sweep, options, buckets, task) -> list[int]:
+    """The bucket positions in the order task ``task`` tries them: the assignment by the dry
+    run's estimate (every process computes the same one), its own buckets first."""
+    from coordjax.sweep.rates import estimate_seconds
+
+    seconds = {b.bucket_id: b.train_s + b.eval_s for b in estimate_seconds(sweep, options).buckets}
+    owners = fanout.assign([seconds[b.bucket_id] for b in buckets], task.count)
     logger.info(
-        "task %d of %d: %d of %d buckets assigned%s",
-        slot.index, slot.count, mine, len(buckets), "" if stop is None else f" (to epoch {stop})",
+        "task %d of %d: %d of %d buckets assigned",
+        task.index, task.count, owners.count(task.index), len(buckets),
     )  # fmt: skip
+    return fanout.work_order(owners, task.index)
+
+
+def _fan_out(claims, buckets, stop, train, order) -> None:
+    """This process's part of one stage of a fanned-out sweep (every bucket trained to ``stop``,
+    or to its end): in ``order``, any bucket no live process holds, until all are done."""
+    stages = [
+        b.static["epochs"] if stop is None else min(stop, b.static["epochs"]) for b in buckets
+    ]
     fanout.run_stage(claims, [b.bucket_id for b in buckets], stages, order, train)
-
-
-def _costs(buckets, options) -> list[float]:
-    """Each bucket's estimated seconds (the dry run's estimate: every process computes the same
-    numbers from the shipped rates table)."""
-    from coordjax.sweep.rates import bucket_seconds
-
-    return bucket_seconds(buckets, options)
 
 
 def _take_rung(workdir, results, rung, rules, runs, pruned, shared=False):

@@ -42,6 +42,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from coordjax.sweep.workdir import WorkdirError, atomic_write_text
+
 logger = logging.getLogger("coordjax.sweep")
 
 CLAIMS = "claims"
@@ -183,8 +185,6 @@ def task_lock(workdir: pathlib.Path, slot: TaskSlot):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            from coordjax.sweep.workdir import WorkdirError
-
             raise WorkdirError(
                 f"task index {slot.index} is already running on workdir {workdir} ({holder}); "
                 "give each process its own --task-index"
@@ -222,10 +222,14 @@ def _write_new(path: pathlib.Path, payload: dict[str, Any]) -> bool:
         os.unlink(f.name)
 
 
-def _replace(path: pathlib.Path, payload: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f)
-    os.replace(f.name, path)
+def generations(directory: pathlib.Path, stage: int) -> dict[int, pathlib.Path]:
+    """The claim files of a bucket's stage, by generation."""
+    found = {}
+    for entry in directory.glob(f"{stage}.*.json"):
+        generation = entry.name[len(f"{stage}.") : -len(".json")]
+        if generation.isdigit():
+            found[int(generation)] = entry
+    return found
 
 
 @dataclasses.dataclass
@@ -239,12 +243,7 @@ class Claim:
     lost: bool = False
 
     def newer_exists(self) -> bool:
-        prefix = f"{self.stage}."
-        for entry in self.path.parent.glob(f"{self.stage}.*.json"):
-            generation = entry.name[len(prefix) : -len(".json")]
-            if generation.isdigit() and int(generation) > self.generation:
-                return True
-        return False
+        return max(generations(self.path.parent, self.stage), default=-1) > self.generation
 
     def beat(self) -> None:
         """Refreshes the heartbeat, unless the claim was taken over (then ``lost``)."""
@@ -253,7 +252,7 @@ class Claim:
             return
         self.payload["heartbeat"] = time.time()
         with contextlib.suppress(OSError):  # a missed beat only ages the claim
-            _replace(self.path, self.payload)
+            atomic_write_text(self.path, json.dumps(self.payload))
 
     def check(self) -> None:
         """Raises :class:`ClaimLost` if another process took the bucket over."""
@@ -304,14 +303,14 @@ class Claims:
 
     def holder(self, bucket_id: str, stage: int) -> tuple[int, dict[str, Any] | None]:
         """The newest generation of the stage's claim and its payload (``(-1, None)``: none)."""
-        newest, payload = -1, None
-        prefix = f"{stage}."
-        for entry in self._dir(bucket_id).glob(f"{stage}.*.json"):
-            generation = entry.name[len(prefix) : -len(".json")]
-            if generation.isdigit() and int(generation) > newest:
-                with contextlib.suppress(OSError, json.JSONDecodeError):
-                    newest, payload = int(generation), json.loads(entry.read_text())
-        return newest, payload
+        found = generations(self._dir(bucket_id), stage)
+        if not found:
+            return -1, None
+        newest = max(found)
+        try:
+            return newest, json.loads(found[newest].read_text())
+        except (OSError, json.JSONDecodeError):  # atomic writes: unreadable is damage
+            return newest, None
 
     def is_stale(self, payload: dict[str, Any] | None, now: float | None = None) -> bool:
         """Whether a claim may be taken over: its heartbeat is older than ``stale_after``, or it

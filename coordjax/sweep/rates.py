@@ -348,34 +348,11 @@ def estimate_seconds(
     table = [r for r in table if r.lowering in (None, lowering)]
     shipped = _shipped_table()["devices"].get(device_kind, {}) if rates is None else {}
     provisional = bool(table) and bool(shipped.get("provisional", False))
-    buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
-    return estimate_buckets(buckets, device_kind, table, platform, num_devices, provisional)
-
-
-def bucket_seconds(buckets, options=None) -> list[float]:
-    """Each bucket's estimated training and evaluation seconds on this process's devices (the
-    dry run's estimate, from the shipped rates table; no compile counted)."""
-    from coordjax.sweep.engine import EngineOptions
-
-    options = options or EngineOptions()
-    device = jax.devices()[0]
-    num_devices = len(jax.local_devices()) if options.shard else 1
-    lowering = conv.resolve_lowering(options.lowering, device.platform, vmapped=True)
-    table = [r for r in load_rates().get(device.device_kind, []) if r.lowering in (None, lowering)]
-    estimate = estimate_buckets(buckets, device.device_kind, table, device.platform, num_devices)
-    return [b.train_s + b.eval_s for b in estimate.buckets]
-
-
-def estimate_buckets(
-    buckets, device_kind: str, table: list[Rate], platform: str, num_devices: int,
-    provisional: bool = False,
-) -> SweepEstimate:  # fmt: skip
-    """The estimate of planned ``buckets`` from the rates ``table`` (this device kind's,
-    already filtered to the lowering); see :func:`estimate_seconds`."""
     assumed_flop_rate = ASSUMED_FLOP_RATE.get(platform, ASSUMED_FLOP_RATE["cpu"])
     assumed_compile = ASSUMED_COMPILE_S.get(platform, ASSUMED_COMPILE_S["cpu"])
     measured_compiles = [r.compile_s for r in table if r.compile_s is not None]
     default_compile = float(np.median(measured_compiles)) if measured_compiles else assumed_compile
+    buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
     compiled: set[tuple] = set()
     estimates = []
     for bucket in buckets:
