@@ -1,4 +1,5 @@
-"""What every benchmark report records (device, versions, command) and where it is written.
+"""What every benchmark shares: its timers, what it records (device, versions, command) and
+where its report is written.
 
 Imported by the scripts in this folder (``python benchmarks/<name>.py`` puts the folder on the
 path); not part of the package.
@@ -9,12 +10,18 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
+import platform
 import re
 import shlex
+import statistics
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import jaxlib
 import optax
 
@@ -58,3 +65,91 @@ def write_report(out_dir: pathlib.Path, name: str, report: str) -> None:
     path.write_text(report)
     print(report)
     print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# Timers
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes (``fn`` must block until its work is done)."""
+    tick = time.perf_counter()
+    fn()
+    return time.perf_counter() - tick
+
+
+def time_calls(
+    call: Callable[[], Any], min_time: float, min_repeats: int = 2
+) -> tuple[float, list[float]]:
+    """The first call's seconds, then the seconds of each later call of ``call`` (which blocks).
+
+    Repeats until ``min_time`` seconds were timed and at least ``min_repeats`` calls (at most 50).
+    """
+    first = timed(call)
+    times: list[float] = []
+    while len(times) < min_repeats or (sum(times) < min_time and len(times) < 50):
+        times.append(timed(call))
+    return first, times
+
+
+def steady_rate(first: float, times: list[float], units: int) -> tuple[float, float, float]:
+    """``(units/s of the median call, compile s = first call - median, spread)``.
+
+    ``spread`` is (slowest - fastest) / median: how much the timed calls disagreed.
+    """
+    median = statistics.median(times)
+    spread = (max(times) - min(times)) / median if len(times) > 1 else 0.0
+    return units / median, max(first - median, 0.0), spread
+
+
+# --------------------------------------------------------------------------------------------
+# What the machine is
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions(torch: Any = None) -> dict[str, str]:
+    """Versions of jax, jaxlib, flax and optax, and of ``torch`` when a module is given."""
+    out = {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+    }
+    if torch is not None:
+        out["torch"] = torch.__version__
+    return out
+
+
+def gemm_flop_rate(size: int = 2048, repeats: int = 5, torch: Any = None) -> dict[str, float]:
+    """Dense float32 ``size x size`` matmul FLOP/s, best of ``repeats``: jax (and ``torch``).
+
+    The ceiling that achieved FLOP/s are read against, measured in the same run.
+    """
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, a))
+    best = min(timed(lambda: jax.block_until_ready(dot(a, a))) for _ in range(repeats))
+    out = {"jax": 2 * size**3 / best}
+    if torch is not None:
+        t = torch.randn(size, size)
+        torch.mm(t, t)
+        best = min(timed(lambda: torch.mm(t, t)) for _ in range(repeats))
+        out["torch"] = 2 * size**3 / best
+    return out
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A table cell: thousands separated from 100 up, ``digits`` significant below, – if None."""
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.{digits}g}"

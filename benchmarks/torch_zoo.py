@@ -67,6 +67,32 @@ class CoordConvClassifier(nn.Module):
         return self.net(torch.cat([tiled, coord_maps(b)], dim=1))
 
 
+class CoordConvClassifierLinear(nn.Module):
+    """The CoordConv classifier as a torch user may write its 1x1 convolutions: ``nn.Linear``
+    over channels-last pixels (same parameters as :class:`CoordConvClassifier`)."""
+
+    def __init__(self, channel_mult: int = 1):
+        super().__init__()
+        c = channel_mult
+        widths = (32 * c, 32 * c, 64 * c, 64 * c)
+        layers: list[nn.Module] = []
+        c_in = 4
+        for width in widths:
+            layers += [nn.Linear(c_in, width), nn.ReLU()]
+            c_in = width
+        layers.append(nn.Linear(c_in, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        tiled = x.view(b, 1, 1, 2).expand(b, CANVAS, CANVAS, 2)
+        coords = coord_maps(b).permute(0, 2, 3, 1)
+        return self.net(torch.cat([tiled, coords], dim=-1))  # (B, H, W, 1)
+
+    def l2_kernels(self) -> list[torch.Tensor]:
+        return [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
+
+
 class CoordConvRenderer(nn.Module):
     """Classifier (c=1) -> softmax over 4096 -> 'SAME' fs x fs convs 8m, 8m, 16m, 16m, 1."""
 
@@ -170,9 +196,19 @@ BUILDERS = {
 }
 
 
-def build(name: str, **shape_kwargs: int) -> nn.Module:
-    """The torch twin of ``coordjax.models.build(name, **shape_kwargs)``."""
-    return BUILDERS[name](**shape_kwargs)
+VARIANTS = {"coordconv_classifier": {"linear": CoordConvClassifierLinear}}
+"""Other natural torch formulations of a model, by name (same parameters, same maths)."""
+
+
+def variants(name: str) -> tuple[str | None, ...]:
+    """``None`` (the twin of our layers) and the names of the model's other formulations."""
+    return (None, *VARIANTS.get(name, {}))
+
+
+def build(name: str, variant: str | None = None, **shape_kwargs: int) -> nn.Module:
+    """The torch twin of ``coordjax.models.build(name, **shape_kwargs)``, or a ``variant``."""
+    builder = BUILDERS[name] if variant is None else VARIANTS[name][variant]
+    return builder(**shape_kwargs)
 
 
 def count_params(model: nn.Module) -> int:

@@ -37,11 +37,9 @@ import functools
 import json
 import os
 import pathlib
-import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import benchlib
@@ -143,33 +141,6 @@ class Row:
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
-
-
-def time_calls(call: Callable[[], Any], min_time: float, min_repeats: int = 2):
-    """Timed calls of ``call`` (which blocks) after the first; returns first-call s and times.
-
-    Repeats until ``min_time`` seconds were timed and at least ``min_repeats`` calls (at most 50).
-    """
-    tick = time.perf_counter()
-    call()
-    first = time.perf_counter() - tick
-    times: list[float] = []
-    while len(times) < min_repeats or (sum(times) < min_time and len(times) < 50):
-        tick = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - tick)
-    return first, times
-
-
-def summarize(first: float, times: list[float], model_steps: int) -> tuple[float, float, float]:
-    """(model-steps/s from the median call, compile s = first call - median, spread)."""
-    median = statistics.median(times)
-    spread = (max(times) - min(times)) / median if len(times) > 1 else 0.0
-    return model_steps / median, max(first - median, 0.0), spread
-
-
-# --------------------------------------------------------------------------------------------
 # JAX contenders (the engine's own builders)
 
 
@@ -225,7 +196,9 @@ def measure_program(case: Case, contender: str, program, inputs, min_time: float
     def call():
         return jax.block_until_ready(program(data, runs, states))
 
-    rate, compile_s, spread = summarize(*time_calls(call, min_time), num_models * K_STEPS)
+    rate, compile_s, spread = benchlib.steady_rate(
+        *benchlib.time_calls(call, min_time), num_models * K_STEPS
+    )
     return Row(case, contender, num_models, rate, compile_s, spread)
 
 
@@ -278,9 +251,16 @@ def bench_loop(case: Case, min_time: float, log) -> Row:
             s = step(data, run, s, idx, mask)[0]
         return jax.block_until_ready(s)
 
-    rate, compile_s, spread = summarize(*time_calls(call, min_time), K_STEPS)
+    rate, compile_s, spread = benchlib.steady_rate(*benchlib.time_calls(call, min_time), K_STEPS)
     log(f"{case.label} loop: {rate:.3g} model-steps/s")
     return Row(case, "loop", 1, rate, compile_s, spread)
+
+
+@functools.cache
+def step_flops(case: Case) -> float:
+    """FLOPs of one training step of one model, counted from layer shapes."""
+    model = models.build(case.model, **case.kwargs)
+    return rates.train_step_flops(model, models.MODELS[case.model].input_shape, case.batch_size)
 
 
 @functools.cache
@@ -306,15 +286,13 @@ def import_torch():
     return torch, torch_zoo
 
 
-def bench_torch(case: Case, min_time: float, log) -> Row:
-    """PyTorch eager, one model, the same first batch as the engine's program, Adam."""
+def bench_torch(case: Case, min_time: float, log) -> list[Row]:
+    """PyTorch eager, one model, the same first batch as the engine's program, Adam: the
+    twin of our layers, and each other natural formulation ``torch_zoo`` has for the model
+    (the CoordConv classifier as ``nn.Linear`` over channels-last pixels)."""
     torch, torch_zoo = import_torch()
     if torch is None:
-        return Row(case, "torch", 1, None, note=TORCH_HINT)
-    torch.manual_seed(0)
-    model = torch_zoo.build(case.model, **case.kwargs)
-    ours = param_count(case)
-    assert torch_zoo.count_params(model) == ours, (case, torch_zoo.count_params(model), ours)
+        return [Row(case, "torch", 1, None, note=TORCH_HINT)]
     data = device_data(make_bucket(case, 1).setup().task)
     inputs, targets = np.asarray(data.inputs), np.asarray(data.targets)
     idx = np.arange(case.batch_size) % inputs.shape[0]
@@ -326,79 +304,34 @@ def bench_torch(case: Case, min_time: float, log) -> Row:
     elif y.ndim == 4:
         y = y.transpose(0, 3, 1, 2)
     x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    step = torch_zoo.make_step(model, case.task, LR, L2)
+    rows = []
+    for variant in torch_zoo.variants(case.model):
+        torch.manual_seed(0)
+        model = torch_zoo.build(case.model, variant=variant, **case.kwargs)
+        ours = param_count(case)
+        assert torch_zoo.count_params(model) == ours, (case, torch_zoo.count_params(model), ours)
+        step = torch_zoo.make_step(model, case.task, LR, L2)
 
-    def call():
-        for _ in range(K_STEPS):
-            loss = step(x, y)
-        return float(loss)
+        def call(step=step):
+            for _ in range(K_STEPS):
+                loss = step(x, y)
+            return float(loss)
 
-    call()  # the first steps allocate Adam's state and warm the allocator
-    rate, _, spread = summarize(*time_calls(call, min_time), K_STEPS)
-    log(f"{case.label} torch: {rate:.3g} model-steps/s")
-    return Row(case, "torch", 1, rate, None, spread, note=f"{torch.get_num_threads()} threads")
-
-
-# --------------------------------------------------------------------------------------------
-# GEMM reference
-
-
-def gemm_flop_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Dense float32 ``size x size`` matmul FLOP/s (best of ``repeats``): jax, and torch if any."""
-    out = {}
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    jax.block_until_ready(dot(a, a))
-    best = min(_timed(lambda: jax.block_until_ready(dot(a, a))) for _ in range(repeats))
-    out["jax"] = 2 * size**3 / best
-    torch, _ = import_torch()
-    if torch is not None:
-        t = torch.randn(size, size)
-        torch.mm(t, t)
-        best = min(_timed(lambda: torch.mm(t, t)) for _ in range(repeats))
-        out["torch"] = 2 * size**3 / best
-    return out
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    tick = time.perf_counter()
-    fn()
-    return time.perf_counter() - tick
+        call()  # the first steps allocate Adam's state and warm the allocator
+        rate, _, spread = benchlib.steady_rate(*benchlib.time_calls(call, min_time), K_STEPS)
+        name = "torch" if variant is None else f"torch, {variant}"
+        log(f"{case.label} {name}: {rate:.3g} model-steps/s")
+        note = f"{torch.get_num_threads()} threads"
+        rows.append(Row(case, name, 1, rate, None, spread, note=note))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
 # Report
 
 
-def cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict[str, str]:
-    torch, _ = import_torch()
-    import flax
-    import optax
-
-    out = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
-    if torch is not None:
-        out["torch"] = torch.__version__
-    return out
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.{digits}g}"
-
-
 def times(ratio: float | None) -> str:
-    return "–" if ratio is None else f"{fmt(ratio)}×"
+    return "–" if ratio is None else f"{benchlib.fmt(ratio)}×"
 
 
 def rate(row: Row | None) -> float | None:
@@ -413,68 +346,6 @@ def find(rows: Sequence[Row], case: Case, contender: str, m: int = 1) -> Row | N
     return None
 
 
-def targets(rows: Sequence[Row], cases: Sequence[Case], gemm: float) -> list[str]:
-    """The issue's targets, each measured ratio and met/missed."""
-    lines = ["| target | case | measured | met? |", "|---|---|---:|---|"]
-
-    def verdict(value, threshold):
-        if value is None:
-            return "not measured"
-        return "met" if value >= threshold else "**missed**"
-
-    for case in cases:
-        need = (
-            3.0
-            if case.model == "deconv_painter"
-            else 1.5
-            if case.model == "coordconv_classifier"
-            else 1.0
-        )
-        e, t = rate(find(rows, case, "engine")), rate(find(rows, case, "torch"))
-        ratio = e / t if e and t else None
-        lines.append(
-            f"| engine ≥ {need:g}× torch eager at M = 1 | {case.label} "
-            f"| {times(ratio)} | {verdict(ratio, need)} |"
-        )
-    for case in cases:
-        e1, e8 = rate(find(rows, case, "engine")), rate(find(rows, case, "engine", 8))
-        if e8 is None:
-            continue
-        ratio = e8 / e1 if e1 else None
-        lines.append(
-            f"| model-steps/s at M = 8 ≥ at M = 1 | {case.label} | {times(ratio)} "
-            f"| {verdict(ratio, 1.0)} |"
-        )
-    largest = [c for c in cases if c.model == "deconv_painter"]
-    if largest:
-        case = max(largest, key=lambda c: c.kwargs["filter_size"] * c.kwargs["channel_mult"])
-        flops = rates.train_step_flops(
-            models.build(case.model, **case.kwargs),
-            models.MODELS[case.model].input_shape,
-            case.batch_size,
-        )
-        best = max(
-            (r for r in rows if r.case == case and r.contender == "engine" and r.model_steps_per_s),
-            key=lambda r: r.model_steps_per_s,
-            default=None,
-        )
-        frac = best.model_steps_per_s * flops / gemm if best else None
-        at = f" (M = {best.num_models})" if best else ""
-        lines.append(
-            f"| largest deconv ≥ 40 % of GEMM FLOP/s | {case.label}{at} "
-            f"| {fmt(None if frac is None else 100 * frac)} % | {verdict(frac, 0.4)} |"
-        )
-    lines.append(
-        "| smoke preset wall time at least halves | – | not measured by zoo.py "
-        "(`coordjax sweep classification --preset smoke` before/after) | – |"
-    )
-    lines.append(
-        "| dry run's estimate uses measured rates | – | this run's table: "
-        "`coordjax/sweep/measured_rates.json` | met when written |"
-    )
-    return lines
-
-
 def gemm_percent(row: Row, step_flops: float, gemm: float) -> float | None:
     """Achieved FLOP/s of a measurement as a percentage of the GEMM FLOP/s."""
     return None if not row.model_steps_per_s else 100 * row.model_steps_per_s * step_flops / gemm
@@ -487,21 +358,18 @@ def results_table(rows: Sequence[Row], cases: Sequence[Case], gemm: float) -> li
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for case in cases:
-        flops = rates.train_step_flops(
-            models.build(case.model, **case.kwargs),
-            models.MODELS[case.model].input_shape,
-            case.batch_size,
-        )
+        flops = step_flops(case)
         t, lp = rate(find(rows, case, "torch")), rate(find(rows, case, "loop"))
         for r in (r for r in rows if r.case == case):
             pm = rate(r)
             lines.append(
                 f"| {case.label} | {case.batch_size} | {param_count(case):,} | {flops / 1e9:.2f} "
-                f"| {r.contender} | {r.num_models} | {fmt(pm)} "
+                f"| {r.contender} | {r.num_models} | {benchlib.fmt(pm)} "
                 f"| {times(pm / t if pm and t else None)} "
                 f"| {times(pm / lp if pm and lp else None)} "
-                f"| {fmt(gemm_percent(r, flops, gemm))} "
-                f"| {fmt(r.compile_s)} | {'–' if r.spread is None else f'{100 * r.spread:.0f}%'} "
+                f"| {benchlib.fmt(gemm_percent(r, flops, gemm))} "
+                f"| {benchlib.fmt(r.compile_s)} "
+                f"| {'–' if r.spread is None else f'{100 * r.spread:.0f}%'} "
                 f"| {r.note} |"
             )
     return lines
@@ -524,7 +392,7 @@ def plot(rows: Sequence[Row], cases: Sequence[Case], path: pathlib.Path) -> None
             pts = sorted(
                 (r.num_models, r.model_steps_per_s) for r in mine if r.contender == contender
             )
-            if contender in ("loop", "torch"):  # one model at a time: M models, same rate
+            if contender == "loop" or contender.startswith("torch"):  # one model at a time
                 ax.plot(sizes, [pts[0][1]] * len(sizes), "--", label=f"{contender} (one by one)")
             elif contender == "engine":  # drawn wide under the candidate it picked
                 ax.plot(
@@ -554,40 +422,24 @@ def row_lowering(row: Row) -> str | None:
     return None
 
 
-def write_rates_table(rows: Sequence[Row], meta: dict[str, Any], path: pathlib.Path) -> None:
-    """Writes this device kind's engine rates into the library's table, keeping other kinds.
-
-    The engine's default rows, and the other lowerings' rows (for ``EngineOptions(lowering=)``).
-    """
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    table.setdefault("devices", {})
-    table["about"] = (
-        "Engine training rates measured by benchmarks/zoo.py, read by "
-        "coordjax.sweep.rates for the dry run's time estimates."
-    )
-    table["devices"][meta["device_kind"]] = {
-        **meta,
-        "rates": [
-            {
-                "model": r.case.model,
-                "shape": r.case.kwargs,
-                "batch_size": r.case.batch_size,
-                "num_models": r.num_models,
-                "model_steps_per_s": round(r.model_steps_per_s, 6),
-                "step_flops": rates.train_step_flops(
-                    models.build(r.case.model, **r.case.kwargs),
-                    models.MODELS[r.case.model].input_shape,
-                    r.case.batch_size,
-                ),
-                "compile_s": None if r.compile_s is None else round(r.compile_s, 3),
-                "lowering": row_lowering(r),
-                "note": r.note,
-            }
-            for r in rows
-            if row_lowering(r) and r.model_steps_per_s
-        ],
-    }
-    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+def measured_rates(rows: Sequence[Row]) -> list[rates.Rate]:
+    """The engine's rows as the library's rates (its default, and the other lowerings' rows
+    for ``EngineOptions(lowering=)``); the per-model loops are not the engine's rates."""
+    return [
+        rates.Rate(
+            model=r.case.model,
+            shape=r.case.shape,
+            batch_size=r.case.batch_size,
+            num_models=r.num_models,
+            model_steps_per_s=r.model_steps_per_s,
+            step_flops=step_flops(r.case),
+            compile_s=r.compile_s,
+            lowering=row_lowering(r),
+            note=r.note,
+        )
+        for r in rows
+        if row_lowering(r) and r.model_steps_per_s
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,75 +486,100 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    start = time.perf_counter()
-    cases = [c for c in CASES if not args.cases or c.label in args.cases]
-    sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
-    min_time = args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0)
-    budget = (
-        args.budget_s
-        if args.budget_s is not None
-        else (QUICK_BUDGET_S if args.quick else float("inf"))
-    )
-    head = benchlib.environment_lines("The zoo: sweep engine vs per-model loops")
-    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one run measures: the cases, bucket sizes, seconds per measurement, time budget."""
 
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr, flush=True)
+    cases: tuple[Case, ...]
+    sizes: tuple[int, ...]
+    min_time: float
+    budget_s: float
+    quick: bool
+    torch: bool
+    loop: bool
 
-    torch, _ = import_torch()
-    if torch is None and not args.no_torch:
-        log(TORCH_HINT + "; the torch contender is skipped")
-    gemm = gemm_flop_rate()
-    log("GEMM: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items()))
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        default_budget = QUICK_BUDGET_S if args.quick else float("inf")
+        return cls(
+            cases=tuple(c for c in CASES if not args.cases or c.label in args.cases),
+            sizes=tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)),
+            min_time=args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0),
+            budget_s=args.budget_s if args.budget_s is not None else default_budget,
+            quick=args.quick,
+            torch=not args.no_torch,
+            loop=not args.no_loop,
+        )
+
+
+def measure(settings: Settings, log) -> tuple[list[Row], list[str]]:
+    """Every measurement of the run, and what the time budget or memory skipped.
+
+    First, at M = 1, the per-model contenders and the engine for every case (always measured);
+    then, while the budget lasts, larger buckets and the other conv lowerings.
+    """
     rows: list[Row] = []
-    skipped: list[str] = []
-    for case in cases:  # M = 1, core contenders: the per-model targets are always measured
-        if not args.no_torch:
-            rows.append(bench_torch(case, min_time, log))
-        if not args.no_loop:
-            rows.append(bench_loop(case, min_time, log))
-        if 1 in sizes:
-            rows.extend(bench_engine(case, 1, min_time, log))
-    # Then, while the time budget lasts: larger buckets, then the other conv lowerings.
-    extras = [(bench_engine, case, m) for m in sizes if m > 1 for case in cases]
+    for case in settings.cases:
+        if settings.torch:
+            rows.extend(bench_torch(case, settings.min_time, log))
+        if settings.loop:
+            rows.append(bench_loop(case, settings.min_time, log))
+        if 1 in settings.sizes:
+            rows.extend(bench_engine(case, 1, settings.min_time, log))
+    extras = [(bench_engine, case, m) for m in settings.sizes if m > 1 for case in settings.cases]
     # Other lowerings at M <= 8 (1 with --quick): lax's transposed convs on CPU take many
     # seconds per step, and the question is which lowering wins, not how it scales.
-    max_m = 1 if args.quick else 8
-    extras += [(bench_lowerings, case, m) for m in sizes if m <= max_m for case in cases]
+    max_m = 1 if settings.quick else 8
+    extras += [
+        (bench_lowerings, case, m) for m in settings.sizes if m <= max_m for case in settings.cases
+    ]
+    skipped: list[str] = []
+    start = time.perf_counter()
     for bench, case, m in extras:
-        if args.quick and case.label not in QUICK_EXTRAS:
+        if settings.quick and case.label not in QUICK_EXTRAS:
             continue
         what = f"{case.label} M={m}" + (" lowerings" if bench is bench_lowerings else "")
-        if time.perf_counter() - start > budget:
+        if time.perf_counter() - start > settings.budget_s:
             skipped.append(what)
             continue
         try:
-            rows.extend(bench(case, m, min_time, log))
+            rows.extend(bench(case, m, settings.min_time, log))
         except Exception as err:  # noqa: BLE001 - out of memory at large M is a result
             if "RESOURCE_EXHAUSTED" not in str(err):
                 raise
             skipped.append(f"{what} (out of memory)")
-    elapsed = time.perf_counter() - start
+    return rows, skipped
 
+
+def run_meta(args: argparse.Namespace, torch: Any, gemm: dict[str, float], load) -> dict:
+    """How this run was measured: device, CPU, load, GEMM ceiling, date, command, versions."""
     device = jax.devices()[0]
-    kind = device.device_kind
-    provisional = args.provisional or bool(args.cases)
-    meta = {
-        "device_kind": kind,
+    return {
+        "device_kind": device.device_kind,
         "platform": device.platform,
-        "cpu_model": cpu_model(),
+        "cpu_model": benchlib.cpu_model(),
         "cpu_count": os.cpu_count(),
-        "load_average_at_start": None if load_at_start is None else list(load_at_start),
+        "load_average_at_start": None if load is None else list(load),
         "gemm_flops_per_s": gemm["jax"],
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": benchlib.command_line(),
-        "versions": versions(),
-        "provisional": provisional,
+        "versions": benchlib.versions(torch),
+        "provisional": args.provisional or bool(args.cases),
     }
-    stem = benchlib.output_path(args.out_dir, "zoo").with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
+
+
+def report_markdown(
+    head: list[str],
+    meta: dict,
+    settings: Settings,
+    rows: Sequence[Row],
+    skipped: Sequence[str],
+    gemm: dict[str, float],
+    elapsed: float,
+    torch: Any,
+    plot_name: str,
+) -> str:
+    """The report: how it was measured (with the warnings that void it), then the table."""
     gemm_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items())
     torch_line = (
         f"torch {meta['versions']['torch']}, {torch.get_num_threads()} threads"
@@ -712,9 +589,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines = [
         *head,
         f"- CPU: {meta['cpu_model']}, {meta['cpu_count']} cores; {torch_line}",
-        f"- run: {elapsed:.0f} s; sizes M {list(sizes)}; {K_STEPS} train steps per timed call "
-        f"(the engine's `compiled_steps`, shared with its `auto` probe); ≥ {min_time} s timed per "
-        f"measurement (median call); learning rate {LR}, L2 {L2}; the first batch of the data.",
+        f"- run: {elapsed:.0f} s; sizes M {list(settings.sizes)}; {K_STEPS} train steps per "
+        f"timed call (the engine's `compiled_steps`, shared with its `auto` probe); "
+        f"≥ {settings.min_time} s timed per measurement (median call); learning rate {LR}, "
+        f"L2 {L2}; the first batch of the data.",
         f"- dense float32 GEMM (2048², best of 5): {gemm_text}",
         "- FLOPs per step: counted from layer shapes (`coordjax.sweep.rates.train_step_flops`): "
         "2 per multiply-add of every conv, transposed conv and dense layer, × 3 for forward, "
@@ -722,60 +600,74 @@ def main(argv: Sequence[str] | None = None) -> None:
         "counted. A transposed conv counts the input grid × its kernel (no dilation zeros).",
         "- compile (s): first call minus a steady call. The per-model loops (loop, torch) train "
         "M models one after another, at their M = 1 model-steps/s whatever M; `vs` columns "
-        "divide model-steps/s by theirs (a target of the issue: the engine at M = 8 must reach "
-        "at least its M = 1 model-steps/s, i.e. vmapping never costs).",
+        "divide model-steps/s by theirs (vmapping pays where the engine's model-steps/s at "
+        "M > 1 exceed its M = 1 rate).",
         "- **The machine must be otherwise idle**: torch's threads collapse under contention; "
         "compare ratios within one run.",
     ]
-    if load_at_start is not None and load_at_start[0] > 0.5 * (os.cpu_count() or 1):
+    load = meta["load_average_at_start"]
+    if load is not None and load[0] > 0.5 * (meta["cpu_count"] or 1):
         lines.append(
-            f"- **BUSY MACHINE**: load average {load_at_start[0]:.1f} on {os.cpu_count()} cores "
+            f"- **BUSY MACHINE**: load average {load[0]:.1f} on {meta['cpu_count']} cores "
             "at the start; torch's thread pool collapses under contention (measured here: 27x "
             "slower with 2 threads than with 1 at load 13), so `vs torch` is not valid."
         )
-    if provisional:
+    if meta["provisional"]:
         lines.append(
             "- **PROVISIONAL**: a validation run (a subset of cases or a shared machine); "
             "not the report of record."
         )
     if skipped:
-        lines.append(f"- skipped (time budget {budget:.0f} s or memory): {', '.join(skipped)}")
-    report = "\n".join(
+        lines.append(
+            f"- skipped (time budget {settings.budget_s:.0f} s or memory): {', '.join(skipped)}"
+        )
+    return "\n".join(
         [
             *lines,
             "",
-            "## Targets (issue 8)",
-            "",
-            *targets(rows, cases, gemm["jax"]),
-            "",
             "## Measurements",
             "",
-            *results_table(rows, cases, gemm["jax"]),
+            *results_table(rows, settings.cases, gemm["jax"]),
             "",
-            f"![model-steps/s vs M]({stem.name}.png)",
+            f"![model-steps/s vs M]({plot_name})",
             "",
         ]
     )
-    stem.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                **meta,
-                "gemm": gemm,
-                "sizes": list(sizes),
-                "k_steps": K_STEPS,
-                "skipped": skipped,
-                "rows": [r.as_json() for r in rows],
-            },
-            indent=1,
-        )
-        + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = Settings.from_args(args)
+    start = time.perf_counter()
+    head = benchlib.environment_lines("The zoo: sweep engine vs per-model loops")
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    torch, _ = import_torch()
+    if torch is None and settings.torch:
+        log(TORCH_HINT + "; the torch contender is skipped")
+    gemm = benchlib.gemm_flop_rate(torch=torch)
+    log("GEMM: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items()))
+    rows, skipped = measure(settings, log)
+    elapsed = time.perf_counter() - start
+    meta = run_meta(args, torch, gemm, load_at_start)
+
+    stem = benchlib.output_path(args.out_dir, "zoo").with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    report = report_markdown(
+        head, meta, settings, rows, skipped, gemm, elapsed, torch, f"{stem.name}.png"
     )
-    plot(rows, cases, stem.with_suffix(".png"))
+    record = {**meta, "gemm": gemm, "sizes": list(settings.sizes), "k_steps": K_STEPS,
+              "skipped": skipped, "rows": [r.as_json() for r in rows]}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(rows, settings.cases, stem.with_suffix(".png"))
     stem.with_suffix(".md").write_text(report)
     print(report)
     written = [stem.with_suffix(s) for s in (".md", ".json", ".png")]
     if not args.no_rates:
-        write_rates_table(rows, meta, args.rates_file)
+        rates.save_rates(meta["device_kind"], measured_rates(rows), meta, args.rates_file)
         written.append(args.rates_file)
     print("wrote " + ", ".join(str(p) for p in written))
 

@@ -1,6 +1,7 @@
 """Time estimates from measured rates: FLOPs from layer shapes (against hand counts) and the
 estimator's arithmetic against a small fake rates table."""
 
+import dataclasses
 import math
 
 import pytest
@@ -160,6 +161,25 @@ def test_malformed_tables_are_rejected_naming_the_entry():
         R.parse_rates({"devices": {"fakecpu": {"rates": [{"model": "x"}]}}})
     with pytest.raises(ValueError, match="model_steps_per_s must be > 0"):
         fake_table(model_steps_per_s=0.0)
+
+
+def test_saved_rates_read_back_equal_and_other_device_kinds_are_kept(tmp_path):
+    path = tmp_path / "rates.json"
+    first = R.Rate("deconv_painter", (("channel_mult", 1), ("filter_size", 2)), 32, 8, 61.25,
+                   3.9e8, compile_s=3.125, lowering="matmul", note="strategy vmap")  # fmt: skip
+    other = dataclasses.replace(first, num_models=1, compile_s=None, lowering=None, note="")
+    R.save_rates("fakecpu", [first], {"date": "today"}, path)
+    R.save_rates("fakegpu", [other], {}, path)
+    assert R.load_rates(path) == {"fakecpu": [first], "fakegpu": [other]}
+    R.save_rates("fakecpu", [other], {}, path)  # a new measurement replaces that kind's rates
+    assert R.load_rates(path) == {"fakecpu": [other], "fakegpu": [other]}
+
+
+def test_saving_a_rate_the_estimates_cannot_read_is_refused(tmp_path):
+    bad = R.Rate("deconv_painter", (), 32, 1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="model_steps_per_s must be > 0"):
+        R.save_rates("fakecpu", [bad], {}, tmp_path / "rates.json")
+    assert not (tmp_path / "rates.json").exists()
 
 
 def test_the_shipped_table_parses_and_names_zoo_models():

@@ -138,6 +138,7 @@ class Rate:
       step_flops: FLOPs of one model's step (:func:`train_step_flops`).
       compile_s: seconds to compile the program (None when not measured).
       lowering: the conv lowering measured (``"lax"``/``"matmul"``; None: unknown, matches any).
+      note: how it was measured, in words (for people; not read by the estimates).
     """
 
     model: str
@@ -148,6 +149,7 @@ class Rate:
     step_flops: float
     compile_s: float | None = None
     lowering: str | None = None
+    note: str = ""
 
     @property
     def flop_rate(self) -> float:
@@ -181,6 +183,7 @@ def parse_rates(table: dict[str, Any]) -> dict[str, list[Rate]]:
                         step_flops=float(e["step_flops"]),
                         compile_s=None if e.get("compile_s") is None else float(e["compile_s"]),
                         lowering=None if e.get("lowering") is None else str(e["lowering"]),
+                        note=str(e.get("note") or ""),
                     )
                 )
             except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -205,6 +208,49 @@ def load_rates(path: str | pathlib.Path | None = None) -> dict[str, list[Rate]]:
     """The measured rates, by device kind: the shipped table, or the JSON file at ``path``."""
     table = _shipped_table() if path is None else json.loads(pathlib.Path(path).read_text())
     return parse_rates(table)
+
+
+def save_rates(
+    device_kind: str,
+    measured: Sequence[Rate],
+    meta: dict[str, Any],
+    path: str | pathlib.Path = RATES_FILE,
+) -> None:
+    """Writes one device kind's rates into the table at ``path``, keeping the other kinds.
+
+    The one writer of the format :func:`parse_rates` reads (``benchmarks/zoo.py`` calls it).
+
+    Args:
+      device_kind: ``jax.devices()[0].device_kind`` of the measuring machine.
+      measured: its rates; they replace that kind's previous entries.
+      meta: how they were measured (date, command, versions, ...), stored beside them.
+      path: the table (default: the shipped :data:`RATES_FILE`).
+    """
+    path = pathlib.Path(path)
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table.setdefault("devices", {})
+    table["about"] = (
+        "Engine training rates measured by benchmarks/zoo.py, read by "
+        "coordjax.sweep.rates for the dry run's time estimates."
+    )
+    entries = [
+        {
+            "model": r.model,
+            "shape": dict(r.shape),
+            "batch_size": r.batch_size,
+            "num_models": r.num_models,
+            "model_steps_per_s": round(r.model_steps_per_s, 6),
+            "step_flops": r.step_flops,
+            "compile_s": None if r.compile_s is None else round(r.compile_s, 3),
+            "lowering": r.lowering,
+            "note": r.note,
+        }
+        for r in measured
+    ]
+    table["devices"][device_kind] = {**meta, "device_kind": device_kind, "rates": entries}
+    parse_rates(table)  # never write a table the estimates could not read
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    _shipped_table.cache_clear()  # a later estimate in this process reads what was written
 
 
 # --------------------------------------------------------------------------------------------
