@@ -53,3 +53,15 @@ def _functionally_equal(params, expected, *, max_step, rtol=1e-4, atol=1e-5):
 def assert_functionally_equal():
     """Asserts two trainings of the same model agree up to float noise (``_functionally_equal``)."""
     return _functionally_equal
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+    """A finished workdir of ``tiny_sweeps.tiny_sweep()`` and its results (read, never write:
+    tests that change a workdir copy it first)."""
+    from tiny_sweeps import QUIET, tiny_sweep
+
+    from coordjax.sweep import run_sweep
+
+    path = tmp_path_factory.mktemp("tiny") / "w"
+    return path, run_sweep(tiny_sweep(), path, options=QUIET)

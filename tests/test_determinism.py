@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from test_sweep import assert_bitwise_equal, tiny_sweep
+from tiny_sweeps import assert_bitwise_equal, tiny_sweep
 
 from coordjax.sweep import EngineOptions, engine, load_run, run_sweep
 from coordjax.sweep import workdir as wd
 
-DEFAULT = EngineOptions(progress=False)  # strategy "auto": the deterministic rule
 SINGLE_DEVICE = EngineOptions(progress=False, shard=False)  # 4 models on one device
 
 
@@ -37,6 +36,7 @@ def test_default_strategy_is_a_fixed_rule():
     assert engine.default_strategy("gpu", 64, 4) == ("vmap", 4)
 
 
+@pytest.mark.integration  # two CPU burners for a minute
 def test_run_under_cpu_load_equals_quiet_run(tmp_path):
     quiet = run_sweep(tiny_sweep(), tmp_path / "quiet", options=SINGLE_DEVICE)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
@@ -83,11 +83,4 @@ def test_tune_is_recorded(tmp_path):
 def test_workdir_files_follow_the_umask(tmp_path, tiny_workdir, name):
     mask = os.umask(0o022)
     os.umask(mask)
-    assert (tiny_workdir / name).stat().st_mode & 0o777 == 0o666 & ~mask
-
-
-@pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    run_sweep(tiny_sweep(), path, options=DEFAULT)
-    return path
+    assert (tiny_workdir[0] / name).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -7,9 +7,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.integration
 def test_device_check_smoke_writes_its_report(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     env["JAX_NUM_CPU_DEVICES"] = "1"  # the suite's fake devices would shard the model axis

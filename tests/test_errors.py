@@ -256,6 +256,7 @@ def test_different_sweep_refusal_says_what_differs(tmp_path, capsys):
     assert "different sweep" in err and "lr: 0.01 -> 0.02" in err and "--restart" in err
 
 
+@pytest.mark.integration
 def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
     """SIGINT during training: one line, no traceback, and the rerun resumes."""
     path = sweep_file(tmp_path, '{"epochs": 400, "eval_every": 1}')

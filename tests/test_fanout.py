@@ -10,51 +10,41 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
-from test_sweep import assert_bitwise_equal
+from tiny_sweeps import assert_bitwise_equal, sweep_of_file, tiny_sweep_file
 
 from coordjax import cli
 from coordjax.sweep import EngineOptions, fanout, load_run, run_sweep
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.status import status_text, sweep_status
 
-SWEEP_FILE = """
-from coordjax.sweep import Grid, union
-BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 4,
-        "eval_every": 1, "split": "uniform"}
-PRESETS = {"t": lambda: union("fanned", [
-    Grid("a", base=BASE, axes={"lr": [0.05, 0.01]}),
-    Grid("b", base={**BASE, "batch_size": 512}, axes={"lr": [0.05, 0.01]}),
-    Grid("c", base={**BASE, "batch_size": 128}, axes={"lr": [0.02]}),
-])}
-"""
+# Three buckets (batch sizes) of the tiny model, 4 epochs: long enough to kill mid-bucket.
+FANNED_GRIDS = """[
+    Grid("a", base={**BASE, "epochs": 4, "split": "uniform"}, axes={"lr": [0.05, 0.01]}),
+    Grid("b", base={**BASE, "epochs": 4, "split": "uniform", "batch_size": 512},
+         axes={"lr": [0.05, 0.01]}),
+    Grid("c", base={**BASE, "epochs": 4, "split": "uniform", "batch_size": 128},
+         axes={"lr": [0.02]}),
+]"""
 
 
-def _sweep():
-    namespace = {}
-    exec(textwrap.dedent(SWEEP_FILE), namespace)
-    return namespace["PRESETS"]["t"]()
+@pytest.fixture
+def sweep_file(tmp_path):
+    return tiny_sweep_file(tmp_path, FANNED_GRIDS)
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The single-process run: its workdir and results."""
     root = tmp_path_factory.mktemp("straight")
-    results = run_sweep(_sweep(), root / "w", preset="t", options=EngineOptions(progress=False))
+    sweep = sweep_of_file(tiny_sweep_file(root, FANNED_GRIDS))
+    results = run_sweep(sweep, root / "w", preset="t", options=EngineOptions(progress=False))
     return root / "w", results
-
-
-@pytest.fixture
-def sweep_file(tmp_path):
-    path = tmp_path / "fanned.py"
-    path.write_text(textwrap.dedent(SWEEP_FILE))
-    return path
 
 
 def _launch(sweep_file, workdir, index, count, *extra) -> subprocess.Popen:
@@ -85,6 +75,7 @@ def _trained_by(workdir) -> dict[str, list[int]]:
 # -- processes -----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_three_processes_train_each_bucket_once_and_equal_one_process(
     tmp_path, sweep_file, straight
 ):
@@ -120,6 +111,7 @@ def _mid_bucket(workdir) -> bool:
     return False
 
 
+@pytest.mark.integration
 def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
     tmp_path, sweep_file, straight
 ):
@@ -143,6 +135,7 @@ def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
     _same_as_straight(tmp_path / "w", straight)
 
 
+@pytest.mark.integration
 def test_a_stale_claim_is_taken_over_only_after_the_timeout(tmp_path, sweep_file, straight):
     victim = _launch(sweep_file, tmp_path / "w", 0, 2)
     _wait_for(lambda: _mid_bucket(tmp_path / "w"), victim)
@@ -184,15 +177,13 @@ def test_the_same_index_twice_is_refused_in_one_line(tmp_path, sweep_file, capsy
 
 
 def test_a_different_sweep_on_the_workdir_is_refused_and_nothing_written(
-    tmp_path, straight, capsys
+    tmp_path, sweep_file, tiny_workdir, capsys
 ):
-    other = tmp_path / "other.py"
-    other.write_text(textwrap.dedent(SWEEP_FILE).replace("0.05, 0.01", "0.03"))
     workdir = tmp_path / "w"
-    shutil.copytree(straight[0], workdir)
+    shutil.copytree(tiny_workdir[0], workdir)
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
     capsys.readouterr()
-    code = cli.main(["sweep", str(other), "--preset", "t", "--workdir", str(workdir),
+    code = cli.main(["sweep", str(sweep_file), "--preset", "t", "--workdir", str(workdir),
                      "--task-index", "1", "--task-count", "2", "--no-progress"])  # fmt: skip
     _, *err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "holds a different sweep" in err[0], err
@@ -321,15 +312,16 @@ def test_the_heartbeat_keeps_a_claim_fresh_and_an_error_releases_it(tmp_path):
 # -- status --------------------------------------------------------------------------------------
 
 
-def test_status_of_a_finished_sweep_text_and_json(straight, capsys):
-    root, _ = straight
+def test_status_of_a_finished_sweep_text_and_json(tiny_workdir, capsys):
+    root, results = tiny_workdir
     assert cli.main(["status", str(root)]) == 0
     text = capsys.readouterr().out
-    assert "3 buckets: 3 done, 0 running, 0 stale, 0 pending" in text
+    assert "1 bucket: 1 done, 0 running, 0 stale, 0 pending" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     assert cli.main(["status", str(root), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert [b["state"] for b in status["buckets"]] == ["done"] * 3
+    assert [b["state"] for b in status["buckets"]] == ["done"]
+    assert status["model_steps"] == status["planned_model_steps"] == results["step"].max() * 4
     assert cli.main(["status", str(root.parent / "nowhere")]) == 2
     assert "is not a sweep workdir" in capsys.readouterr().err
 
@@ -382,23 +374,17 @@ def test_the_documented_kubernetes_indexed_job_resolves_each_pod(monkeypatch):
         assert (slot.index, slot.count) == (pod, completions) and args.workdir
 
 
-PRUNED_FILE = """
-from coordjax.sweep import Grid, Prune, union
-BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 4,
-        "eval_every": 1, "split": "uniform"}
-PRESETS = {"t": lambda: union("pruned", [
-    Grid("a", base=BASE, axes={"lr": [0.05, 0.01, 0.002]}),
-    Grid("a", base={**BASE, "batch_size": 512}, axes={"lr": [0.05, 0.01]}),
-], prune=Prune(at=(2,), keep=0.5))}
-"""
+PRUNED_GRIDS = """[
+    Grid("a", base={**BASE, "epochs": 4, "split": "uniform"}, axes={"lr": [0.05, 0.01, 0.002]}),
+    Grid("a", base={**BASE, "epochs": 4, "split": "uniform", "batch_size": 512},
+         axes={"lr": [0.05, 0.01]}),
+]"""
 
 
+@pytest.mark.integration
 def test_processes_meet_at_a_rung_and_take_the_single_process_decision(tmp_path):
-    sweep_file = tmp_path / "pruned.py"
-    sweep_file.write_text(textwrap.dedent(PRUNED_FILE))
-    namespace = {}
-    exec(textwrap.dedent(PRUNED_FILE), namespace)
-    straight = run_sweep(namespace["PRESETS"]["t"](), tmp_path / "straight", preset="t",
+    sweep_file = tiny_sweep_file(tmp_path, PRUNED_GRIDS, prune="Prune(at=(2,), keep=0.5)")
+    straight = run_sweep(sweep_of_file(sweep_file), tmp_path / "straight", preset="t",
                          options=EngineOptions(progress=False))  # fmt: skip
     workers = [_launch(sweep_file, tmp_path / "w", i, 2) for i in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from test_sweep import assert_bitwise_equal
+from tiny_sweeps import TINY, assert_bitwise_equal
 
 from coordjax.sweep import EngineOptions, Grid, engine, load_run, run_sweep, union
 from coordjax.sweep import workdir as wd
@@ -26,7 +26,7 @@ from coordjax.sweep.checkpoints import (
 from coordjax.sweep.summary import best_per_family
 
 OPTIONS = EngineOptions(progress=False)
-BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 4, "eval_every": 1}
+BASE = {**TINY, "epochs": 4}
 
 
 def small_sweep():

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_sweeps import tiny_sweep
 
 from coordjax import cli, models, tasks
 from coordjax import linen as cjnn
-from coordjax.sweep import EngineOptions, Grid, run_sweep, union
+from coordjax.sweep import EngineOptions, run_sweep
 from coordjax.train import (
     RunSpec,
     TrainSetup,
@@ -134,9 +135,7 @@ def test_build_rejects_an_unknown_lowering():
 
 
 def _tiny_sweep():
-    base = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2,
-            "eval_every": 1, "split": "quadrant"}  # fmt: skip
-    return union("tiny", [Grid("tiny", base=base, axes={"lr": [0.01]})])
+    return tiny_sweep(lrs=(0.01,), splits=("quadrant",))
 
 
 def _recorded(workdir):

@@ -9,10 +9,11 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
+from tiny_sweeps import TINY
 
 from coordjax.sweep import EngineOptions, Grid, run_sweep, union
 
-TINY = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2, "eval_every": 1}
 AXES = {"channel_mult": [1, 2], "lr": [0.01, 0.002], "split": ["uniform", "quadrant"]}
 OPTIONS = {"progress": False, "strategy": "vmap", "pad": ("channel_mult",)}
 
@@ -39,6 +40,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_two_processes_equal_one(tmp_path):
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "2"}

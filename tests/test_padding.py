@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_sweeps import QUIET, TINY
 
 from coordjax import models, tasks
 from coordjax.sweep import EngineOptions, Grid, load_run, plan, run_sweep, union
@@ -179,9 +180,6 @@ def test_padded_training_equals_true_model(
 
 
 # -- planner and engine ---------------------------------------------------------------------
-
-TINY = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2, "eval_every": 1}
-QUIET = EngineOptions(progress=False, strategy="vmap")
 
 
 def width_sweep():

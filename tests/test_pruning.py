@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_sweeps import TINY
 
 from coordjax import paper
 from coordjax.sweep import (
@@ -40,7 +41,7 @@ from coordjax.sweep.summary import best_per_family
 # Unsharded, so that the model axis shrinks to the survivors (with the 4 test devices it would
 # stay a multiple of 4; the sharded ladder is tested on the vmapped run below).
 MAP = EngineOptions(progress=False, strategy="map", map_batch_size=1, shard=False)
-BASE = {"task": "classification", "model": "tiny", "epochs": 4, "eval_every": 1}
+BASE = {**TINY, "epochs": 4}  # each grid sets its batch size
 RULE = Prune(at=(1, 2), keep=0.5, metric="train_loss")
 LRS = [0.05, 0.02, 0.01, 0.005]
 # Columns that only a pruned sweep has, or that are timings.
@@ -316,7 +317,7 @@ def _sigkill_run(tmp_path: pathlib.Path, point: str) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     "point",
     [
-        "during compaction",
+        pytest.param("during compaction", marks=pytest.mark.integration),
         pytest.param("before the decision", marks=pytest.mark.slow),
         pytest.param("after the decision is recorded", marks=pytest.mark.slow),
         pytest.param("after compaction", marks=pytest.mark.slow),

@@ -13,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_sweeps import tiny_sweep_file
 
 from coordjax import paper, report
 from coordjax.sweep.summary import summary_text
@@ -278,21 +279,12 @@ REAL = textwrap.dedent(
 )
 
 
-TINY_SWEEP = textwrap.dedent(
-    """
-    from coordjax.sweep import Grid, union
-
-    BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2,
-            "eval_every": 1}
-    AXES = {"lr": [0.05, 0.002], "split": ["uniform", "quadrant"]}
-    PRESETS = {"t": lambda: union("tiny", [Grid("tiny", base=BASE, axes=AXES)])}
-    """
-)
-
-
+@pytest.mark.integration
 def test_a_real_sweep_written_on_4_devices_reports_on_1(tmp_path):
-    sweep_file = tmp_path / "tiny_sweep.py"
-    sweep_file.write_text(TINY_SWEEP)
+    grids = (
+        '[Grid("tiny", base=BASE, axes={"lr": [0.05, 0.002], "split": ["uniform", "quadrant"]})]'
+    )
+    sweep_file = tiny_sweep_file(tmp_path, grids)
     workdir = tmp_path / "work"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4"}
     command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",

@@ -6,13 +6,23 @@ import pathlib
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_sweeps import (
+    METRICS,
+    QUIET,
+    TINY,
+    assert_bitwise_equal,
+    assert_same_metrics,
+    by_run,
+    sweep_of_file,
+    tiny_sweep,
+    tiny_sweep_file,
+)
 
 from coordjax import datasets, models, tasks
 from coordjax.sweep import (
@@ -27,38 +37,6 @@ from coordjax.sweep import (
 )
 from coordjax.sweep import workdir as wd
 from coordjax.train import fit, make_hparams
-
-QUIET = EngineOptions(progress=False, strategy="vmap")
-TINY = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2, "eval_every": 1}
-METRICS = ["train_loss", "train_accuracy", "train_eucl_dist", "test_loss", "test_accuracy",
-           "test_eucl_dist", "epoch_train_loss"]  # fmt: skip
-
-
-def tiny_sweep(lrs=(0.01, 0.002), splits=("uniform", "quadrant"), **base):
-    return union("tiny", [Grid("tiny", base={**TINY, **base},
-                               axes={"lr": list(lrs), "split": list(splits)})])  # fmt: skip
-
-
-def assert_bitwise_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """Every column but wall time, exactly (NaN equal to NaN)."""
-    a, b = (_by_run(t).drop(columns="wall_time") for t in (a, b))
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
-
-
-def _by_run(results: pd.DataFrame) -> pd.DataFrame:
-    return results.sort_values(["run_id", "epoch"]).reset_index(drop=True)
-
-
-def assert_same_metrics(a: pd.DataFrame, b: pd.DataFrame, rtol=1e-4, atol=1e-6):
-    """Same runs, same evaluations, same metrics (argmax metrics may flip on near-ties: they
-    are compared at a tolerance of a few examples)."""
-    a, b = _by_run(a), _by_run(b)
-    assert list(a["run_id"]) == list(b["run_id"])
-    assert list(a["epoch"]) == list(b["epoch"])
-    for col in METRICS:
-        tol = (rtol, atol) if "loss" in col else (max(rtol, 1e-3), max(atol, 5e-3))
-        np.testing.assert_allclose(a[col], b[col], rtol=tol[0], atol=tol[1], err_msg=col)
-
 
 # -- grids and planning ----------------------------------------------------------------------
 
@@ -122,8 +100,8 @@ def test_dry_run_reports_every_bucket():
 
 
 @pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-    return run_sweep(tiny_sweep(), tmp_path_factory.mktemp("tiny"), options=QUIET)
+def tiny_results(tiny_workdir):
+    return tiny_workdir[1]
 
 
 def test_bucket_equals_single_model_fit(tmp_path, assert_functionally_equal):
@@ -147,11 +125,18 @@ def test_bucket_equals_single_model_fit(tmp_path, assert_functionally_equal):
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("deconv_painter", {"filter_size": 2, "channel_mult": 1}), ("coordconv_classifier", {})],
+    [
+        ("tiny", {}),
+        # The paper's models compile for about a minute each: under -m slow.
+        pytest.param(
+            "deconv_painter", {"filter_size": 2, "channel_mult": 1}, marks=pytest.mark.slow
+        ),
+        pytest.param("coordconv_classifier", {}, marks=pytest.mark.slow),
+    ],
 )
 def test_vmapped_steps_equal_single_model_steps(name, shape, assert_functionally_equal):
-    """The paper's models: steps vmapped over models (different lr, l2, seed and split) equal
-    the same steps run one model at a time."""
+    """Steps vmapped over models (different lr, l2, seed and split) equal the same steps run one
+    model at a time: the tiny model by default, the paper's models under -m slow."""
     from coordjax.train import (
         RunSpec,
         TrainSetup,
@@ -262,7 +247,7 @@ def test_rerun_skips_finished_buckets(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine.Programs, "chunk", must_not_train)
     again = run_sweep(tiny_sweep(), tmp_path, options=QUIET)
-    pd.testing.assert_frame_equal(_by_run(first), _by_run(again))
+    pd.testing.assert_frame_equal(by_run(first), by_run(again))
 
 
 def test_workdir_in_use_is_refused(tmp_path):
@@ -284,15 +269,11 @@ def test_different_sweep_is_refused_unless_restarted(tmp_path):
 
 # -- kill and resume ----------------------------------------------------------------------------
 
-SWEEP_FILE = """
-from coordjax.sweep import Grid, union
-BASE = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 6,
-        "eval_every": 1}
-PRESETS = {"t": lambda: union("killable", [
-    Grid("tiny", base=BASE, axes={"lr": [0.05, 0.01], "split": ["uniform", "quadrant"]}),
-    Grid("tiny2", base={**BASE, "batch_size": 512}, axes={"lr": [0.05]}),
-])}
-"""
+KILLABLE_GRIDS = """[
+    Grid("tiny", base={**BASE, "epochs": 6},
+         axes={"lr": [0.05, 0.01], "split": ["uniform", "quadrant"]}),
+    Grid("tiny2", base={**BASE, "epochs": 6, "batch_size": 512}, axes={"lr": [0.05]}),
+]"""
 
 
 def _launch(sweep_file: pathlib.Path, workdir: pathlib.Path) -> subprocess.Popen:
@@ -309,8 +290,7 @@ def _checkpointed_epochs(workdir: pathlib.Path) -> int:
 # (mid-bucket) and test_pruning.py (at a rung).
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
-    sweep_file = tmp_path / "killable.py"
-    sweep_file.write_text(textwrap.dedent(SWEEP_FILE))
+    sweep_file = tiny_sweep_file(tmp_path, KILLABLE_GRIDS)
     victim = _launch(sweep_file, tmp_path / "killed")
     deadline = time.monotonic() + 300
     while _checkpointed_epochs(tmp_path / "killed") < 2 and time.monotonic() < deadline:
@@ -325,9 +305,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     assert resumed.returncode == 0, out
     assert "resumed at epoch" in out
 
-    namespace = {}
-    exec(textwrap.dedent(SWEEP_FILE), namespace)  # the same sweep, uninterrupted, in-process
-    straight = run_sweep(namespace["PRESETS"]["t"](), tmp_path / "straight", preset="t",
+    # The same sweep, uninterrupted, in-process.
+    straight = run_sweep(sweep_of_file(sweep_file), tmp_path / "straight", preset="t",
                          options=EngineOptions(progress=False))  # fmt: skip
     assert len(partial) < len(straight)
     # The CLI's default strategy is a fixed rule, recorded per bucket: bit for bit the same.

@@ -157,7 +157,7 @@ def status_text(status: dict[str, Any]) -> str:
     head = f"{status['sweep']} (preset {status['preset']}) in {status['workdir']}"
     lines = [head if len(head) <= 100 else head[:97] + "..."]
     lines.append(
-        f"{len(status['buckets'])} buckets: "
+        f"{len(status['buckets'])} bucket{'s' if len(status['buckets']) != 1 else ''}: "
         + ", ".join(f"{counts[s]} {s}" for s in STATES)
         + (" (a single-process sweep is running)" if status["single_process_running"] else "")
     )
