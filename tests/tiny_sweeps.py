@@ -45,13 +45,14 @@ def tiny_sweep_file(directory: pathlib.Path, grids: str, prune: str = "None") ->
     Returns:
       The file's path.
     """
-    source = f"""
-        from coordjax.sweep import Grid, Prune, union
-        BASE = {TINY!r}
-        PRESETS = {{"t": lambda: union("t", {grids}, prune={prune})}}
-    """
+    source = [
+        "from coordjax.sweep import Grid, Prune, union",
+        f"BASE = {TINY!r}",
+        f"GRIDS = {textwrap.dedent(grids).strip()}",
+        f'PRESETS = {{"t": lambda: union("t", GRIDS, prune={prune})}}',
+    ]
     path = directory / "sweep.py"
-    path.write_text(textwrap.dedent(source))
+    path.write_text("\n".join(source) + "\n")
     return path
 
 
