@@ -55,3 +55,23 @@ def per_dim(name: str, value, ndim: int, *, where: str = "spatial dim") -> tuple
             f"got {value!r}"
         )
     return tuple(int(v) for v in values)
+
+
+def kernel_size(value) -> tuple[int, ...]:
+    """A convolution's window: one positive int (one spatial dim) or one per spatial dim.
+
+    Raises:
+      TypeError: ``value`` is neither an int nor a sequence.
+      ValueError: an entry is not a positive int, or the sequence is empty.
+    """
+    values = (value,) if is_int(value) else value
+    try:
+        values = tuple(values)
+    except TypeError as err:
+        raise TypeError(f"kernel_size must be an int or a sequence of ints; got {value!r}") from err
+    if not values or not all(is_int(k) and k >= 1 for k in values):
+        raise ValueError(
+            "kernel_size must be a positive int or a non-empty sequence of positive ints (one per "
+            f"spatial dim); got {value!r}"
+        )
+    return tuple(int(k) for k in values)

@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from coordjax._checks import check_choice, per_dim
+from coordjax._checks import check_choice, is_int, per_dim, positive_int
 
 __all__ = [
     "LOWERINGS",
@@ -201,29 +201,37 @@ def resolve_lowering(
 # Argument handling
 
 
-def _explicit_padding(padding, n: int) -> tuple[tuple[int, int], ...] | str:
-    """Flax's ``canonicalize_padding``: ``'SAME'``/``'VALID'`` or ``n`` ``(lo, hi)`` pairs."""
+def _explicit_padding(
+    padding, n: int, modes=("SAME", "VALID")
+) -> tuple[tuple[int, int], ...] | str:
+    """Flax's ``canonicalize_padding``: one of ``modes`` (upper case) or ``n`` ``(lo, hi)``
+    pairs."""
+    allowed = ", ".join(repr(m) for m in modes)
     if isinstance(padding, str):
-        if padding.upper() in ("SAME", "VALID"):
+        if padding.upper() in modes:
             return padding.upper()
         raise ValueError(
-            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs; got "
-            f"{padding!r} (the layers accept Flax's other modes through lowering='lax')"
+            f"padding must be {allowed}, an int, or {n} ints / (lo, hi) pairs; got "
+            f"{padding!r}"
+            + ("" if "CIRCULAR" in modes else " (Flax's other modes need the 'lax' lowering)")
         )
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+    if is_int(padding):
         return ((int(padding), int(padding)),) * n
     try:
-        pairs = [(p, p) if isinstance(p, (int, np.integer)) else tuple(p) for p in padding]
+        pairs = [(p, p) if is_int(p) else tuple(p) for p in padding]
     except TypeError:
         pairs = []
-    if len(pairs) != n or not all(
-        len(p) == 2 and all(isinstance(v, (int, np.integer)) for v in p) for p in pairs
-    ):
+    if len(pairs) != n or not all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs):
         raise ValueError(
-            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs (one per "
+            f"padding must be {allowed}, an int, or {n} ints / (lo, hi) pairs (one per "
             f"spatial dim); got {padding!r}"
         )
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
+
+
+# Padding modes of flax's Conv / ConvTranspose, computed by the "lax" lowering only.
+_LAX_CONV_PADDINGS = ("SAME", "VALID", "SAME_LOWER", "CIRCULAR", "REFLECT", "CAUSAL")
+_LAX_CONV_TRANSPOSE_PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
 
 def _flatten_batch(x, kernel, name: str):
@@ -260,6 +268,8 @@ def conv(
     strides: int | Sequence[int] = 1,
     padding="SAME",
     kernel_dilation: int | Sequence[int] = 1,
+    input_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
     lowering: str = "auto",
     precision=None,
 ) -> jax.Array:
@@ -267,39 +277,80 @@ def conv(
 
     Args:
       x: ``(*batch, *spatial, C_in)`` (``batch`` may be empty).
-      kernel: ``(*window, C_in, C_out)``; its rank fixes the number of spatial dims.
-      strides, kernel_dilation: an int or one per spatial dim.
+      kernel: ``(*window, C_in / feature_group_count, C_out)``; its rank fixes the number of
+        spatial dims.
+      strides, kernel_dilation, input_dilation: ``None`` (1), an int, or one per spatial dim.
       padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial dim
-        (Flax's meaning; negative pads crop).
+        (Flax's meaning; negative pads crop); the ``"lax"`` lowering also takes Flax's
+        ``'SAME_LOWER'``, ``'CIRCULAR'``, ``'REFLECT'`` and (1-D) ``'CAUSAL'``.
+      feature_group_count: as in ``flax.linen.Conv``.
       lowering: one of :data:`LOWERINGS` (module docstring); ``"auto"`` resolves with
         ``vmapped=False`` (:func:`resolve_lowering`); ``"zero_insertion"`` is ``"lax"`` here.
+        ``input_dilation``, ``feature_group_count`` and the padding modes other than
+        ``'SAME'``/``'VALID'`` need ``"lax"``.
       precision: passed to the convolution / ``dot_general``.
 
     Returns:
       ``(*batch, *spatial_out, C_out)`` with ``spatial_out`` as in ``lax.conv_general_dilated``.
+
+    Raises:
+      ValueError: a bad argument (named), channels that do not match the kernel, an empty
+        output, or an option the matmul lowering does not compute.
     """
     n = kernel.ndim - 2
     x2, batch = _flatten_batch(x, kernel, "conv")
     strides = per_dim("strides", strides, n)
     dilation = per_dim("kernel_dilation", kernel_dilation, n)
-    pads = _explicit_padding(padding, n)
-    if x2.shape[-1] != kernel.shape[-2]:
+    input_dilation = per_dim("input_dilation", input_dilation, n)
+    groups = positive_int("feature_group_count", feature_group_count)
+    matmul = resolve_lowering(lowering, transposed=False, vmapped=False) == "matmul"
+    pads = _explicit_padding(padding, n, ("SAME", "VALID") if matmul else _LAX_CONV_PADDINGS)
+    if x2.shape[-1] != groups * kernel.shape[-2]:
         raise ValueError(
-            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects "
-            f"{kernel.shape[-2]} (kernel is (*window, C_in, C_out))"
+            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} with "
+            f"feature_group_count={groups} expects {groups * kernel.shape[-2]} (kernel is "
+            "(*window, C_in / feature_group_count, C_out))"
+        )
+    if not matmul:
+        y = _lax_conv(x2, kernel, strides, pads, dilation, input_dilation, groups, precision)
+        return y.reshape(*batch, *y.shape[1:])
+    unsupported = [
+        f"{name}={value!r}"
+        for name, value, default in (
+            ("input_dilation", input_dilation, (1,) * n),
+            ("feature_group_count", groups, 1),
+        )
+        if value != default
+    ]
+    if unsupported:
+        raise ValueError(
+            f"the matmul lowering does not compute {', '.join(unsupported)}; use lowering='lax'"
         )
     if isinstance(pads, str):
         window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
         pads = tuple(lax.padtype_to_pads(x2.shape[1:-1], window, strides, pads))
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if resolve_lowering(lowering, transposed=False, vmapped=False) != "matmul":
-        y = lax.conv_general_dilated(
-            x2, kernel, strides, pads, rhs_dilation=dilation,
-            dimension_numbers=_channels_last(n), precision=precision,
-        )  # fmt: skip
-    else:
-        y = _conv_matmul(x2, kernel, strides, pads, dilation, precision)
+    y = _conv_matmul(x2, kernel, strides, pads, dilation, precision)
     return y.reshape(*batch, *y.shape[1:])
+
+
+def _lax_conv(x, kernel, strides, pads, dilation, input_dilation, groups, precision):
+    """``flax.linen.Conv``'s own computation: Flax's padding modes, then one XLA convolution."""
+    n = kernel.ndim - 2
+    if pads in ("CIRCULAR", "REFLECT"):
+        window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
+        edges = [(0, 0)] + [((k - 1) // 2, k // 2) for k in window] + [(0, 0)]
+        x = jnp.pad(x, edges, mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[pads])
+        pads = "VALID"
+    elif pads == "CAUSAL":
+        if n != 1:
+            raise ValueError(f"padding='CAUSAL' needs one spatial dim; got {n}")
+        x = jnp.pad(x, [(0, 0), (dilation[0] * (kernel.shape[0] - 1), 0), (0, 0)])
+        pads = "VALID"
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, lhs_dilation=input_dilation, rhs_dilation=dilation,
+        dimension_numbers=_channels_last(n), feature_group_count=groups, precision=precision,
+    )  # fmt: skip
 
 
 def conv_transpose(
@@ -312,6 +363,7 @@ def conv_transpose(
     transpose_kernel: bool = False,
     lowering: str = "auto",
     precision=None,
+    preferred_element_type=None,
     form: str | None = None,
 ) -> jax.Array:
     """``flax.linen.ConvTranspose`` without bias (``lax.conv_transpose`` semantics).
@@ -325,9 +377,12 @@ def conv_transpose(
       x: ``(*batch, *spatial, C_in)``.
       kernel: ``(*window, C_in, C_out)``, or ``(*window, C_out, C_in)`` with
         ``transpose_kernel=True`` (then flipped spatially, as the gradient of a ``Conv``).
-      strides, padding, kernel_dilation, precision: as in Flax.
+      strides, kernel_dilation, precision: as in Flax.
+      padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial
+        dim; the ``"lax"`` lowering also takes Flax's ``'CIRCULAR'``.
       lowering: ``"auto"`` (resolved with ``vmapped=False``, :func:`resolve_lowering`),
         ``"lax"``, ``"matmul"`` (the sub-pixel decomposition) or ``"zero_insertion"``.
+      preferred_element_type: as in ``lax.conv_transpose``; the ``"lax"`` lowering only.
       form: one of :data:`CONV_TRANSPOSE_FORMS` to compute it with, overriding ``lowering``;
         default (``None``): :func:`conv_transpose_form`'s choice. Every form computes the same
         values; ``"stride_one"`` needs all strides 1.
@@ -343,18 +398,25 @@ def conv_transpose(
     x2, batch = _flatten_batch(x, kernel, "conv_transpose")
     strides = per_dim("strides", strides, n)
     dilation = per_dim("kernel_dilation", kernel_dilation, n)
-    pads = _explicit_padding(padding, n)
+    if form is not None:
+        check_choice("form", form, CONV_TRANSPOSE_FORMS)
+    lax_only = form == "lax" or (
+        form is None and resolve_lowering(lowering, transposed=True, vmapped=False) == "lax"
+    )
+    pads = _explicit_padding(padding, n, _LAX_CONV_TRANSPOSE_PADDINGS if lax_only else
+                             ("SAME", "VALID"))  # fmt: skip
     c_in = kernel.shape[-1] if transpose_kernel else kernel.shape[-2]
     if x2.shape[-1] != c_in:
         raise ValueError(
             f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects {c_in}"
         )
+    if preferred_element_type is not None and not lax_only:
+        raise ValueError("preferred_element_type needs the 'lax' lowering (or form='lax')")
     if form is None:
         form = _transpose_form(x2.shape[1:-1], kernel.shape, strides, pads, dilation,
                                transpose_kernel, lowering)  # fmt: skip
-    check_choice("form", form, CONV_TRANSPOSE_FORMS)
     y = _CONV_TRANSPOSE_FORMS[form](x2, kernel, strides, pads, dilation, transpose_kernel,
-                                    precision)  # fmt: skip
+                                    precision, preferred_element_type)  # fmt: skip
     return y.reshape(*batch, *y.shape[1:])
 
 
@@ -824,7 +886,8 @@ def _matmul_form(compute):
     ``transpose_kernel``, dilated by inserting zero taps, and ``'SAME'``/``'VALID'`` turned
     into the dilated input's pads; then ``compute(x, kernel, strides, pads, precision)``."""
 
-    def form(x, kernel, strides, pads, dilation, transpose_kernel, precision):
+    def form(x, kernel, strides, pads, dilation, transpose_kernel, precision, element_type):
+        del element_type  # None: conv_transpose refuses it outside the lax form
         n = kernel.ndim - 2
         if transpose_kernel:
             kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n))), -1, -2)
@@ -843,22 +906,43 @@ def _matmul_form(compute):
     return form
 
 
-def _lax_form(x, kernel, strides, pads, dilation, transpose_kernel, precision):
-    return lax.conv_transpose(
-        x, kernel, strides, pads, rhs_dilation=dilation,
+def _lax_form(x, kernel, strides, pads, dilation, transpose_kernel, precision, element_type):
+    """``flax.linen.ConvTranspose``'s own computation: ``lax.conv_transpose`` and, for
+    ``'CIRCULAR'`` padding, Flax's periodic wrap of the ``'VALID'`` output."""
+    y = lax.conv_transpose(
+        x, kernel, strides, "VALID" if pads == "CIRCULAR" else pads, rhs_dilation=dilation,
         dimension_numbers=_channels_last(kernel.ndim - 2), transpose_kernel=transpose_kernel,
-        precision=precision,
+        precision=precision, preferred_element_type=element_type,
     )  # fmt: skip
+    if pads != "CIRCULAR":
+        return y
+    # The output has period s * n along each axis: pad it to whole periods so that the input's
+    # start sits on a period boundary (the extra one on the left, or on the right for a
+    # transposed kernel, as flax does), then sum the periods.
+    periods = [size * s for size, s in zip(x.shape[1:-1], strides, strict=True)]
+    missing = [-(y_dim - p) % (2 * p) for y_dim, p in zip(y.shape[1:-1], periods, strict=True)]
+    if transpose_kernel:
+        edges = [(m // 2, (m + 1) // 2) for m in missing]
+    else:
+        edges = [((m + 1) // 2, m // 2) for m in missing]
+    y = jnp.pad(y, [(0, 0), *edges, (0, 0)])
+    for axis in range(1, y.ndim - 1):
+        y = y.reshape(y.shape[:axis] + (-1, periods[axis - 1]) + y.shape[axis + 1 :])
+        y = y.sum(axis=axis)
+    return y
 
 
-def _zero_insertion_form(x, kernel, strides, pads, dilation, transpose_kernel, precision):
+def _zero_insertion_form(x, kernel, strides, pads, dilation, transpose_kernel, precision,
+                         element_type):  # fmt: skip
+    del element_type  # None: conv_transpose refuses it outside the lax form
     if transpose_kernel:
         kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2))), -1, -2)
     return _conv_transpose_zero_insertion(x, kernel, strides, pads, dilation, precision)
 
 
 # name -> f(x (B, *spatial, C_in), kernel as given, strides, pads ('SAME'/'VALID' or (lo, hi)
-# pairs), kernel dilation, transpose_kernel, precision) -> (B, *spatial_out, C_out)
+# pairs; 'CIRCULAR' for lax), kernel dilation, transpose_kernel, precision,
+# preferred_element_type) -> (B, *spatial_out, C_out)
 _CONV_TRANSPOSE_FORMS = {
     "lax": _lax_form,
     "zero_insertion": _zero_insertion_form,
