@@ -89,7 +89,10 @@ class CoordOptions:
         axes = self.axes
         if axes is not None and not isinstance(axes, tuple):
             # A hashable, static tuple (an NNX attribute must not be a list); checked by check().
-            axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+            try:
+                axes = tuple(axes)
+            except TypeError:  # one axis (or a bad value, which check() refuses naming axes)
+                axes = (axes,)
             object.__setattr__(self, "axes", axes)
 
     @classmethod
