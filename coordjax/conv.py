@@ -522,9 +522,9 @@ def _transpose_form(spatial, kernel_shape, strides, pads, dilation, transpose_ke
     if isinstance(pads, str):
         pads = tuple(_transpose_padding(k, s, pads) for k, s in zip(window, strides, strict=True))
     plans = [
-        _phase_plan(size, k, s, pad) for size, k, s, pad in zip(spatial, window, strides, pads,
-                                                                strict=True)
-    ]  # fmt: skip
+        _phase_plan(size, k, s, pad)
+        for size, k, s, pad in zip(spatial, window, strides, pads, strict=True)
+    ]
     union = math.prod(_union_window(phases)[1] for _, _, phases in plans)
     per_phase = math.prod(max(len(taps) for _, taps, _ in phases) for _, _, phases in plans)
     even = all(
@@ -666,15 +666,15 @@ def _union_window(phases) -> tuple[int, int]:
     return lo, hi - lo + 1
 
 
-def _union_selection(phases, s: int, k: int):
-    """``(lo, window, selection)``: the union of the phases' input windows ``lo..lo+window-1``
-    and the ``(window, s, k)`` 0/1 array placing tap ``t`` of phase ``r`` at window index ``j``."""
+def _union_selection(phases, s: int, k: int) -> np.ndarray:
+    """The ``(window, s, k)`` 0/1 array placing tap ``t`` of phase ``r`` at index ``j`` of the
+    phases' union window (:func:`_union_window`)."""
     lo, window = _union_window(phases)
     selection = np.zeros((window, s, k), np.float32)
     for r, taps, d in phases:
         for m, t in enumerate(taps):
             selection[d - lo + m, r, t] = 1.0
-    return lo, window, selection
+    return selection
 
 
 def _phase_selection(phases, s: int, k: int, lo: int, union: int):
@@ -766,17 +766,14 @@ def _phases_separately(xp, kernel, strides, plans, lows, precision):
 
 def _subpixel_setup(x, kernel, strides, pads):
     """The sub-pixel decomposition's plan: per dim ``(out_len, q_len, phases)``, the phases'
-    union windows ``(lo, window, selection)``, the ``q`` and output shapes, and the input
-    padded (or cropped) so that index 0 is input offset ``lo`` of output block 0."""
+    union windows ``(lo, window)``, the ``q`` and output shapes, and the input padded (or
+    cropped) so that index 0 is input offset ``lo`` of output block 0."""
     n = kernel.ndim - 2
     plans = [
         _phase_plan(size, k, s, pad)
         for size, k, s, pad in zip(x.shape[1:-1], kernel.shape[:n], strides, pads, strict=True)
     ]
-    unions = [
-        _union_selection(phases, s, k)
-        for (_, _, phases), s, k in zip(plans, strides, kernel.shape[:n], strict=True)
-    ]
+    unions = [_union_window(phases) for _, _, phases in plans]
     q_shape = tuple(q for _, q, _ in plans)
     out = tuple(out_len for out_len, _, _ in plans)
     # Input offsets lo..lo+window-1 for output blocks 0..q_len-1: pad (or crop) accordingly.
@@ -784,7 +781,7 @@ def _subpixel_setup(x, kernel, strides, pads):
         x,
         [
             (-lo, q - 1 + lo + window - 1 - (size - 1))
-            for size, q, (lo, window, _) in zip(x.shape[1:-1], q_shape, unions, strict=True)
+            for size, q, (lo, window) in zip(x.shape[1:-1], q_shape, unions, strict=True)
         ],
     )
     return plans, unions, q_shape, out, xp
@@ -800,7 +797,7 @@ def _phase_specs(n: int):
 def _per_phase_separate(x, kernel, strides, pads, precision):
     """Every phase its own window, patches and matmul (phases of unequal windows)."""
     plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
-    y = _phases_separately(xp, kernel, strides, plans, [lo for lo, _, _ in unions], precision)
+    y = _phases_separately(xp, kernel, strides, plans, [lo for lo, _ in unions], precision)
     return _depth_to_space(y, q_shape, strides, out)
 
 
@@ -813,7 +810,7 @@ def _per_phase_batched(x, kernel, strides, pads, precision):
     plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
     split = [
         _phase_selection(phases, s, k, lo, window)
-        for (_, _, phases), s, k, (lo, window, _) in zip(
+        for (_, _, phases), s, k, (lo, window) in zip(
             plans, strides, kernel.shape[:n], unions, strict=True
         )
     ]
@@ -855,16 +852,19 @@ def _shared_window(x, kernel, strides, pads, precision):
     zeros elsewhere), then depth-to-space."""
     n = kernel.ndim - 2
     b, c_out = x.shape[0], kernel.shape[-1]
-    _, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
+    plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
     taps, wins, phs, cin, cout = _phase_specs(n)
     kernel_spec = "".join(taps) + cin + cout
-    window = tuple(w for _, w, _ in unions)
+    window = tuple(w for _, w in unions)
     patches = _patches(xp, window, (1,) * n, (1,) * n, q_shape)
     spec = (
         ",".join([kernel_spec] + [w + p + t for w, p, t in zip(wins, phs, taps, strict=True)])
         + "->" + "".join(wins) + cin + "".join(phs) + cout
     )  # fmt: skip
-    selections = [jnp.asarray(sel, kernel.dtype) for _, _, sel in unions]
+    selections = [
+        jnp.asarray(_union_selection(phases, s, k), kernel.dtype)
+        for (_, _, phases), s, k in zip(plans, strides, kernel.shape[:n], strict=True)
+    ]
     combined = jnp.einsum(spec, kernel, *selections, precision=lax.Precision.HIGHEST)
     y = _contract(patches, combined.reshape(-1, math.prod(strides) * c_out), precision)
     return _depth_to_space(y.reshape(b, *q_shape, *strides, c_out), q_shape, strides, out)
