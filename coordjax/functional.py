@@ -289,7 +289,7 @@ def coord_conv_spec(
         num_coords=d,
         coord_weights=coord_weights,
         coords=coords,
-        conv_options=tuple(conv_options.items()),
+        conv_options=tuple((name, _hashable(value)) for name, value in conv_options.items()),
         feature_group_count=feature_group_count,
         transpose_kernel=bool(transpose_kernel),
         lowering=lowering,
@@ -304,6 +304,13 @@ CONV_OPTIONS = ("strides", "padding", "input_dilation", "kernel_dilation", "prec
 CONV_TRANSPOSE_OPTIONS = ("strides", "padding", "kernel_dilation", "precision",
                           "preferred_element_type")  # fmt: skip
 """The attributes of a CoordConvTranspose that are options of flax's ``ConvTranspose``."""
+
+
+def _hashable(value):
+    """Lists (a padding's pairs, say) as tuples, so that a spec can be static data (NNX)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 def layer_spec(

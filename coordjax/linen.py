@@ -119,12 +119,14 @@ class _CoordLayer(nn.Module):
     lowering: _lowering.Lowering = "auto"
 
     def __post_init__(self):
-        self._spec()  # fail at construction, naming the bad argument
+        # The spec is built once per module (and fails at construction, naming the bad
+        # argument); object.__setattr__ because a Linen module takes no attributes but fields.
+        object.__setattr__(self, "_coord_spec", self._build_spec())
         super().__post_init__()
 
     _transpose: ClassVar[bool]  # set by each subclass
 
-    def _spec(self) -> functional.CoordConvSpec:
+    def _build_spec(self) -> functional.CoordConvSpec:
         return functional.layer_spec(
             self,
             transpose=self._transpose,
@@ -136,7 +138,7 @@ class _CoordLayer(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial_out, features)``."""
-        spec = self._spec()
+        spec = self._coord_spec
         functional.check_input(spec, x)
         layout = functional.param_layout(
             spec,

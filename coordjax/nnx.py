@@ -96,7 +96,9 @@ class _CoordConvBase(nnx.Module):
 
     _transpose: bool  # set by each subclass
 
-    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> functional.CoordConvSpec:
+    def _build_spec(
+        self, *, zero_init_coords=False, coord_kernel_init=None
+    ) -> functional.CoordConvSpec:
         return functional.layer_spec(
             self,
             transpose=self._transpose,
@@ -119,7 +121,10 @@ class _CoordConvBase(nnx.Module):
     ) -> None:
         """Validates the layer (its other options already set) and creates its parameters."""
         _hold_coord_options(self, coords)
-        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
+        spec = self._build_spec(
+            zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init
+        )
+        self._coord_spec = spec  # built once, static (hashable)
         self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
         positive_int("in_features", self.in_features)
         layout = functional.param_layout(
@@ -147,7 +152,7 @@ class _CoordConvBase(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)``."""
-        spec = self._spec()
+        spec = self._coord_spec
         functional.check_input(spec, x, self.in_features)
         params = {"kernel": self.kernel[...]}
         if self.bias is not None:
@@ -264,7 +269,7 @@ class CoordConv(_CoordConvBase):
             kernel_metadata=kernel_metadata,
             bias_metadata=bias_metadata,
         )
-        self.tile_shape = self._spec().tile_shape  # canonical tuple (or None), validated
+        self.tile_shape = self._coord_spec.tile_shape  # canonical tuple (or None), validated
 
 
 class CoordConvTranspose(_CoordConvBase):
@@ -445,7 +450,7 @@ def retrofit_conv(
         if coord_weights == "concat":
             # The coordinate rows of the new kernel are not masked.
             mask = jnp.asarray(mask)
-            spec = layer._spec()
+            spec = layer._coord_spec
             ones_shape = list(mask.shape)
             ones_shape[mask.ndim + spec.in_axis] = spec.num_coords
             mask = spec.join(mask, jnp.ones(ones_shape, mask.dtype))
