@@ -6,6 +6,7 @@ Public surface::
     cj.add_coords(x)                 # pure: (..., *spatial, C) -> (..., *spatial, C + d)
     cj.coord_channels((64, 64))      # (64, 64, 2) grid
     cj.linen.CoordConv, cj.nnx.CoordConv, ...   # lowering="auto" | "lax" | "matmul" | ...
+    cj.functional.coord_conv(spec, params, x)    # the layers' pure core
     cj.conv.conv(x, kernel, strides=, padding=, lowering=)   # how convolutions are lowered
     cj.datasets.not_so_clevr("uniform")
     cj.models.build("coordconv_classifier"), cj.tasks.get("classification")
@@ -17,7 +18,17 @@ import importlib
 
 # Submodules and names load on first use (PEP 562), so that importing a light module such as
 # coordjax.paper or coordjax.report does not import JAX, the models or the training step.
-_SUBMODULES = ("conv", "datasets", "handbuilt", "linen", "models", "nnx", "tasks", "train")
+_SUBMODULES = (
+    "conv",
+    "datasets",
+    "functional",
+    "handbuilt",
+    "linen",
+    "models",
+    "nnx",
+    "tasks",
+    "train",
+)
 _NAMES = {
     "CoordinatePrecisionWarning": "coordjax.coords",
     "add_coords": "coordjax.coords",

@@ -24,12 +24,14 @@ C_out)`` kernels:
   with stride 2 and a 2x2 kernel that is a single matmul. Where the union window is larger than
   each phase's own (a 4x4 kernel at stride 2: 3x3 against 2x2, so 2.25x the FLOPs), every phase
   gets its own window and the phases are the batch axis of one ``dot_general`` (for outputs of
-  at least ``PER_PHASE_MIN_C_OUT`` channels; a thin matmul is bound by the gather instead).
+  at least 16 channels; a thin matmul is bound by the gather instead).
   Where the phases' windows differ (a 3x3 kernel at stride 2: 2x2, 2x1, 1x2, 1x1 against a
   shared 2x2), each phase gets its own patches and matmul, ``prod(kernel)`` taps in all.
   A transposed conv into one channel (a painter's logits) with overlapping taps is computed
   the other way round: one ``dot_general`` of every input pixel with every tap, then the taps
   added into the output at their offsets (an overlap-add: pads with interior padding ``s - 1``).
+  :func:`conv_transpose_form` names the form a transposed convolution takes, from its shapes;
+  ``conv_transpose(..., form=...)`` computes it with any of :data:`CONV_TRANSPOSE_FORMS`.
   There are no convolution ops in the forward pass or in any gradient: the transpose of a slice
   is a pad and the transpose of a ``dot_general`` is a ``dot_general``, so under ``vmap``
   everything becomes batched matmuls, never ``feature_group_count``. Supported: any strides,
@@ -65,7 +67,6 @@ GPU and TPU: :func:`default_lowering` (public records, not yet our measurements;
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import string
@@ -77,12 +78,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from coordjax._checks import check_choice, is_int, per_dim, positive_int
+
 __all__ = [
     "LOWERINGS",
     "Lowering",
+    "CONV_TRANSPOSE_FORMS",
     "conv",
-    "conv_general_dilated",
     "conv_transpose",
+    "conv_transpose_form",
     "default_lowering",
     "resolve_lowering",
 ]
@@ -176,8 +180,7 @@ def resolve_lowering(
       ValueError: ``lowering`` is not one of :data:`LOWERINGS`, or ``transposed=None`` where
         the rule differs between plain and transposed convolutions.
     """
-    if lowering not in LOWERINGS:
-        raise ValueError(f"lowering must be one of {list(LOWERINGS)}; got {lowering!r}")
+    check_choice("lowering", lowering, LOWERINGS)
     if lowering != "auto":
         return lowering
     platform = jax.default_backend() if platform is None else str(platform)
@@ -198,45 +201,37 @@ def resolve_lowering(
 # Argument handling
 
 
-def _per_dim(value, n: int, name: str) -> tuple[int, ...]:
-    if value is None:
-        value = 1
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),) * n
-    value = tuple(value)
-    if len(value) != n or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
-    ):
-        raise ValueError(
-            f"{name} must be a positive int or {n} positive ints (one per spatial dim); "
-            f"got {value!r}"
-        )
-    return tuple(int(v) for v in value)
-
-
-def _explicit_padding(padding, n: int) -> tuple[tuple[int, int], ...] | str:
-    """Flax's ``canonicalize_padding``: ``'SAME'``/``'VALID'`` or ``n`` ``(lo, hi)`` pairs."""
+def _explicit_padding(
+    padding, n: int, modes=("SAME", "VALID")
+) -> tuple[tuple[int, int], ...] | str:
+    """Flax's ``canonicalize_padding``: one of ``modes`` (upper case) or ``n`` ``(lo, hi)``
+    pairs."""
+    allowed = ", ".join(repr(m) for m in modes)
     if isinstance(padding, str):
-        if padding.upper() in ("SAME", "VALID"):
+        if padding.upper() in modes:
             return padding.upper()
         raise ValueError(
-            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs; got "
-            f"{padding!r} (the layers accept Flax's other modes through lowering='lax')"
+            f"padding must be {allowed}, an int, or {n} ints / (lo, hi) pairs; got "
+            f"{padding!r}"
+            + ("" if "CIRCULAR" in modes else " (Flax's other modes need the 'lax' lowering)")
         )
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+    if is_int(padding):
         return ((int(padding), int(padding)),) * n
     try:
-        pairs = [(p, p) if isinstance(p, (int, np.integer)) else tuple(p) for p in padding]
+        pairs = [(p, p) if is_int(p) else tuple(p) for p in padding]
     except TypeError:
         pairs = []
-    if len(pairs) != n or not all(
-        len(p) == 2 and all(isinstance(v, (int, np.integer)) for v in p) for p in pairs
-    ):
+    if len(pairs) != n or not all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs):
         raise ValueError(
-            f"padding must be 'SAME', 'VALID', an int, or {n} ints / (lo, hi) pairs (one per "
+            f"padding must be {allowed}, an int, or {n} ints / (lo, hi) pairs (one per "
             f"spatial dim); got {padding!r}"
         )
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
+
+
+# Padding modes of flax's Conv / ConvTranspose, computed by the "lax" lowering only.
+_LAX_CONV_PADDINGS = ("SAME", "VALID", "SAME_LOWER", "CIRCULAR", "REFLECT", "CAUSAL")
+_LAX_CONV_TRANSPOSE_PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
 
 def _flatten_batch(x, kernel, name: str):
@@ -273,6 +268,8 @@ def conv(
     strides: int | Sequence[int] = 1,
     padding="SAME",
     kernel_dilation: int | Sequence[int] = 1,
+    input_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
     lowering: str = "auto",
     precision=None,
 ) -> jax.Array:
@@ -280,39 +277,80 @@ def conv(
 
     Args:
       x: ``(*batch, *spatial, C_in)`` (``batch`` may be empty).
-      kernel: ``(*window, C_in, C_out)``; its rank fixes the number of spatial dims.
-      strides, kernel_dilation: an int or one per spatial dim.
+      kernel: ``(*window, C_in / feature_group_count, C_out)``; its rank fixes the number of
+        spatial dims.
+      strides, kernel_dilation, input_dilation: ``None`` (1), an int, or one per spatial dim.
       padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial dim
-        (Flax's meaning; negative pads crop).
+        (Flax's meaning; negative pads crop); the ``"lax"`` lowering also takes Flax's
+        ``'SAME_LOWER'``, ``'CIRCULAR'``, ``'REFLECT'`` and (1-D) ``'CAUSAL'``.
+      feature_group_count: as in ``flax.linen.Conv``.
       lowering: one of :data:`LOWERINGS` (module docstring); ``"auto"`` resolves with
         ``vmapped=False`` (:func:`resolve_lowering`); ``"zero_insertion"`` is ``"lax"`` here.
+        ``input_dilation``, ``feature_group_count`` and the padding modes other than
+        ``'SAME'``/``'VALID'`` need ``"lax"``.
       precision: passed to the convolution / ``dot_general``.
 
     Returns:
       ``(*batch, *spatial_out, C_out)`` with ``spatial_out`` as in ``lax.conv_general_dilated``.
+
+    Raises:
+      ValueError: a bad argument (named), channels that do not match the kernel, an empty
+        output, or an option the matmul lowering does not compute.
     """
     n = kernel.ndim - 2
     x2, batch = _flatten_batch(x, kernel, "conv")
-    strides = _per_dim(strides, n, "strides")
-    dilation = _per_dim(kernel_dilation, n, "kernel_dilation")
-    pads = _explicit_padding(padding, n)
-    if x2.shape[-1] != kernel.shape[-2]:
+    strides = per_dim("strides", strides, n)
+    dilation = per_dim("kernel_dilation", kernel_dilation, n)
+    input_dilation = per_dim("input_dilation", input_dilation, n)
+    groups = positive_int("feature_group_count", feature_group_count)
+    matmul = resolve_lowering(lowering, transposed=False, vmapped=False) == "matmul"
+    pads = _explicit_padding(padding, n, ("SAME", "VALID") if matmul else _LAX_CONV_PADDINGS)
+    if x2.shape[-1] != groups * kernel.shape[-2]:
         raise ValueError(
-            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects "
-            f"{kernel.shape[-2]} (kernel is (*window, C_in, C_out))"
+            f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} with "
+            f"feature_group_count={groups} expects {groups * kernel.shape[-2]} (kernel is "
+            "(*window, C_in / feature_group_count, C_out))"
+        )
+    if not matmul:
+        y = _lax_conv(x2, kernel, strides, pads, dilation, input_dilation, groups, precision)
+        return y.reshape(*batch, *y.shape[1:])
+    unsupported = [
+        f"{name}={value!r}"
+        for name, value, default in (
+            ("input_dilation", input_dilation, (1,) * n),
+            ("feature_group_count", groups, 1),
+        )
+        if value != default
+    ]
+    if unsupported:
+        raise ValueError(
+            f"the matmul lowering does not compute {', '.join(unsupported)}; use lowering='lax'"
         )
     if isinstance(pads, str):
         window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
         pads = tuple(lax.padtype_to_pads(x2.shape[1:-1], window, strides, pads))
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if resolve_lowering(lowering, transposed=False, vmapped=False) != "matmul":
-        y = lax.conv_general_dilated(
-            x2, kernel, strides, pads, rhs_dilation=dilation,
-            dimension_numbers=_channels_last(n), precision=precision,
-        )  # fmt: skip
-    else:
-        y = _conv_matmul(x2, kernel, strides, pads, dilation, precision)
+    y = _conv_matmul(x2, kernel, strides, pads, dilation, precision)
     return y.reshape(*batch, *y.shape[1:])
+
+
+def _lax_conv(x, kernel, strides, pads, dilation, input_dilation, groups, precision):
+    """``flax.linen.Conv``'s own computation: Flax's padding modes, then one XLA convolution."""
+    n = kernel.ndim - 2
+    if pads in ("CIRCULAR", "REFLECT"):
+        window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation, strict=True))
+        edges = [(0, 0)] + [((k - 1) // 2, k // 2) for k in window] + [(0, 0)]
+        x = jnp.pad(x, edges, mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[pads])
+        pads = "VALID"
+    elif pads == "CAUSAL":
+        if n != 1:
+            raise ValueError(f"padding='CAUSAL' needs one spatial dim; got {n}")
+        x = jnp.pad(x, [(0, 0), (dilation[0] * (kernel.shape[0] - 1), 0), (0, 0)])
+        pads = "VALID"
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, lhs_dilation=input_dilation, rhs_dilation=dilation,
+        dimension_numbers=_channels_last(n), feature_group_count=groups, precision=precision,
+    )  # fmt: skip
 
 
 def conv_transpose(
@@ -325,6 +363,8 @@ def conv_transpose(
     transpose_kernel: bool = False,
     lowering: str = "auto",
     precision=None,
+    preferred_element_type=None,
+    form: str | None = None,
 ) -> jax.Array:
     """``flax.linen.ConvTranspose`` without bias (``lax.conv_transpose`` semantics).
 
@@ -337,53 +377,165 @@ def conv_transpose(
       x: ``(*batch, *spatial, C_in)``.
       kernel: ``(*window, C_in, C_out)``, or ``(*window, C_out, C_in)`` with
         ``transpose_kernel=True`` (then flipped spatially, as the gradient of a ``Conv``).
-      strides, padding, kernel_dilation, precision: as in Flax.
+      strides, kernel_dilation, precision: as in Flax.
+      padding: ``'SAME'``, ``'VALID'``, an int, or one int / ``(lo, hi)`` pair per spatial
+        dim; the ``"lax"`` lowering also takes Flax's ``'CIRCULAR'``.
       lowering: ``"auto"`` (resolved with ``vmapped=False``, :func:`resolve_lowering`),
         ``"lax"``, ``"matmul"`` (the sub-pixel decomposition) or ``"zero_insertion"``.
+      preferred_element_type: as in ``lax.conv_transpose``; the ``"lax"`` lowering only.
+      form: one of :data:`CONV_TRANSPOSE_FORMS` to compute it with, overriding ``lowering``;
+        default (``None``): :func:`conv_transpose_form`'s choice. Every form computes the same
+        values; ``"stride_one"`` needs all strides 1.
 
     Returns:
       ``(*batch, *spatial_out, C_out)``.
+
+    Raises:
+      ValueError: a bad argument (named), channels that do not match the kernel, an empty
+        output, or an unknown ``form``.
     """
     n = kernel.ndim - 2
     x2, batch = _flatten_batch(x, kernel, "conv_transpose")
-    strides = _per_dim(strides, n, "strides")
-    dilation = _per_dim(kernel_dilation, n, "kernel_dilation")
-    pads = _explicit_padding(padding, n)
+    strides = per_dim("strides", strides, n)
+    dilation = per_dim("kernel_dilation", kernel_dilation, n)
+    if form is not None:
+        check_choice("form", form, CONV_TRANSPOSE_FORMS)
+    lax_only = form == "lax" or (
+        form is None and resolve_lowering(lowering, transposed=True, vmapped=False) == "lax"
+    )
+    pads = _explicit_padding(padding, n, _LAX_CONV_TRANSPOSE_PADDINGS if lax_only else
+                             ("SAME", "VALID"))  # fmt: skip
     c_in = kernel.shape[-1] if transpose_kernel else kernel.shape[-2]
     if x2.shape[-1] != c_in:
         raise ValueError(
             f"x has {x2.shape[-1]} channels but the kernel {tuple(kernel.shape)} expects {c_in}"
         )
-    concrete = resolve_lowering(lowering, transposed=True, vmapped=False)
-    if concrete == "lax":
-        y = lax.conv_transpose(
-            x2, kernel, strides, pads, rhs_dilation=dilation,
-            dimension_numbers=_channels_last(n), transpose_kernel=transpose_kernel,
-            precision=precision,
-        )  # fmt: skip
-        return y.reshape(*batch, *y.shape[1:])
-    if transpose_kernel:
-        kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n))), -1, -2)
-    if concrete == "zero_insertion":
-        y = _conv_transpose_zero_insertion(x2, kernel, strides, pads, dilation, precision)
-        return y.reshape(*batch, *y.shape[1:])
-    if any(d > 1 for d in dilation):
-        kernel = lax.pad(
-            kernel, jnp.zeros((), kernel.dtype),
-            [(0, 0, d - 1) for d in dilation] + [(0, 0, 0), (0, 0, 0)],
-        )  # fmt: skip
-    window = kernel.shape[:n]
+    if preferred_element_type is not None and not lax_only:
+        raise ValueError("preferred_element_type needs the 'lax' lowering (or form='lax')")
+    if form is None:
+        form = _transpose_form(x2.shape[1:-1], kernel.shape, strides, pads, dilation,
+                               transpose_kernel, lowering)  # fmt: skip
+    y = _CONV_TRANSPOSE_FORMS[form](x2, kernel, strides, pads, dilation, transpose_kernel,
+                                    precision, preferred_element_type)  # fmt: skip
+    return y.reshape(*batch, *y.shape[1:])
+
+
+def conv_transpose_form(
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding="SAME",
+    kernel_dilation: int | Sequence[int] = 1,
+    transpose_kernel: bool = False,
+    lowering: str = "auto",
+) -> str:
+    """The form :func:`conv_transpose` computes a transposed convolution with, from shapes only.
+
+    ``lowering`` (resolved with ``vmapped=False``) ``"lax"`` and ``"zero_insertion"`` are
+    forms of their own. Under ``"matmul"``, with ``C_out`` the output channels and the kernel
+    window taken after dilation:
+
+    ``"stride_one"``
+      all strides 1: an ordinary patches + ``dot_general`` convolution.
+    ``"overlap_add"``
+      ``C_out`` at most 1 (a painter's logits) and taps that overlap (a window side larger
+      than its stride): one ``dot_general`` of every input pixel with every tap, then the taps
+      added into the output at their offsets.
+    ``"per_phase_separate"``
+      ``C_out >= 16`` and phases with unequal windows (a 3x3 kernel at stride 2) whose taps
+      are fewer than the shared window's: every phase its own patches and matmul.
+    ``"per_phase_batched"``
+      ``C_out >= 16`` and per-phase windows smaller than the shared one (a 4x4 kernel at
+      stride 2: 2x2 against 3x3): the phases are the batch axis of one ``dot_general``.
+    ``"shared_window"``
+      otherwise: every phase reads the union window; one matmul into ``s**d * C_out``
+      channels.
+
+    Args:
+      x_shape: ``(*batch, *spatial, C_in)``.
+      kernel_shape: ``(*window, C_in, C_out)`` (``(*window, C_out, C_in)`` with
+        ``transpose_kernel=True``).
+      strides, padding, kernel_dilation, transpose_kernel, lowering: as in
+        :func:`conv_transpose`.
+
+    Returns:
+      One of :data:`CONV_TRANSPOSE_FORMS`.
+
+    Raises:
+      ValueError: a bad argument (named), or an empty output of a sub-pixel form.
+
+    >>> conv_transpose_form((8, 16, 16, 32), (4, 4, 32, 1), strides=2, lowering="matmul")
+    'overlap_add'
+    >>> conv_transpose_form((8, 16, 16, 32), (4, 4, 32, 64), strides=2, lowering="matmul")
+    'per_phase_batched'
+    """
+    kernel_shape = tuple(kernel_shape)
+    n = len(kernel_shape) - 2
+    if n < 1 or len(x_shape) < n + 1:
+        raise ValueError(
+            f"kernel_shape must be (*window, C_in, C_out) and x_shape (*batch, *spatial, C_in) "
+            f"with as many spatial dims; got {kernel_shape} and {tuple(x_shape)}"
+        )
+    spatial = tuple(x_shape)[len(x_shape) - n - 1 : -1]
+    strides = per_dim("strides", strides, n)
+    dilation = per_dim("kernel_dilation", kernel_dilation, n)
+    pads = _explicit_padding(padding, n)
+    return _transpose_form(spatial, kernel_shape, strides, pads, dilation, transpose_kernel,
+                           lowering)  # fmt: skip
+
+
+# Per-phase windows gather more numbers (4 phases x 2x2 against one 3x3 window for a 4x4 kernel
+# at stride 2) and multiply fewer zeros: worth it when the matmul is wide. Measured on a 2-core
+# CPU (fwd + both gradients, batch 32, one process, interleaved): C_out 1 (a painter's logits):
+# the shared window as fast or faster; C_out 32 and 96: per-phase 1.4-1.6x faster.
+# Separate matmuls for phases of unequal windows (3x3 at stride 2), same setting: 96 -> 96
+# channels at 16x16: 40 -> 35 ms; 192 -> 96 at 8x8: 16 -> 11 ms; 192 -> 192 at 4x4: 8.6 -> 4.8 ms;
+# the fs 3 painter's training step 1.13x (c 1), 1.2x (c 2), 1.3x (c 3).
+_MIN_C_OUT_PER_PHASE = 16
+
+# A transposed conv into one channel (a painter's logits) is bound by the patches gather: each
+# output block reads a whole window of C_in-channel inputs. Multiplying first (every input pixel
+# by every tap: prod(kernel) * C_out numbers each) and adding the shifted taps into the output
+# reads each input once. Measured on a 2-core CPU (fwd + both gradients, batch 32, 32x32 ->
+# 64x64, one process, interleaved): 4x4 kernel, C_in 32: 16 -> 5 ms; C_in 96: 46 -> 7 ms; 3x3,
+# C_in 96: 18 -> 5 ms; under a vmap over 8 models about 2x faster. C_out 2 about equal, C_out
+# >= 4 slower (2.5-11x at C_out 8-32: each shifted add is a pass over the whole output); a 2x2
+# kernel at stride 2 (no overlap) is already a single matmul.
+_MAX_C_OUT_OVERLAP_ADD = 1
+
+
+def _transpose_form(spatial, kernel_shape, strides, pads, dilation, transpose_kernel, lowering):
+    """:func:`conv_transpose_form` on canonical arguments (per-dim tuples, checked pads)."""
+    lowering = resolve_lowering(lowering, transposed=True, vmapped=False)
+    if lowering != "matmul":
+        return lowering
+    n = len(kernel_shape) - 2
+    c_out = kernel_shape[-2] if transpose_kernel else kernel_shape[-1]
+    window = tuple((k - 1) * d + 1 for k, d in zip(kernel_shape[:n], dilation, strict=True))
+    if all(s == 1 for s in strides):
+        return "stride_one"
+    if c_out <= _MAX_C_OUT_OVERLAP_ADD and any(k > s for k, s in zip(window, strides, strict=True)):
+        return "overlap_add"
+    if c_out < _MIN_C_OUT_PER_PHASE:
+        return "shared_window"
     if isinstance(pads, str):
         pads = tuple(_transpose_padding(k, s, pads) for k, s in zip(window, strides, strict=True))
-    if all(s == 1 for s in strides):
-        y = _conv_matmul(x2, kernel, strides, pads, (1,) * n, precision)
-    elif kernel.shape[-1] <= OVERLAP_ADD_MAX_C_OUT and any(
-        k > s for k, s in zip(window, strides, strict=True)
-    ):
-        y = _conv_transpose_overlap_add(x2, kernel, strides, pads, precision)
-    else:
-        y = _conv_transpose_matmul(x2, kernel, strides, pads, precision)
-    return y.reshape(*batch, *y.shape[1:])
+    plans = [
+        _phase_plan(size, k, s, pad)
+        for size, k, s, pad in zip(spatial, window, strides, pads, strict=True)
+    ]
+    union = math.prod(_union_window(phases)[1] for _, _, phases in plans)
+    per_phase = math.prod(max(len(taps) for _, taps, _ in phases) for _, _, phases in plans)
+    even = all(
+        len(phases) == s and len({len(t) for _, t, _ in phases}) == 1
+        for (_, _, phases), s in zip(plans, strides, strict=True)
+    )
+    if not even and math.prod(window) < math.prod(strides) * union:
+        return "per_phase_separate"
+    if per_phase < union:
+        return "per_phase_batched"
+    return "shared_window"
 
 
 def _conv_transpose_zero_insertion(x, kernel, strides, pads, dilation, precision):
@@ -507,16 +659,22 @@ def _phase_plan(n_in: int, k: int, s: int, pad: tuple[int, int]):
     return out_len, -(-out_len // s), phases
 
 
-def _union_selection(phases, s: int, k: int):
-    """``(lo, window, selection)``: the union of the phases' input windows ``lo..lo+window-1``
-    and the ``(window, s, k)`` 0/1 array placing tap ``t`` of phase ``r`` at window index ``j``."""
+def _union_window(phases) -> tuple[int, int]:
+    """``(lo, window)``: the union of the phases' input windows is ``lo..lo+window-1``."""
     lo = min(d for _, _, d in phases)
     hi = max(d + len(taps) - 1 for _, taps, d in phases)
-    selection = np.zeros((hi - lo + 1, s, k), np.float32)
+    return lo, hi - lo + 1
+
+
+def _union_selection(phases, s: int, k: int) -> np.ndarray:
+    """The ``(window, s, k)`` 0/1 array placing tap ``t`` of phase ``r`` at index ``j`` of the
+    phases' union window (:func:`_union_window`)."""
+    lo, window = _union_window(phases)
+    selection = np.zeros((window, s, k), np.float32)
     for r, taps, d in phases:
         for m, t in enumerate(taps):
             selection[d - lo + m, r, t] = 1.0
-    return lo, hi - lo + 1, selection
+    return selection
 
 
 def _phase_selection(phases, s: int, k: int, lo: int, union: int):
@@ -540,27 +698,6 @@ def _depth_to_space(y, q_shape, strides, out):
     y = jnp.transpose(y, order).reshape(b, *(q * s for q, s in zip(q_shape, strides, strict=True)),
                                         c_out)  # fmt: skip
     return y if out == y.shape[1:-1] else lax.slice(y, (0,) * y.ndim, (b, *out, c_out))
-
-
-# Per-phase windows gather more numbers (4 phases x 2x2 against one 3x3 window for a 4x4 kernel
-# at stride 2) and multiply fewer zeros: worth it when the matmul is wide. Measured on a 2-core
-# CPU (fwd + both gradients, batch 32, one process, interleaved): C_out 1 (a painter's logits):
-# the shared window as fast or faster; C_out 32 and 96: per-phase 1.4-1.6x faster.
-# Separate matmuls for phases of unequal windows (3x3 at stride 2), same setting: 96 -> 96
-# channels at 16x16: 40 -> 35 ms; 192 -> 96 at 8x8: 16 -> 11 ms; 192 -> 192 at 4x4: 8.6 -> 4.8 ms;
-# the fs 3 painter's training step 1.13x (c 1), 1.2x (c 2), 1.3x (c 3).
-PER_PHASE_MIN_C_OUT = 16
-
-
-# A transposed conv into one channel (a painter's logits) is bound by the patches gather: each
-# output block reads a whole window of C_in-channel inputs. Multiplying first (every input pixel
-# by every tap: prod(kernel) * C_out numbers each) and adding the shifted taps into the output
-# reads each input once. Measured on a 2-core CPU (fwd + both gradients, batch 32, 32x32 ->
-# 64x64, one process, interleaved): 4x4 kernel, C_in 32: 16 -> 5 ms; C_in 96: 46 -> 7 ms; 3x3,
-# C_in 96: 18 -> 5 ms; under a vmap over 8 models about 2x faster. C_out 2 about equal, C_out
-# >= 4 slower (2.5-11x at C_out 8-32: each shifted add is a pass over the whole output); a 2x2
-# kernel at stride 2 (no overlap) is already a single matmul.
-OVERLAP_ADD_MAX_C_OUT = 1
 
 
 def _conv_transpose_overlap_add(x, kernel, strides, pads, precision):
@@ -627,25 +764,16 @@ def _phases_separately(xp, kernel, strides, plans, lows, precision):
     return jnp.stack(outputs, axis=-2).reshape(b, *q_shape, *strides, c_out)
 
 
-def _conv_transpose_matmul(x, kernel, strides, pads, precision):
-    """Sub-pixel decomposition: patches, ``dot_general`` into every phase, depth-to-space.
-
-    When every phase reads the same number of inputs but at different offsets (e.g. a 4x4
-    kernel at stride 2: 2x2 per phase, 3x3 for their union), one shared window would multiply
-    zeros (2.25x the FLOPs there); for a wide output (``C_out >= PER_PHASE_MIN_C_OUT``) the
-    phases then get their own windows and one *batched* ``dot_general`` over phases. Otherwise
-    all phases share the union window and one matmul into ``s**d * C_out`` channels.
-    """
+def _subpixel_setup(x, kernel, strides, pads):
+    """The sub-pixel decomposition's plan: per dim ``(out_len, q_len, phases)``, the phases'
+    union windows ``(lo, window)``, the ``q`` and output shapes, and the input padded (or
+    cropped) so that index 0 is input offset ``lo`` of output block 0."""
     n = kernel.ndim - 2
-    b, c_in, c_out = x.shape[0], kernel.shape[-2], kernel.shape[-1]
     plans = [
         _phase_plan(size, k, s, pad)
         for size, k, s, pad in zip(x.shape[1:-1], kernel.shape[:n], strides, pads, strict=True)
     ]
-    unions = [
-        _union_selection(phases, s, k)
-        for (_, _, phases), s, k in zip(plans, strides, kernel.shape[:n], strict=True)
-    ]
+    unions = [_union_window(phases) for _, _, phases in plans]
     q_shape = tuple(q for _, q, _ in plans)
     out = tuple(out_len for out_len, _, _ in plans)
     # Input offsets lo..lo+window-1 for output blocks 0..q_len-1: pad (or crop) accordingly.
@@ -653,167 +781,176 @@ def _conv_transpose_matmul(x, kernel, strides, pads, precision):
         x,
         [
             (-lo, q - 1 + lo + window - 1 - (size - 1))
-            for size, q, (lo, window, _) in zip(x.shape[1:-1], q_shape, unions, strict=True)
+            for size, q, (lo, window) in zip(x.shape[1:-1], q_shape, unions, strict=True)
         ],
     )
+    return plans, unions, q_shape, out, xp
+
+
+def _phase_specs(n: int):
+    """Einsum letters: ``(taps, windows, phases, C_in, C_out)`` for ``n`` spatial dims."""
+    letters = iter(string.ascii_lowercase)
+    taps, wins, phs = ([next(letters) for _ in range(n)] for _ in range(3))
+    return taps, wins, phs, next(letters), next(letters)
+
+
+def _per_phase_separate(x, kernel, strides, pads, precision):
+    """Every phase its own window, patches and matmul (phases of unequal windows)."""
+    plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
+    y = _phases_separately(xp, kernel, strides, plans, [lo for lo, _ in unions], precision)
+    return _depth_to_space(y, q_shape, strides, out)
+
+
+def _per_phase_batched(x, kernel, strides, pads, precision):
+    """Every phase its own window of ``max(len(taps))`` inputs; the phases are the batch axis
+    of one ``dot_general``: ``(P, B, *q, prod(window) * C_in) x (P, prod(window) * C_in,
+    C_out)``."""
+    n = kernel.ndim - 2
+    b, c_in, c_out = x.shape[0], kernel.shape[-2], kernel.shape[-1]
+    plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
     split = [
         _phase_selection(phases, s, k, lo, window)
-        for (_, _, phases), s, k, (lo, window, _) in zip(
+        for (_, _, phases), s, k, (lo, window) in zip(
             plans, strides, kernel.shape[:n], unions, strict=True
         )
     ]
-    union_cost = math.prod(strides) * math.prod(w for _, w, _ in unions)
-    even = all(
-        len(phases) == s and len({len(t) for _, t, _ in phases}) == 1
-        for (_, _, phases), s in zip(plans, strides, strict=True)
-    )
-    if c_out >= PER_PHASE_MIN_C_OUT and not even and math.prod(kernel.shape[:n]) < union_cost:
-        y = _phases_separately(xp, kernel, strides, plans, [lo for lo, _, _ in unions], precision)
-        return _depth_to_space(y, q_shape, strides, out)
-    letters = iter(string.ascii_lowercase)
-    taps, wins, phs = ([next(letters) for _ in range(n)] for _ in range(3))
-    cin, cout = next(letters), next(letters)
+    taps, wins, phs, cin, cout = _phase_specs(n)
     kernel_spec = "".join(taps) + cin + cout
-    if (
-        math.prod(w for _, w, _ in split) < math.prod(w for _, w, _ in unions)
-        and c_out >= PER_PHASE_MIN_C_OUT
-    ):
-        # Per-phase windows: (P, B, *q, prod(window) * C_in) x (P, prod(window) * C_in, C_out).
-        window = tuple(w for _, w, _ in split)
-        patches = jnp.stack(
-            [
-                _patches(
-                    lax.slice(
-                        xp,
-                        (0, *(st[r] for (st, _, _), r in zip(split, phase, strict=True)), 0),
-                        (b, *(st[r] + q + w - 1 for (st, w, _), r, q in zip(
-                            split, phase, q_shape, strict=True)), c_in),
-                    ),
-                    window, (1,) * n, (1,) * n, q_shape,
-                )
-                for phase in itertools.product(*(range(s) for s in strides))
-            ]
-        )  # fmt: skip
-        spec = (
-            ",".join([kernel_spec] + [p + w + t for w, p, t in zip(wins, phs, taps, strict=True)])
-            + "->" + "".join(phs) + "".join(wins) + cin + cout
-        )  # fmt: skip
-        selections = [jnp.asarray(sel, kernel.dtype) for _, _, sel in split]
-        per_phase = jnp.einsum(spec, kernel, *selections, precision=lax.Precision.HIGHEST)
-        per_phase = per_phase.reshape(math.prod(strides), -1, c_out)
-        y = lax.dot_general(
-            patches, per_phase, (((patches.ndim - 1,), (1,)), ((0,), (0,))), precision=precision
-        )  # (P, B, *q, C_out)
-        y = jnp.moveaxis(y.reshape(*strides, b, *q_shape, c_out), tuple(range(n)),
-                         tuple(range(n + 1, 2 * n + 1)))  # fmt: skip
-        return _depth_to_space(y, q_shape, strides, out)
-    # One shared window: combined kernel (*window, C_in, *strides, C_out), zeros elsewhere.
-    window = tuple(w for _, w, _ in unions)
+    window = tuple(w for _, w, _ in split)
+    patches = jnp.stack(
+        [
+            _patches(
+                lax.slice(
+                    xp,
+                    (0, *(st[r] for (st, _, _), r in zip(split, phase, strict=True)), 0),
+                    (b, *(st[r] + q + w - 1 for (st, w, _), r, q in zip(
+                        split, phase, q_shape, strict=True)), c_in),
+                ),
+                window, (1,) * n, (1,) * n, q_shape,
+            )
+            for phase in itertools.product(*(range(s) for s in strides))
+        ]
+    )  # fmt: skip
+    spec = (
+        ",".join([kernel_spec] + [p + w + t for w, p, t in zip(wins, phs, taps, strict=True)])
+        + "->" + "".join(phs) + "".join(wins) + cin + cout
+    )  # fmt: skip
+    selections = [jnp.asarray(sel, kernel.dtype) for _, _, sel in split]
+    per_phase = jnp.einsum(spec, kernel, *selections, precision=lax.Precision.HIGHEST)
+    per_phase = per_phase.reshape(math.prod(strides), -1, c_out)
+    y = lax.dot_general(
+        patches, per_phase, (((patches.ndim - 1,), (1,)), ((0,), (0,))), precision=precision
+    )  # (P, B, *q, C_out)
+    y = jnp.moveaxis(y.reshape(*strides, b, *q_shape, c_out), tuple(range(n)),
+                     tuple(range(n + 1, 2 * n + 1)))  # fmt: skip
+    return _depth_to_space(y, q_shape, strides, out)
+
+
+def _shared_window(x, kernel, strides, pads, precision):
+    """All phases read the union window: one matmul into ``s**d * C_out`` channels with a
+    combined kernel ``(*window, C_in, *strides, C_out)`` (the taps placed by a 0/1 selection,
+    zeros elsewhere), then depth-to-space."""
+    n = kernel.ndim - 2
+    b, c_out = x.shape[0], kernel.shape[-1]
+    plans, unions, q_shape, out, xp = _subpixel_setup(x, kernel, strides, pads)
+    taps, wins, phs, cin, cout = _phase_specs(n)
+    kernel_spec = "".join(taps) + cin + cout
+    window = tuple(w for _, w in unions)
     patches = _patches(xp, window, (1,) * n, (1,) * n, q_shape)
     spec = (
         ",".join([kernel_spec] + [w + p + t for w, p, t in zip(wins, phs, taps, strict=True)])
         + "->" + "".join(wins) + cin + "".join(phs) + cout
     )  # fmt: skip
-    selections = [jnp.asarray(sel, kernel.dtype) for _, _, sel in unions]
+    selections = [
+        jnp.asarray(_union_selection(phases, s, k), kernel.dtype)
+        for (_, _, phases), s, k in zip(plans, strides, kernel.shape[:n], strict=True)
+    ]
     combined = jnp.einsum(spec, kernel, *selections, precision=lax.Precision.HIGHEST)
     y = _contract(patches, combined.reshape(-1, math.prod(strides) * c_out), precision)
     return _depth_to_space(y.reshape(b, *q_shape, *strides, c_out), q_shape, strides, out)
 
 
+def _stride_one(x, kernel, strides, pads, precision):
+    """All strides 1: the transposed conv is a plain one (patches + one ``dot_general``)."""
+    if any(s != 1 for s in strides):
+        raise ValueError(f"form='stride_one' needs all strides 1; got strides={strides}")
+    return _conv_matmul(x, kernel, strides, pads, (1,) * len(strides), precision)
+
+
 # --------------------------------------------------------------------------------------------
-# A drop-in lax.conv_general_dilated whose weight gradient is a matmul (kept for nn.Conv users)
-#
-# XLA:CPU runs the weight-gradient convolution of a conv ~30x slower inside a loop (lax.scan)
-# than outside it. This function computes the same values with the weight gradient written as
-# patches(x)^T . g; forward pass and input gradient are XLA's own. Only channels-last, no
-# dilation, one feature group takes that path; anything else goes to lax unchanged. Use it as
-# nn.Conv(..., conv_general_dilated=coordjax.conv.conv_general_dilated).
+# The forms of a transposed convolution
 
 
-def _is_channels_last(dimension_numbers, ndim: int) -> bool:
-    if dimension_numbers is None:
-        return False
-    dn = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
-    spatial = tuple(range(1, ndim - 1))
-    rhs_spatial = tuple(range(ndim - 2))
-    return (
-        dn.lhs_spec == (0, ndim - 1, *spatial)
-        and dn.out_spec == (0, ndim - 1, *spatial)
-        and dn.rhs_spec == (ndim - 1, ndim - 2, *rhs_spatial)
-    )
+def _matmul_form(compute):
+    """A form of the matmul lowering as a table entry: the kernel flipped for
+    ``transpose_kernel``, dilated by inserting zero taps, and ``'SAME'``/``'VALID'`` turned
+    into the dilated input's pads; then ``compute(x, kernel, strides, pads, precision)``."""
+
+    def form(x, kernel, strides, pads, dilation, transpose_kernel, precision, element_type):
+        del element_type  # None: conv_transpose refuses it outside the lax form
+        n = kernel.ndim - 2
+        if transpose_kernel:
+            kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(n))), -1, -2)
+        if any(d > 1 for d in dilation):
+            kernel = lax.pad(
+                kernel, jnp.zeros((), kernel.dtype),
+                [(0, 0, d - 1) for d in dilation] + [(0, 0, 0), (0, 0, 0)],
+            )  # fmt: skip
+        if isinstance(pads, str):
+            pads = tuple(
+                _transpose_padding(k, s, pads)
+                for k, s in zip(kernel.shape[:n], strides, strict=True)
+            )
+        return compute(x, kernel, strides, pads, precision)
+
+    return form
 
 
-def conv_general_dilated(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
-) -> jax.Array:
-    """Same signature and values as ``lax.conv_general_dilated``; see the module docstring."""
-    plain = (
-        feature_group_count == 1
-        and batch_group_count == 1
-        and all(d == 1 for d in (lhs_dilation or ()))
-        and all(d == 1 for d in (rhs_dilation or ()))
-        and preferred_element_type is None
-        and _is_channels_last(dimension_numbers, lhs.ndim)
-    )
-    if not plain:
-        return lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, batch_group_count, precision, preferred_element_type,
-        )  # fmt: skip
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], window_strides, padding)
-    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-    return _conv(lhs, rhs, tuple(window_strides), padding, precision)
-
-
-def _dimension_numbers(ndim: int):
-    spatial = "".join("DHW"[-(ndim - 2) :]) if ndim <= 5 else None
-    if spatial is None:
-        raise ValueError(f"at most 3 spatial dimensions are supported; got {ndim - 2}")
-    return (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
-
-
-def _plain_conv(x, w, strides, padding, precision):
-    return lax.conv_general_dilated(
-        x, w, strides, padding, dimension_numbers=_dimension_numbers(x.ndim), precision=precision
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, padding, precision):
-    return _plain_conv(x, w, strides, padding, precision)
-
-
-def _conv_fwd(x, w, strides, padding, precision):
-    return _plain_conv(x, w, strides, padding, precision), (x, w)
-
-
-def _conv_bwd(strides, padding, precision, residuals, g):
-    x, w = residuals
-    _, input_vjp = jax.vjp(lambda x: _plain_conv(x, w, strides, padding, precision), x)
-    (dx,) = input_vjp(g)
-    window, c_in, c_out = w.shape[:-2], w.shape[-2], w.shape[-1]
-    patches = lax.conv_general_dilated_patches(
-        x, window, strides, padding, dimension_numbers=_dimension_numbers(x.ndim),
-        precision=precision,
+def _lax_form(x, kernel, strides, pads, dilation, transpose_kernel, precision, element_type):
+    """``flax.linen.ConvTranspose``'s own computation: ``lax.conv_transpose`` and, for
+    ``'CIRCULAR'`` padding, Flax's periodic wrap of the ``'VALID'`` output."""
+    y = lax.conv_transpose(
+        x, kernel, strides, "VALID" if pads == "CIRCULAR" else pads, rhs_dilation=dilation,
+        dimension_numbers=_channels_last(kernel.ndim - 2), transpose_kernel=transpose_kernel,
+        precision=precision, preferred_element_type=element_type,
     )  # fmt: skip
-    # patches: (B, *out, C_in·prod(window)) with features ordered (C_in, *window).
-    dw = jnp.einsum(
-        "nk,nf->kf", patches.reshape(-1, patches.shape[-1]), g.reshape(-1, c_out),
-        precision=precision,
-    )  # fmt: skip
-    dw = jnp.moveaxis(dw.reshape(c_in, *window, c_out), 0, -2)
-    return dx, dw.astype(w.dtype)
+    if pads != "CIRCULAR":
+        return y
+    # The output has period s * n along each axis: pad it to whole periods so that the input's
+    # start sits on a period boundary (the extra one on the left, or on the right for a
+    # transposed kernel, as flax does), then sum the periods.
+    periods = [size * s for size, s in zip(x.shape[1:-1], strides, strict=True)]
+    missing = [-(y_dim - p) % (2 * p) for y_dim, p in zip(y.shape[1:-1], periods, strict=True)]
+    if transpose_kernel:
+        edges = [(m // 2, (m + 1) // 2) for m in missing]
+    else:
+        edges = [((m + 1) // 2, m // 2) for m in missing]
+    y = jnp.pad(y, [(0, 0), *edges, (0, 0)])
+    for axis in range(1, y.ndim - 1):
+        y = y.reshape(y.shape[:axis] + (-1, periods[axis - 1]) + y.shape[axis + 1 :])
+        y = y.sum(axis=axis)
+    return y
 
 
-_conv.defvjp(_conv_fwd, _conv_bwd)
+def _zero_insertion_form(x, kernel, strides, pads, dilation, transpose_kernel, precision,
+                         element_type):  # fmt: skip
+    del element_type  # None: conv_transpose refuses it outside the lax form
+    if transpose_kernel:
+        kernel = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2))), -1, -2)
+    return _conv_transpose_zero_insertion(x, kernel, strides, pads, dilation, precision)
+
+
+# name -> f(x (B, *spatial, C_in), kernel as given, strides, pads ('SAME'/'VALID' or (lo, hi)
+# pairs; 'CIRCULAR' for lax), kernel dilation, transpose_kernel, precision,
+# preferred_element_type) -> (B, *spatial_out, C_out)
+_CONV_TRANSPOSE_FORMS = {
+    "lax": _lax_form,
+    "zero_insertion": _zero_insertion_form,
+    "stride_one": _matmul_form(_stride_one),
+    "overlap_add": _matmul_form(_conv_transpose_overlap_add),
+    "per_phase_separate": _matmul_form(_per_phase_separate),
+    "per_phase_batched": _matmul_form(_per_phase_batched),
+    "shared_window": _matmul_form(_shared_window),
+}
+CONV_TRANSPOSE_FORMS = tuple(_CONV_TRANSPOSE_FORMS)
+"""The names of the forms :func:`conv_transpose` computes with (:func:`conv_transpose_form`)."""

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax._checks import check_choice as _check_choice
+from coordjax._checks import is_int as _is_int
+from coordjax._checks import positive_int as _positive_int
 
 Order = Literal["ij", "xy"]
 Range = Literal["corners", "centers", "unit", "pixels"]
@@ -51,18 +53,14 @@ def _check_flag(name: str, value) -> None:
         raise TypeError(f"{name} must be True or False; got {value!r}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _normalise_axes(axes: Sequence[int] | None, spatial_ndim: int) -> tuple[int, ...]:
     if axes is None:
         return tuple(range(spatial_ndim))
-    if isinstance(axes, int):
+    if _is_int(axes):
         axes = (axes,)
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+        if not _is_int(a):
             raise TypeError(f"axes must be integers indexing the spatial axes; got {axes!r}")
         if not -spatial_ndim <= a < spatial_ndim:
             raise ValueError(
@@ -239,8 +237,7 @@ def add_coords(
     """
     if not isinstance(x, (jax.Array, np.ndarray)):
         raise TypeError(f"x must be a jax or numpy array; got {type(x).__name__}")
-    if not _is_int(spatial_ndim) or spatial_ndim < 1:
-        raise ValueError(f"spatial_ndim must be an int >= 1; got {spatial_ndim!r}")
+    _positive_int("spatial_ndim", spatial_ndim)
     if x.ndim < spatial_ndim + 1:
         raise ValueError(
             f"x must have shape (*batch, *spatial, C) with spatial_ndim={spatial_ndim} spatial "

@@ -19,10 +19,11 @@ ways to hold the coordinate weights (``coord_weights``):
 Both variants are computed as ``conv(x, data kernel) + conv(grid, coordinate kernel) + bias``:
 convolution is linear in its input, and the coordinate grid is the same for every example, so
 its term is computed once per call on the ``(*spatial, d)`` grid and broadcast over the batch
-(never concatenated per example). The convolutions themselves are Flax's own ``Conv`` and
-``ConvTranspose``, applied functionally, so strides, paddings (``"SAME"``, ``"VALID"``,
-explicit, ``"CIRCULAR"``, ``"REFLECT"``, ``"CAUSAL"``) and dilations mean exactly what they mean
-in Flax. The coordinates are computed in float32 and cast to the layer's compute dtype (``dtype``,
+(never concatenated per example). The convolutions compute what Flax's ``Conv`` and
+``ConvTranspose`` compute (:mod:`coordjax.conv`; the ``"lax"`` lowering makes the same XLA
+calls), so strides, paddings (``"SAME"``, ``"VALID"``, explicit, and under ``"lax"``
+``"CIRCULAR"``, ``"REFLECT"``, ``"CAUSAL"``) and dilations mean exactly what they mean in
+Flax. The coordinates are computed in float32 and cast to the layer's compute dtype (``dtype``,
 or what ``promote_dtype`` makes of the input and parameter dtypes).
 
 With ``feature_group_count = g > 1`` the data term is a grouped convolution (kernel in-channels
@@ -30,8 +31,8 @@ With ``feature_group_count = g > 1`` the data term is a grouped convolution (ker
 then ``(*k, C / g + d, C')``. (This is not ``Conv(add_coords(x))`` with groups, which would hand
 different coordinates to different groups.)
 
-The framework-free machinery (specs, parameter layout, forward pass, retrofit) is in
-``coordjax._layer_core``, shared with :mod:`coordjax.nnx`.
+The layers are thin shells over the pure functions of :mod:`coordjax.functional` (spec,
+parameter layout, forward pass, retrofit), shared with :mod:`coordjax.nnx`.
 """
 
 from __future__ import annotations
@@ -46,21 +47,17 @@ from flax.linen.dtypes import promote_dtype as _promote_dtype
 from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
 
 from coordjax import conv as _lowering
-from coordjax._layer_core import (
+from coordjax import functional
+from coordjax._checks import kernel_size as _kernel_size
+from coordjax.coords import Order, Position, Range, add_coords
+from coordjax.functional import (
     COORD_WEIGHTS,
     CoordOptions,
     CoordWeights,
-    _canonical_kernel_size,
-    _check_input,
-    _forward,
-    _param_specs,
-    _Spec,
-    _spec_of,
     default_bias_init,
     default_kernel_init,
     retrofit_conv_params,
 )
-from coordjax.coords import Order, Position, Range, add_coords
 
 __all__ = [
     "COORD_WEIGHTS",
@@ -122,13 +119,15 @@ class _CoordLayer(nn.Module):
     lowering: _lowering.Lowering = "auto"
 
     def __post_init__(self):
-        self._spec()  # fail at construction, naming the bad argument
+        # The spec is built once per module (and fails at construction, naming the bad
+        # argument); object.__setattr__ because a Linen module takes no attributes but fields.
+        object.__setattr__(self, "_coord_spec", self._build_spec())
         super().__post_init__()
 
     _transpose: ClassVar[bool]  # set by each subclass
 
-    def _spec(self) -> _Spec:
-        return _spec_of(
+    def _build_spec(self) -> functional.CoordConvSpec:
+        return functional.layer_spec(
             self,
             transpose=self._transpose,
             features=self.features,
@@ -139,9 +138,9 @@ class _CoordLayer(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, C) → (*batch, *spatial_out, features)``."""
-        spec = self._spec()
-        _check_input(spec, x)
-        specs = _param_specs(
+        spec = self._coord_spec
+        functional.check_input(spec, x)
+        layout = functional.param_layout(
             spec,
             x.shape[-1],
             use_bias=self.use_bias,
@@ -152,12 +151,12 @@ class _CoordLayer(nn.Module):
         )
         params = {
             name: self.param(name, init, shape, self.param_dtype)
-            for name, (init, shape) in specs.items()
+            for name, (init, shape) in layout.items()
         }
-        return _forward(
+        return functional.coord_conv(
             spec,
-            x,
             params,
+            x,
             mask=self.mask,
             promote=lambda *a: self.promote_dtype(*a, dtype=self.dtype),
         )
@@ -266,13 +265,13 @@ class CoordConvTranspose(_CoordLayer):
 
 def _plain_call(module, x, transpose: bool):
     """Shared body of :class:`Conv` / :class:`ConvTranspose`: flax's parameters, our lowering."""
-    n = len(_canonical_kernel_size(module.kernel_size))
+    ks = _kernel_size(module.kernel_size)
+    n = len(ks)
     if not hasattr(x, "ndim") or x.ndim < n + 1:
         raise ValueError(
             f"x must have shape (*batch, *spatial, C) with {n} spatial dim(s); "
             f"got {getattr(x, 'shape', type(x).__name__)}"
         )
-    ks = _canonical_kernel_size(module.kernel_size)
     kernel = module.param(
         "kernel", module.kernel_init, (*ks, x.shape[-1], module.features), module.param_dtype
     )
@@ -286,9 +285,9 @@ def _plain_call(module, x, transpose: bool):
     y = fn(
         x,
         kernel,
-        strides=module.strides if module.strides is not None else 1,
+        strides=module.strides,
         padding=module.padding,
-        kernel_dilation=module.kernel_dilation if module.kernel_dilation is not None else 1,
+        kernel_dilation=module.kernel_dilation,
         lowering=module.lowering,
         precision=module.precision,
     )

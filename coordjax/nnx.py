@@ -21,27 +21,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes as _dtypes
 from flax.typing import Array, Dtype, Initializer, PaddingLike, PrecisionLike
 
-from coordjax._layer_core import (
+from coordjax import functional
+from coordjax._checks import positive_int
+from coordjax.coords import Order, Position, Range, add_coords
+from coordjax.functional import (
     COORD_WEIGHTS,
     CoordOptions,
     CoordWeights,
-    _check_input,
-    _forward,
-    _join,
-    _param_specs,
-    _retrofit,
-    _Spec,
-    _spec_of,
     default_bias_init,
     default_kernel_init,
     retrofit_conv_params,
 )
-from coordjax.coords import Order, Position, Range, add_coords
 
 __all__ = [
     "COORD_WEIGHTS",
@@ -102,8 +96,10 @@ class _CoordConvBase(nnx.Module):
 
     _transpose: bool  # set by each subclass
 
-    def _spec(self, *, zero_init_coords=False, coord_kernel_init=None) -> _Spec:
-        return _spec_of(
+    def _build_spec(
+        self, *, zero_init_coords=False, coord_kernel_init=None
+    ) -> functional.CoordConvSpec:
+        return functional.layer_spec(
             self,
             transpose=self._transpose,
             features=self.out_features,
@@ -125,11 +121,13 @@ class _CoordConvBase(nnx.Module):
     ) -> None:
         """Validates the layer (its other options already set) and creates its parameters."""
         _hold_coord_options(self, coords)
-        spec = self._spec(zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init)
+        spec = self._build_spec(
+            zero_init_coords=zero_init_coords, coord_kernel_init=coord_kernel_init
+        )
+        self._coord_spec = spec  # built once, static (hashable)
         self.kernel_size = spec.kernel_size  # canonical tuple, as nnx.Conv stores it
-        if not isinstance(self.in_features, (int, np.integer)) or self.in_features < 1:
-            raise ValueError(f"in_features must be a positive int; got {self.in_features!r}")
-        specs = _param_specs(
+        positive_int("in_features", self.in_features)
+        layout = functional.param_layout(
             spec,
             self.in_features,
             use_bias=self.use_bias,
@@ -139,32 +137,32 @@ class _CoordConvBase(nnx.Module):
             zero_init_coords=zero_init_coords,
         )
         kernel_key = rngs.params()
-        init, shape = specs["kernel"]
+        init, shape = layout["kernel"]
         self.kernel = nnx.Param(init(kernel_key, shape, self.param_dtype), **kernel_metadata)
         self.bias: nnx.Param | None
-        if "bias" in specs:
-            init, shape = specs["bias"]
+        if "bias" in layout:
+            init, shape = layout["bias"]
             self.bias = nnx.Param(init(rngs.params(), shape, self.param_dtype), **bias_metadata)
         else:
             self.bias = nnx.data(None)
-        if "coord_kernel" in specs:
-            init, shape = specs["coord_kernel"]
+        if "coord_kernel" in layout:
+            init, shape = layout["coord_kernel"]
             key = jax.random.fold_in(kernel_key, 1)
             self.coord_kernel = nnx.Param(init(key, shape, self.param_dtype), **kernel_metadata)
 
     def __call__(self, x: Array) -> Array:
         """``(*batch, *spatial, in_features) → (*batch, *spatial_out, out_features)``."""
-        spec = self._spec()
-        _check_input(spec, x, self.in_features)
+        spec = self._coord_spec
+        functional.check_input(spec, x, self.in_features)
         params = {"kernel": self.kernel[...]}
         if self.bias is not None:
             params["bias"] = self.bias[...]
         if spec.coord_weights == "split":
             params["coord_kernel"] = self.coord_kernel[...]
-        return _forward(
+        return functional.coord_conv(
             spec,
-            x,
             params,
+            x,
             mask=self.mask,
             promote=lambda *a: self.promote_dtype(a, dtype=self.dtype),
         )
@@ -271,7 +269,7 @@ class CoordConv(_CoordConvBase):
             kernel_metadata=kernel_metadata,
             bias_metadata=bias_metadata,
         )
-        self.tile_shape = self._spec().tile_shape  # canonical tuple (or None), validated
+        self.tile_shape = self._coord_spec.tile_shape  # canonical tuple (or None), validated
 
 
 class CoordConvTranspose(_CoordConvBase):
@@ -417,21 +415,16 @@ def retrofit_conv(
     params = {"kernel": conv.kernel[...]}
     if conv.bias is not None:
         params["bias"] = conv.bias[...]
-    new_params, spec = _retrofit(
+    new_params = retrofit_conv_params(
         params,
         in_features=conv.in_features,
         coord_weights=coord_weights,
-        coords=coords,
+        with_r=with_r,
+        axes=axes,
+        position=position,
         feature_group_count=groups,
         transpose_kernel=transpose_kernel,
     )
-    mask = conv.mask
-    if mask is not None and coord_weights == "concat":
-        # The coordinate rows of the new kernel are not masked.
-        mask = jnp.asarray(mask)
-        ones_shape = list(mask.shape)
-        ones_shape[mask.ndim + spec.in_axis] = spec.num_coords
-        mask = _join(mask, jnp.ones(ones_shape, mask.dtype), spec)
 
     def build():
         return cls(
@@ -452,6 +445,14 @@ def retrofit_conv(
 
     layer = nnx.eval_shape(build)  # abstract: no random draws, no wasted initialisation
     nnx.update(layer, new_params)
+    mask = conv.mask
     if mask is not None:  # set after eval_shape, which would have made it abstract too
+        if coord_weights == "concat":
+            # The coordinate rows of the new kernel are not masked.
+            mask = jnp.asarray(mask)
+            spec = layer._coord_spec
+            ones_shape = list(mask.shape)
+            ones_shape[mask.ndim + spec.in_axis] = spec.num_coords
+            mask = spec.join(mask, jnp.ones(ones_shape, mask.dtype))
         layer.mask = nnx.data(mask)
     return layer

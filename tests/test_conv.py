@@ -1,4 +1,5 @@
-"""coordjax.conv: same values and gradients as lax.conv_general_dilated, also under vmap."""
+"""coordjax.conv: every lowering and every transposed-conv form has flax's values and gradients,
+also under vmap."""
 
 import functools
 
@@ -10,63 +11,6 @@ import pytest
 from jax import lax
 
 from coordjax import conv
-
-
-@pytest.mark.parametrize(
-    "window, strides, padding",
-    [((3, 3), 1, "SAME"), ((5, 5), 2, "SAME"), ((3, 3), 2, "VALID"), ((2, 2), 1, "SAME"),
-     ((1, 1), 1, "SAME"), ((3, 2), 1, ((2, 0), (1, 1))), ((3,), 2, "SAME"), ((2, 3, 2), 1, "SAME")],
-)  # fmt: skip
-def test_values_and_gradients_equal_lax(window, strides, padding):
-    rng = np.random.default_rng(0)
-    spatial = (9, 7, 5)[: len(window)]
-    x = jnp.asarray(rng.normal(size=(3, *spatial, 4)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(*window, 4, 5)), jnp.float32)
-    strides = (strides,) * len(window)
-    spec = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
-    dn = spec[len(window)]
-
-    def reference(x, w):
-        return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
-
-    def mine(x, w):
-        return conv.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
-
-    np.testing.assert_allclose(mine(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
-    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
-    expected = jax.grad(loss(reference), argnums=(0, 1))(x, w)
-    got = jax.jit(jax.grad(loss(mine), argnums=(0, 1)))(x, w)
-    for g, e in zip(got, expected, strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
-    # Under vmap over kernels (a sweep's model axis) the gradients are still the per-model ones.
-    ws = jnp.stack([w, -2 * w])
-    batched = jax.vmap(jax.grad(loss(mine), argnums=1), in_axes=(None, 0))(x, ws)
-    np.testing.assert_allclose(
-        batched[1], jax.grad(loss(reference), argnums=1)(x, -2 * w), rtol=1e-4, atol=1e-4
-    )
-
-
-def test_flax_conv_with_it_is_the_same_layer():
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), jnp.float32)
-    plain = nn.Conv(4, (3, 3), strides=(2, 2))
-    fast = nn.Conv(4, (3, 3), strides=(2, 2), conv_general_dilated=conv.conv_general_dilated)
-    params = plain.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), x)) == jax.tree.map(
-        jnp.shape, params
-    )
-    np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-6)
-
-
-def test_unsupported_configurations_fall_back_to_lax():
-    x = jnp.ones((1, 6, 6, 4))
-    w = jnp.ones((3, 3, 2, 4))  # two feature groups
-    dn = ("NHWC", "HWIO", "NHWC")
-    got = conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn,
-                                    feature_group_count=2)  # fmt: skip
-    want = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn,
-                                    feature_group_count=2)  # fmt: skip
-    np.testing.assert_array_equal(got, want)
-
 
 # -- conv / conv_transpose: both lowerings equal flax's layers, values and all gradients --------
 
@@ -107,22 +51,78 @@ def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding
     )
 
 
+MATMUL_FORMS = ["overlap_add", "per_phase_separate", "per_phase_batched", "shared_window"]
+
+
 @pytest.mark.parametrize("padding", list(PADDINGS))
-@pytest.mark.parametrize("form", ["overlap-add", "per-phase"])
-def test_transposed_conv_forms_equal_flax_over_kernels_strides_and_shapes(
-    monkeypatch, form, padding
+@pytest.mark.parametrize("form", MATMUL_FORMS)
+def test_transposed_conv_forms_equal_flax_over_kernels_strides_and_shapes(form, padding):
+    """The same grid with every strided transposed conv computed in one named form of the
+    matmul lowering, whether or not conv_transpose_form would choose it there."""
+    _check_lowerings_over_kernels_and_strides(True, padding, lowerings=(), form=form)
+
+
+@pytest.mark.parametrize("form", ["stride_one", *MATMUL_FORMS])
+def test_transposed_conv_forms_at_stride_one_equal_flax(form):
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 2, 3, 4)), jnp.float32)
+    fn = functools.partial(conv.conv_transpose, strides=1, padding="SAME", form=form)
+    reference = _flax_reference(True, (3, 2), (1, 1), "SAME")
+    np.testing.assert_allclose(fn(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
+    got = jax.grad(_loss(fn), argnums=(0, 1))(x, w)
+    want = jax.grad(_loss(reference), argnums=(0, 1))(x, w)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_stride_one_form_refuses_strides():
+    with pytest.raises(ValueError, match="form='stride_one' needs all strides 1"):
+        conv.conv_transpose(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), strides=2,
+                            form="stride_one")  # fmt: skip
+    with pytest.raises(ValueError, match="form must be one of"):
+        conv.conv_transpose(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), form="fast")
+
+
+# (x shape, kernel shape, strides, lowering, transpose_kernel) -> the form conv_transpose takes
+FORM_RULE = [
+    ((2, 8, 8, 3), (3, 3, 3, 4), 2, "lax", False, "lax"),
+    ((2, 8, 8, 3), (3, 3, 3, 4), 2, "zero_insertion", False, "zero_insertion"),
+    ((2, 8, 8, 3), (3, 3, 3, 1), 1, "matmul", False, "stride_one"),
+    ((2, 8, 8, 3), (4, 4, 3, 1), 2, "matmul", False, "overlap_add"),
+    ((2, 8, 8, 3), (3, 3, 3, 1), 2, "matmul", False, "overlap_add"),
+    ((2, 8, 8, 3), (2, 2, 3, 1), 2, "matmul", False, "shared_window"),  # no overlapping taps
+    ((2, 8, 8, 3), (4, 4, 3, 2), 2, "matmul", False, "shared_window"),  # narrow output
+    ((2, 8, 8, 3), (4, 4, 3, 15), 2, "matmul", False, "shared_window"),
+    ((2, 8, 8, 3), (4, 4, 3, 16), 2, "matmul", False, "per_phase_batched"),
+    ((2, 8, 8, 3), (3, 3, 3, 16), 2, "matmul", False, "per_phase_separate"),
+    ((2, 8, 8, 3), (2, 2, 3, 16), 2, "matmul", False, "shared_window"),  # one tap per phase
+    ((2, 8, 8, 1), (3, 3, 16, 1), 2, "matmul", True, "per_phase_separate"),  # C_out 16
+    ((2, 8, 8, 3), (3, 3, 1, 3), 2, "matmul", True, "overlap_add"),  # C_out 1
+]
+
+
+@pytest.mark.parametrize("x_shape, kernel_shape, strides, lowering, transpose_kernel, want",
+                         FORM_RULE)  # fmt: skip
+def test_conv_transpose_form_rule(x_shape, kernel_shape, strides, lowering, transpose_kernel,
+                                  want):  # fmt: skip
+    got = conv.conv_transpose_form(x_shape, kernel_shape, strides=strides, lowering=lowering,
+                                   transpose_kernel=transpose_kernel)  # fmt: skip
+    assert got == want
+    # conv_transpose computes exactly that form: the same program as form=want
+    x, w = jnp.ones(x_shape), jnp.ones(kernel_shape)
+    chosen, named = (
+        str(jax.make_jaxpr(functools.partial(
+            conv.conv_transpose, strides=strides, lowering=lowering,
+            transpose_kernel=transpose_kernel, form=form))(x, w))
+        for form in (None, want)
+    )  # fmt: skip
+    assert chosen == named
+
+
+def _check_lowerings_over_kernels_and_strides(
+    transpose, padding, lowerings=("lax", "matmul"), form=None
 ):
-    """The same grid with every strided transposed conv computed as an overlap-add (the form
-    for one output channel) or with per-phase windows (the form for wide outputs: one batched
-    matmul when the phases' windows are equal, one matmul per phase when they differ)."""
-    if form == "overlap-add":
-        monkeypatch.setattr(conv, "OVERLAP_ADD_MAX_C_OUT", 4)
-    else:
-        monkeypatch.setattr(conv, "PER_PHASE_MIN_C_OUT", 4)
-    _check_lowerings_over_kernels_and_strides(True, padding)
-
-
-def _check_lowerings_over_kernels_and_strides(transpose, padding, lowerings=("lax", "matmul")):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)), jnp.float32)
     cases = 0
@@ -136,6 +136,9 @@ def _check_lowerings_over_kernels_and_strides(transpose, padding, lowerings=("la
         except (TypeError, ValueError):  # an empty output (VALID, large kernel): lax refuses too
             continue
         fns = [reference] + [_lowered(transpose, strides, pads, low) for low in lowerings]
+        if form is not None:
+            fns.append(functools.partial(conv.conv_transpose, strides=strides, padding=pads,
+                                         form=form))  # fmt: skip
         # one compile per case: outputs and both gradients of the reference and both lowerings
         outs = jax.jit(
             lambda x, w, fns=fns: [(f(x, w), jax.grad(_loss(f), argnums=(0, 1))(x, w)) for f in fns]
@@ -276,16 +279,16 @@ def test_resolve_lowering_rule_and_errors():
         conv.conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 1)))
 
 
-@pytest.mark.parametrize("per_phase", [True, False], ids=["per-phase", "shared-window"])
-def test_stride2_fs4_transposed_conv_windows(monkeypatch, per_phase):
+@pytest.mark.parametrize("form", ["per_phase_batched", "shared_window"])
+def test_stride2_fs4_transposed_conv_windows(form):
     """4x4 at stride 2, wide output: the four phases are the batch axis of one matmul over 2x2
     windows (no multiplying zeros of a shared 3x3 window); narrow: one shared window. Both
     equal flax's ConvTranspose in value and gradients, also under a model vmap."""
-    monkeypatch.setattr(conv, "PER_PHASE_MIN_C_OUT", 4 if per_phase else 5)
+    per_phase = form == "per_phase_batched"
     rng = np.random.default_rng(3)
     xs = jnp.asarray(rng.normal(size=(2, 2, 5, 4, 3)), jnp.float32)  # (model, B, H, W, C_in)
     ws = jnp.asarray(rng.normal(size=(2, 4, 4, 3, 4)), jnp.float32)
-    fn = functools.partial(conv.conv_transpose, strides=2, padding="SAME", lowering="matmul")
+    fn = functools.partial(conv.conv_transpose, strides=2, padding="SAME", form=form)
     on_activations = [
         e
         for e in jax.make_jaxpr(fn)(xs[0], ws[0]).eqns

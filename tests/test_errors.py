@@ -351,6 +351,39 @@ LIBRARY_CASES = {
         ),
         "strides",
     ),
+    "spec features 0": (
+        lambda: cj.functional.coord_conv_spec(transpose=False, features=0, kernel_size=3),
+        "features",
+    ),
+    "spec tile_shape length": (
+        lambda: cj.functional.coord_conv_spec(
+            transpose=False, features=2, kernel_size=(1, 1), tile_shape=(4,)
+        ),
+        "tile_shape",
+    ),
+    "spec input_dilation True": (
+        lambda: cj.functional.coord_conv_spec(
+            transpose=False, features=2, kernel_size=3, conv_options={"input_dilation": True}
+        ),
+        "input_dilation",
+    ),
+    "conv groups under matmul": (
+        lambda: cj.conv.conv(
+            jnp.ones((1, 4, 4, 2)),
+            jnp.ones((3, 3, 1, 2)),
+            feature_group_count=2,
+            lowering="matmul",
+        ),  # fmt: skip
+        "feature_group_count",
+    ),
+    "conv_transpose form": (
+        lambda: cj.conv.conv_transpose(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), form="x"),
+        "form",
+    ),
+    "conv_transpose_form strides 0": (
+        lambda: cj.conv.conv_transpose_form((1, 4, 4, 1), (3, 3, 1, 1), strides=0),
+        "strides",
+    ),
     "build channel_mult 0": (lambda: models.build("deconv_painter", channel_mult=0), "channel"),
     "build channel_mult True": (lambda: models.build("tiny", channel_mult=True), "channel_mult"),
 }

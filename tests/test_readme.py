@@ -40,9 +40,9 @@ def test_readme_has_python_blocks():
     assert len(python_blocks()) >= len(python_blocks([README])) + 6  # the guides have theirs
 
 
-PUBLIC_MODULES = ["coordjax", "coordjax.linen", "coordjax.nnx", "coordjax.conv",
-                  "coordjax.datasets", "coordjax.models", "coordjax.tasks", "coordjax.train",
-                  "coordjax.sweep", "coordjax.report"]  # fmt: skip
+PUBLIC_MODULES = ["coordjax", "coordjax.linen", "coordjax.nnx", "coordjax.functional",
+                  "coordjax.conv", "coordjax.datasets", "coordjax.models", "coordjax.tasks",
+                  "coordjax.train", "coordjax.sweep", "coordjax.report"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

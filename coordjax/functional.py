@@ -1,11 +1,22 @@
-"""The CoordConv layer core shared by :mod:`coordjax.linen` and :mod:`coordjax.nnx`.
+"""The CoordConv layer as pure functions: the core of :mod:`coordjax.linen` and :mod:`coordjax.nnx`.
 
-Framework-free (no module state): a layer is described by a validated :class:`_Spec` built by
-:func:`_make_spec`; :func:`_param_specs` says which parameters it has (names, initialisers,
-shapes) and :func:`_forward` computes its output from raw parameters. The two public modules only
-hold the parameters their framework's way and call these. The coordinate options travel as one
-:class:`CoordOptions` value. See :mod:`coordjax.linen` for the layer semantics (``"concat"`` and
-``"split"`` coordinate weights, the factored first layer).
+A layer is described by a :class:`CoordConvSpec`, built and validated once from the layer's
+arguments by :func:`coord_conv_spec` (every error names the argument); :func:`param_layout`
+says which parameters it has (names, initialisers, shapes) and :func:`coord_conv` computes its
+output from those parameters: ``coord_conv(spec, params, x)``. Every convolution goes through
+:mod:`coordjax.conv` (``lax.conv_general_dilated`` / ``lax.conv_transpose`` under the
+``"lax"`` lowering, the patches and sub-pixel matmul forms otherwise). The Linen and NNX layers
+only hold the parameters their framework's way and call these. See :mod:`coordjax.linen` for
+the layer semantics (``"concat"`` and ``"split"`` coordinate weights, the factored first layer).
+
+>>> import jax, jax.numpy as jnp
+>>> spec = coord_conv_spec(transpose=False, features=8, kernel_size=(3, 3))
+>>> layout = param_layout(spec, 4)  # 4 data channels, 2 coordinate channels
+>>> {name: shape for name, (_, shape) in layout.items()}
+{'kernel': (3, 3, 6, 8), 'bias': (8,)}
+>>> params = {name: init(jax.random.key(0), shape) for name, (init, shape) in layout.items()}
+>>> coord_conv(spec, params, jnp.ones((2, 16, 16, 4))).shape
+(2, 16, 16, 8)
 """
 
 from __future__ import annotations
@@ -18,8 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax.linen.dtypes import promote_dtype
 
-from coordjax import conv as _lowering
+from coordjax import conv as _conv_lowerings
+from coordjax._checks import check_choice, per_dim, positive_int
+from coordjax._checks import kernel_size as _kernel_size
 from coordjax.coords import (
     ORDERS,
     POSITIONS,
@@ -27,16 +41,32 @@ from coordjax.coords import (
     Order,
     Position,
     Range,
-    _check_choice,
     coord_channels,
     num_coord_channels,
 )
+
+__all__ = [
+    "COORD_WEIGHTS",
+    "CONV_OPTIONS",
+    "CONV_TRANSPOSE_OPTIONS",
+    "CoordConvSpec",
+    "CoordOptions",
+    "CoordWeights",
+    "check_input",
+    "coord_conv",
+    "coord_conv_spec",
+    "layer_spec",
+    "param_layout",
+    "retrofit_conv_params",
+]
 
 CoordWeights = Literal["concat", "split"]
 COORD_WEIGHTS = ("concat", "split")
 
 default_kernel_init = nn.initializers.lecun_normal()
+"""Flax's default kernel initialiser (LeCun normal), the layers' default."""
 default_bias_init = nn.initializers.zeros_init()
+"""Flax's default bias initialiser (zeros), the layers' default."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +89,10 @@ class CoordOptions:
         axes = self.axes
         if axes is not None and not isinstance(axes, tuple):
             # A hashable, static tuple (an NNX attribute must not be a list); checked by check().
-            axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+            try:
+                axes = tuple(axes)
+            except TypeError:  # one axis (or a bad value, which check() refuses naming axes)
+                axes = (axes,)
             object.__setattr__(self, "axes", axes)
 
     @classmethod
@@ -87,9 +120,9 @@ class CoordOptions:
         Raises:
           ValueError, TypeError: naming the offending option.
         """
-        _check_choice("order", self.order, ORDERS)
-        _check_choice("coord_range", self.coord_range, RANGES)
-        _check_choice("position", self.position, POSITIONS)
+        check_choice("order", self.order, ORDERS)
+        check_choice("coord_range", self.coord_range, RANGES)
+        check_choice("position", self.position, POSITIONS)
         d = num_coord_channels(spatial_ndim, with_r=self.with_r, axes=self.axes)  # validates axes
         canonical = dataclasses.replace(
             self,
@@ -100,36 +133,36 @@ class CoordOptions:
         return canonical, d
 
 
-def _canonical_kernel_size(kernel_size) -> tuple[int, ...]:
-    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        kernel_size = (kernel_size,)
-    try:
-        ks = tuple(kernel_size)
-    except TypeError as err:
-        raise TypeError(
-            f"kernel_size must be an int or a sequence of ints; got {kernel_size!r}"
-        ) from err
-    if not ks or not all(
-        isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in ks
-    ):
-        raise ValueError(
-            "kernel_size must be a positive int or a non-empty sequence of positive ints (one per "
-            f"spatial dimension); got {kernel_size!r}"
-        )
-    return tuple(int(k) for k in ks)
-
-
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    """Validated, framework-free description of a CoordConv / CoordConvTranspose layer."""
+class CoordConvSpec:
+    """A validated description of a CoordConv / CoordConvTranspose layer (no parameters).
+
+    Built by :func:`coord_conv_spec` (or :func:`layer_spec`), which validates and canonicalises
+    the arguments; read by :func:`param_layout`, :func:`check_input` and :func:`coord_conv`.
+
+    Attributes:
+      transpose: a transposed convolution (``CoordConvTranspose``).
+      features: output channels ``C'``.
+      kernel_size: the window, one int per spatial dim (its length is the spatial rank).
+      num_coords: ``d``, the number of coordinate channels.
+      coord_weights: ``"concat"`` or ``"split"``.
+      coords: the coordinate options, validated.
+      conv_options: ``(name, value)`` pairs, the keyword arguments of Flax's ``Conv`` /
+        ``ConvTranspose`` among :data:`CONV_OPTIONS` / :data:`CONV_TRANSPOSE_OPTIONS`.
+      feature_group_count: groups of the data convolution.
+      transpose_kernel: kernels are ``(*k, C', C_in)`` (``ConvTranspose(transpose_kernel=True)``).
+      lowering: one of :data:`coordjax.conv.LOWERINGS`.
+      tile_shape: the factored first layer's grid, or None.
+      dense_kernel: a 1x1 kernel stored as ``(C_in, C')``.
+    """
 
     transpose: bool
     features: int
     kernel_size: tuple[int, ...]
     num_coords: int
     coord_weights: str
-    coords: CoordOptions  # validated
-    conv_options: tuple[tuple[str, Any], ...]  # keyword arguments of flax's Conv/ConvTranspose
+    coords: CoordOptions
+    conv_options: tuple[tuple[str, Any], ...]
     feature_group_count: int
     transpose_kernel: bool
     lowering: str = "auto"
@@ -138,14 +171,18 @@ class _Spec:
 
     @property
     def spatial_ndim(self) -> int:
+        """The number of spatial dims, ``len(kernel_size)``."""
         return len(self.kernel_size)
 
     @property
     def in_axis(self) -> int:
-        """Axis of the kernel that indexes input channels."""
+        """Axis of the kernel that indexes input channels (-2, or -1 for ``transpose_kernel``)."""
         return -1 if self.transpose_kernel else -2
 
     def kernel_shape(self, n_in: int, spatial: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The shape of a kernel with ``n_in`` input channels: ``(*spatial, n_in, features)``
+        (``(*spatial, features, n_in)`` for ``transpose_kernel``; no spatial dims for
+        ``dense_kernel``); ``spatial`` defaults to ``kernel_size``."""
         spatial = self.kernel_size if spatial is None else spatial
         if self.dense_kernel:
             spatial = ()  # a 1x1 kernel stored as (C_in, C_out)
@@ -153,56 +190,71 @@ class _Spec:
             return (*spatial, self.features, n_in)
         return (*spatial, n_in, self.features)
 
+    def join(self, data: jax.Array, coord: jax.Array) -> jax.Array:
+        """A concat kernel (or mask) from its data part ``(*k, C_in, C')`` and its coordinate
+        part ``(*k, d, C')``, in the order of ``coords.position``, on the input-channel axis
+        (:attr:`in_axis`)."""
+        parts = (data, coord) if self.coords.position == "append" else (coord, data)
+        return jnp.concatenate(parts, axis=self.in_axis)
 
-def _check_window(name: str, value, ndim: int) -> None:
-    """strides / dilations: None, a positive int, or one positive int per spatial axis."""
-    if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                         and value >= 1):  # fmt: skip
-        return
-    values = tuple(value) if isinstance(value, Sequence) else None
-    if (
-        values is None
-        or len(values) != ndim
-        or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values
-        )
-    ):
-        raise ValueError(
-            f"{name} must be a positive int or {ndim} positive ints (one per spatial axis of "
-            f"kernel_size); got {value!r}"
-        )
+    def split(self, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(data part, coordinate part)`` of a concat kernel: the inverse of :meth:`join`."""
+        axis = kernel.ndim + self.in_axis
+        n_in, d = kernel.shape[axis], self.num_coords
+        cut = n_in - d if self.coords.position == "append" else d
+        first = jax.lax.slice_in_dim(kernel, 0, cut, axis=axis)
+        second = jax.lax.slice_in_dim(kernel, cut, n_in, axis=axis)
+        return (first, second) if self.coords.position == "append" else (second, first)
 
 
-def _make_spec(
+def coord_conv_spec(
     *,
     transpose: bool,
-    features,
-    kernel_size,
-    coords: CoordOptions,
-    coord_weights,
-    zero_init_coords,
-    coord_kernel_init,
-    feature_group_count=1,
-    transpose_kernel=False,
-    conv_options: Mapping[str, Any],
-    lowering="auto",
-    tile_shape=None,
-    dense_kernel=False,
-) -> _Spec:
-    """Validates a layer's arguments; every error names the offending argument."""
-    if not isinstance(features, (int, np.integer)) or isinstance(features, bool) or features < 1:
-        raise ValueError(f"features must be a positive int; got {features!r}")
-    ks = _canonical_kernel_size(kernel_size)
+    features: int,
+    kernel_size: int | Sequence[int],
+    coords: CoordOptions | None = None,
+    coord_weights: CoordWeights = "concat",
+    zero_init_coords: bool = False,
+    coord_kernel_init: Any = None,
+    feature_group_count: int = 1,
+    transpose_kernel: bool = False,
+    conv_options: Mapping[str, Any] | None = None,
+    lowering: str = "auto",
+    tile_shape: Sequence[int] | None = None,
+    dense_kernel: bool = False,
+) -> CoordConvSpec:
+    """Validates a layer's arguments into its :class:`CoordConvSpec`.
+
+    Args:
+      transpose: a CoordConvTranspose (else a CoordConv).
+      features: output channels ``C'``.
+      kernel_size: an int (one spatial dim) or one int per spatial dim.
+      coords: the coordinate channels' options; default ``CoordOptions()``.
+      coord_weights: ``"concat"`` or ``"split"``.
+      zero_init_coords, coord_kernel_init: only checked here (they are exclusive); they are
+        arguments of :func:`param_layout`.
+      feature_group_count: groups of the data convolution; must divide ``features``.
+      transpose_kernel: kernels are ``(*k, C', C_in)``.
+      conv_options: Flax's ``Conv`` (:data:`CONV_OPTIONS`) or ``ConvTranspose``
+        (:data:`CONV_TRANSPOSE_OPTIONS`) keyword arguments.
+      lowering: one of :data:`coordjax.conv.LOWERINGS`.
+      tile_shape: the factored first layer's grid, one positive int per spatial dim.
+      dense_kernel: store a 1x1 kernel as ``(C_in, C')`` (a CoordConv of kernel_size all ones).
+
+    Returns:
+      The spec, with canonical values (tuples, Python ints and bools, ``d`` counted).
+
+    Raises:
+      ValueError, TypeError: naming the offending argument.
+    """
+    conv_options = {} if conv_options is None else dict(conv_options)
+    features = positive_int("features", features)
+    ks = _kernel_size(kernel_size)
     for name in ("strides", "input_dilation", "kernel_dilation"):
-        _check_window(name, conv_options.get(name), len(ks))
-    _check_choice("coord_weights", coord_weights, COORD_WEIGHTS)
-    coords, d = coords.check(len(ks))
-    if (
-        not isinstance(feature_group_count, (int, np.integer))
-        or isinstance(feature_group_count, bool)
-        or feature_group_count < 1
-    ):
-        raise ValueError(f"feature_group_count must be a positive int; got {feature_group_count!r}")
+        per_dim(name, conv_options.get(name), len(ks), where="spatial dim of kernel_size")
+    check_choice("coord_weights", coord_weights, COORD_WEIGHTS)
+    coords, d = (CoordOptions() if coords is None else coords).check(len(ks))
+    feature_group_count = positive_int("feature_group_count", feature_group_count)
     if features % feature_group_count:
         raise ValueError(
             f"feature_group_count={feature_group_count} must divide features={features}"
@@ -212,7 +264,7 @@ def _make_spec(
             "zero_init_coords=True and coord_kernel_init are mutually exclusive: "
             "zero_init_coords=True means coord_kernel_init=zeros"
         )
-    _check_choice("lowering", lowering, _lowering.LOWERINGS)
+    check_choice("lowering", lowering, _conv_lowerings.LOWERINGS)
     pointwise = all(k == 1 for k in ks)
     if dense_kernel and (transpose or not pointwise):
         raise ValueError(
@@ -221,32 +273,24 @@ def _make_spec(
             + (" on a transposed convolution" if transpose else "")
         )
     if tile_shape is not None:
-        tile_shape = tuple(tile_shape)
-        if len(tile_shape) != len(ks) or not all(
-            isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1
-            for t in tile_shape
-        ):
-            raise ValueError(
-                f"tile_shape must be {len(ks)} positive ints (one per spatial dim of "
-                f"kernel_size={ks}); got {tile_shape!r}"
-            )
-        tile_shape = tuple(int(t) for t in tile_shape)
+        tile_shape = per_dim("tile_shape", tuple(tile_shape), len(ks),
+                             where=f"spatial dim of kernel_size={ks}")  # fmt: skip
     if lowering == "matmul" or (lowering == "zero_insertion" and transpose):
-        unsupported = _matmul_unsupported(conv_options, feature_group_count, transpose_kernel)
+        unsupported = _matmul_unsupported(conv_options, feature_group_count)
         if unsupported:
             raise ValueError(
                 f"lowering={lowering!r} does not support {unsupported}; use lowering='lax' or "
                 "'auto' (which falls back to lax for it)"
             )
-    return _Spec(
-        transpose=transpose,
-        features=int(features),
+    return CoordConvSpec(
+        transpose=bool(transpose),
+        features=features,
         kernel_size=ks,
         num_coords=d,
         coord_weights=coord_weights,
         coords=coords,
-        conv_options=tuple(conv_options.items()),
-        feature_group_count=int(feature_group_count),
+        conv_options=tuple((name, _hashable(value)) for name, value in conv_options.items()),
+        feature_group_count=feature_group_count,
         transpose_kernel=bool(transpose_kernel),
         lowering=lowering,
         tile_shape=tile_shape,
@@ -255,29 +299,45 @@ def _make_spec(
 
 
 CONV_OPTIONS = ("strides", "padding", "input_dilation", "kernel_dilation", "precision")
-"""The attributes of a CoordConv that are options of flax's ``Conv`` (in ``_Spec.conv_options``)."""
+"""The attributes of a CoordConv that are options of flax's ``Conv`` (in ``conv_options``)."""
 
 CONV_TRANSPOSE_OPTIONS = ("strides", "padding", "kernel_dilation", "precision",
                           "preferred_element_type")  # fmt: skip
 """The attributes of a CoordConvTranspose that are options of flax's ``ConvTranspose``."""
 
 
-def _spec_of(
+def _hashable(value):
+    """Lists (a padding's pairs, say) as tuples, so that a spec can be static data (NNX)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def layer_spec(
     layer: Any,
     *,
     transpose: bool,
     features: int,
     zero_init_coords: bool = False,
     coord_kernel_init: Any = None,
-) -> _Spec:
+) -> CoordConvSpec:
     """The spec of a Linen or NNX CoordConv / CoordConvTranspose, read from its attributes.
 
-    ``layer`` holds the six coordinate options, ``kernel_size``, ``coord_weights``, ``lowering``
-    and the flax options :data:`CONV_OPTIONS` (or :data:`CONV_TRANSPOSE_OPTIONS`); optionally
-    ``feature_group_count``, ``transpose_kernel``, ``tile_shape`` and ``dense_kernel``.
+    Args:
+      layer: holds the six coordinate options, ``kernel_size``, ``coord_weights``,
+        ``lowering`` and the flax options :data:`CONV_OPTIONS` (or
+        :data:`CONV_TRANSPOSE_OPTIONS`); optionally ``feature_group_count``,
+        ``transpose_kernel``, ``tile_shape`` and ``dense_kernel``.
+      transpose, features, zero_init_coords, coord_kernel_init: as in :func:`coord_conv_spec`.
+
+    Returns:
+      :func:`coord_conv_spec` of those arguments.
+
+    Raises:
+      ValueError, TypeError: naming the offending attribute.
     """
     names = CONV_TRANSPOSE_OPTIONS if transpose else CONV_OPTIONS
-    return _make_spec(
+    return coord_conv_spec(
         transpose=transpose,
         features=features,
         kernel_size=layer.kernel_size,
@@ -294,9 +354,8 @@ def _spec_of(
     )
 
 
-def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count, transpose_kernel):
+def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count) -> str:
     """Why the matmul or zero-insertion lowering cannot compute a layer (empty: it can)."""
-    del transpose_kernel  # handled by coordjax.conv.conv_transpose
     padding = conv_options.get("padding", "SAME")
     if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
         return f"padding={padding!r}"
@@ -310,7 +369,7 @@ def _matmul_unsupported(conv_options: Mapping[str, Any], feature_group_count, tr
     return ""
 
 
-def _coord_init(spec: _Spec, kernel_init, coord_kernel_init, zero_init_coords):
+def _coord_init(spec: CoordConvSpec, kernel_init, coord_kernel_init, zero_init_coords):
     """Initializer of the coordinate weights; None means "part of one joint concat kernel"."""
     if zero_init_coords:
         return nn.initializers.zeros_init()
@@ -319,22 +378,7 @@ def _coord_init(spec: _Spec, kernel_init, coord_kernel_init, zero_init_coords):
     return None if spec.coord_weights == "concat" else kernel_init
 
 
-def _join(data, coord, spec: _Spec):
-    parts = (data, coord) if spec.coords.position == "append" else (coord, data)
-    return jnp.concatenate(parts, axis=spec.in_axis)
-
-
-def _split_parts(kernel, spec: _Spec):
-    """(data kernel, coordinate kernel) of a concat kernel."""
-    axis = kernel.ndim + spec.in_axis
-    n_in, d = kernel.shape[axis], spec.num_coords
-    cut = n_in - d if spec.coords.position == "append" else d
-    first = jax.lax.slice_in_dim(kernel, 0, cut, axis=axis)
-    second = jax.lax.slice_in_dim(kernel, cut, n_in, axis=axis)
-    return (first, second) if spec.coords.position == "append" else (second, first)
-
-
-def _concat_kernel_init(spec: _Spec, kernel_init, coord_init):
+def _concat_kernel_init(spec: CoordConvSpec, kernel_init, coord_init):
     """Initializer of a concat kernel whose data and coordinate parts are drawn separately.
 
     The data part is ``kernel_init(key, (*k, C, C'))``, so it equals the kernel of a plain
@@ -349,22 +393,42 @@ def _concat_kernel_init(spec: _Spec, kernel_init, coord_init):
         coord_shape[axis] = spec.num_coords
         data = kernel_init(key, tuple(data_shape), dtype)
         coord = coord_init(jax.random.fold_in(key, 1), tuple(coord_shape), dtype)
-        return _join(data, coord, spec)
+        return spec.join(data, coord)
 
     return init
 
 
-def _param_specs(
-    spec: _Spec,
+def param_layout(
+    spec: CoordConvSpec,
     in_features: int,
     *,
-    use_bias: bool,
-    kernel_init,
-    bias_init,
-    coord_kernel_init,
-    zero_init_coords: bool,
+    use_bias: bool = True,
+    kernel_init: Callable = default_kernel_init,
+    bias_init: Callable = default_bias_init,
+    coord_kernel_init: Callable | None = None,
+    zero_init_coords: bool = False,
 ) -> dict[str, tuple[Callable, tuple[int, ...]]]:
-    """``{name: (initializer, shape)}`` of a layer's parameters, in creation order."""
+    """The layer's parameters: names, initialisers and shapes, in creation order.
+
+    Args:
+      spec: the layer.
+      in_features: ``C``, the data channels of the input (without the coordinates).
+      use_bias: whether there is a ``bias``.
+      kernel_init, bias_init: Flax initialisers, ``init(key, shape, dtype)``.
+      coord_kernel_init: initialiser of the coordinate weights (default ``kernel_init``; for
+        ``"concat"``, then drawn with the data rows as one kernel).
+      zero_init_coords: coordinate weights start at zero (the data kernel is drawn as a plain
+        ``Conv``'s kernel, the coordinate part from ``fold_in(key, 1)``).
+
+    Returns:
+      ``{name: (initializer, shape)}``: concat ``kernel (*k, C / g + d, C')``, ``bias (C',)``;
+      split ``kernel (*k, C / g, C')``, ``bias``, ``coord_kernel (1, ..., 1, d, C')``
+      (``dense_kernel``: kernels without the spatial dims; ``transpose_kernel``: the last two
+      axes swapped).
+
+    Raises:
+      ValueError: ``feature_group_count`` does not divide ``in_features``.
+    """
     g = spec.feature_group_count
     if in_features % g:
         raise ValueError(
@@ -390,7 +454,19 @@ def _param_specs(
     return out
 
 
-def _check_input(spec: _Spec, x, in_features: int | None = None) -> None:
+def check_input(spec: CoordConvSpec, x, in_features: int | None = None) -> None:
+    """Checks that ``x`` fits the layer.
+
+    Args:
+      spec: the layer.
+      x: ``(*batch, *spatial, C)`` with ``spec.spatial_ndim`` spatial dims; ``(*batch, C)``
+        with ``tile_shape``.
+      in_features: ``C``, if the layer fixed it (NNX).
+
+    Raises:
+      TypeError: ``x`` is not an array.
+      ValueError: ``x``'s rank or channels do not fit.
+    """
     if not hasattr(x, "ndim") or not hasattr(x, "shape"):
         raise TypeError(f"x must be a jax or numpy array; got {type(x).__name__}")
     n = spec.spatial_ndim
@@ -418,67 +494,72 @@ def _centre_tap(coord_kernel, kernel_size: tuple[int, ...]):
     return jnp.pad(coord_kernel, pads)
 
 
-def _conv(spec: _Spec, inputs, kernel, *, grouped: bool):
-    """Flax's (transposed) convolution of ``inputs`` with ``kernel``, no bias, as a pure fn.
-
-    Lowered by :mod:`coordjax.conv` as ``spec.lowering`` resolves on this platform; options the
-    matmul and zero-insertion lowerings do not support (``"auto"`` only) take Flax's own
-    modules.
-    """
+def _conv(spec: CoordConvSpec, inputs, kernel, *, grouped: bool):
+    """Flax's (transposed) convolution of ``inputs`` with ``kernel``, no bias, through
+    :mod:`coordjax.conv`, lowered as ``spec.lowering`` resolves on this platform; options the
+    matmul and zero-insertion lowerings do not compute (``"auto"`` only) take ``"lax"``."""
     options = dict(spec.conv_options)
-    lowering = _lowering.resolve_lowering(spec.lowering, transposed=spec.transpose, vmapped=False)
-    if lowering == "zero_insertion" and not spec.transpose:
-        lowering = "lax"  # plain convolutions are lax ones under zero_insertion
+    lowering = _conv_lowerings.resolve_lowering(
+        spec.lowering, transposed=spec.transpose, vmapped=False
+    )
     groups = spec.feature_group_count if grouped else 1
-    if lowering != "lax" and not _matmul_unsupported(options, groups, spec.transpose_kernel):
-        common = dict(
-            strides=options.get("strides") or 1,
-            padding=options.get("padding", "SAME"),
-            kernel_dilation=options.get("kernel_dilation") or 1,
-            lowering=lowering,
-            precision=options.get("precision"),
-        )
-        if spec.transpose:
-            return _lowering.conv_transpose(
-                inputs, kernel, transpose_kernel=spec.transpose_kernel, **common
-            )
-        return _lowering.conv(inputs, kernel, **common)
-    kernel_size = tuple(kernel.shape[:-2])
+    if _matmul_unsupported(options, groups):
+        lowering = "lax"
+    common = dict(
+        strides=options.get("strides"),
+        padding=options.get("padding", "SAME"),
+        kernel_dilation=options.get("kernel_dilation"),
+        lowering=lowering,
+        precision=options.get("precision"),
+    )
     if spec.transpose:
-        features = kernel.shape[-2] if spec.transpose_kernel else kernel.shape[-1]
-        layer = nn.ConvTranspose(
-            features,
-            kernel_size,
-            use_bias=False,
+        return _conv_lowerings.conv_transpose(
+            inputs,
+            kernel,
             transpose_kernel=spec.transpose_kernel,
-            parent=None,
-            **options,
+            preferred_element_type=options.get("preferred_element_type"),
+            **common,
         )
-    else:
-        layer = nn.Conv(
-            kernel.shape[-1],
-            kernel_size,
-            use_bias=False,
-            feature_group_count=spec.feature_group_count if grouped else 1,
-            parent=None,
-            **options,
-        )
-    return layer.apply({"params": {"kernel": kernel}}, inputs)
+    return _conv_lowerings.conv(
+        inputs,
+        kernel,
+        input_dilation=options.get("input_dilation"),
+        feature_group_count=groups,
+        **common,
+    )
 
 
-def _forward(spec: _Spec, x, params: Mapping[str, Any], *, mask, promote: Callable):
-    """The layer's output from raw parameters.
+def coord_conv(
+    spec: CoordConvSpec,
+    params: Mapping[str, Any],
+    x: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    promote: Callable | None = None,
+) -> jax.Array:
+    """The layer's output: ``conv(x, data kernel) + conv(grid, coordinate kernel) + bias``.
+
+    The coordinate term is computed once on the ``(*spatial, d)`` grid and broadcast over the
+    batch. Every convolution goes through :mod:`coordjax.conv` (``spec.lowering``).
 
     Args:
-      spec: the validated layer description.
-      x: ``(*batch, *spatial, C)``.
-      params: ``{"kernel", "bias"?, "coord_kernel"?}`` as created from :func:`_param_specs`.
+      spec: the layer.
+      params: ``{"kernel", "bias"?, "coord_kernel"?}`` with the shapes of :func:`param_layout`.
+      x: ``(*batch, *spatial, C)``; ``(*batch, C)`` with ``spec.tile_shape``.
       mask: optional array of the kernel's shape, multiplied into ``params["kernel"]``.
-      promote: ``promote(x, kernel, bias) -> (x, kernel, bias)`` in the compute dtype.
+      promote: ``promote(x, kernel, bias) -> (x, kernel, bias)`` in the compute dtype; default
+        Flax's ``promote_dtype`` (the inputs' common dtype).
 
     Returns:
-      ``(*batch, *spatial_out, features)``.
+      ``(*batch, *spatial_out, features)``, ``spatial_out`` as Flax's ``Conv`` /
+      ``ConvTranspose`` give it (``tile_shape`` in place of ``spatial`` for the factored first
+      layer).
+
+    Raises:
+      ValueError: ``mask`` does not have the kernel's shape.
     """
+    if promote is None:
+        promote = promote_dtype
     kernel = params["kernel"]
     if mask is not None:
         if tuple(mask.shape) != tuple(kernel.shape):
@@ -492,7 +573,7 @@ def _forward(spec: _Spec, x, params: Mapping[str, Any], *, mask, promote: Callab
     if spec.dense_kernel:
         kernel = kernel.reshape(ones + kernel.shape)
     if spec.coord_weights == "concat":
-        kernel, coord_kernel = _split_parts(kernel, spec)
+        kernel, coord_kernel = spec.split(kernel)
     else:
         coord_kernel = jnp.asarray(params["coord_kernel"], kernel.dtype)
         coord_kernel = _centre_tap(coord_kernel.reshape(ones + coord_kernel.shape[-2:]),
@@ -518,7 +599,7 @@ def _forward(spec: _Spec, x, params: Mapping[str, Any], *, mask, promote: Callab
     return y
 
 
-def _is_pointwise(spec: _Spec) -> bool:
+def _is_pointwise(spec: CoordConvSpec) -> bool:
     """A stride-1, unpadded 1x1 (non-transposed) convolution: a contraction over channels."""
     if spec.transpose or any(k != 1 for k in spec.kernel_size):
         return False
@@ -574,28 +655,11 @@ def retrofit_conv_params(
       concat: ``{"kernel": (*k, C_in + d, C'), "bias"}`` with zero coordinate rows;
       split: ``{"kernel": (*k, C_in, C'), "bias", "coord_kernel": (1, ..., 1, d, C')}`` with a
       zero coordinate kernel. Arrays keep the kernel's dtype.
+
+    Raises:
+      ValueError: ``conv_params`` is not a convolution's params, or an argument (named) is
+        invalid or does not match the kernel.
     """
-    params, _ = _retrofit(
-        conv_params,
-        in_features=in_features,
-        coord_weights=coord_weights,
-        coords=CoordOptions(with_r=with_r, axes=axes, position=position),
-        feature_group_count=feature_group_count,
-        transpose_kernel=transpose_kernel,
-    )
-    return params
-
-
-def _retrofit(
-    conv_params: Mapping[str, Any],
-    *,
-    in_features: int | None,
-    coord_weights: CoordWeights,
-    coords: CoordOptions,
-    feature_group_count: int,
-    transpose_kernel: bool,
-) -> tuple[dict[str, jax.Array], _Spec]:
-    """:func:`retrofit_conv_params`, plus the spec it built (kernel layout, ``d``)."""
     if not isinstance(conv_params, Mapping) or "kernel" not in conv_params:
         raise ValueError(
             "conv_params must be a convolution's params {'kernel', 'bias'} (for Linen, "
@@ -607,24 +671,21 @@ def _retrofit(
         raise ValueError(
             f"conv_params must hold only 'kernel' and 'bias'; got extra keys {sorted(extra)}"
         )
-    _check_choice("coord_weights", coord_weights, COORD_WEIGHTS)
-    _check_choice("position", coords.position, POSITIONS)
+    check_choice("coord_weights", coord_weights, COORD_WEIGHTS)
+    check_choice("position", position, POSITIONS)
     kernel = jnp.asarray(conv_params["kernel"])
     if kernel.ndim < 3:
         raise ValueError(
             f"conv_params['kernel'] must have shape (*kernel_size, C_in, C'); got {kernel.shape}"
         )
     ks = tuple(kernel.shape[:-2])
-    spec = _make_spec(
+    spec = coord_conv_spec(
         transpose=False,
         features=kernel.shape[-2] if transpose_kernel else kernel.shape[-1],
         kernel_size=ks,
-        coords=coords,
+        coords=CoordOptions(with_r=with_r, axes=axes, position=position),
         coord_weights=coord_weights,
-        zero_init_coords=False,
-        coord_kernel_init=None,
         transpose_kernel=transpose_kernel,
-        conv_options={},
     )
     if in_features is not None and kernel.shape[spec.in_axis] * feature_group_count != in_features:
         raise ValueError(
@@ -636,11 +697,11 @@ def _retrofit(
     if coord_weights == "concat":
         coord_shape = list(kernel.shape)
         coord_shape[kernel.ndim + spec.in_axis] = d
-        out["kernel"] = _join(kernel, jnp.zeros(coord_shape, kernel.dtype), spec)
+        out["kernel"] = spec.join(kernel, jnp.zeros(coord_shape, kernel.dtype))
     else:
         out["kernel"] = kernel
     if "bias" in conv_params and conv_params["bias"] is not None:
         out["bias"] = jnp.asarray(conv_params["bias"])
     if coord_weights == "split":
         out["coord_kernel"] = jnp.zeros(spec.kernel_shape(d, (1,) * len(ks)), kernel.dtype)
-    return out, spec
+    return out
