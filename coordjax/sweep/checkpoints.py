@@ -25,9 +25,6 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-# Reading one model back moved with the workdir's other records; kept importable from here.
-from coordjax.sweep.workdir import load_run as load_run
-
 QUARANTINE = "quarantine"
 logger = logging.getLogger("coordjax.sweep")
 

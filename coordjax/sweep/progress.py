@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from coordjax.sweep.costs import bucket_costs
 from coordjax.sweep.planner import Bucket
 
 
@@ -84,9 +85,7 @@ def make_progress(buckets: list[Bucket], show: bool) -> Progress:
     CoordConv one; model-steps stand in where the analysis gives nothing."""
     if not show:
         return Progress()
-    from tqdm.auto import tqdm
-
-    from coordjax.sweep.dry_run import bucket_costs
+    from tqdm.auto import tqdm  # only when the bar shows (tqdm picks a notebook or terminal bar)
 
     costs = {}
     for bucket in buckets:
@@ -111,7 +110,7 @@ def logs_through(bar):
     if bar is None:
         yield
         return
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm  # only when the bar shows
 
     with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("coordjax")]):
         yield

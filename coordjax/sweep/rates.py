@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax import conv, models
+from coordjax import conv, datasets, models
+from coordjax.sweep.options import EngineOptions
+from coordjax.sweep.planner import plan
 
 RATES_FILE = pathlib.Path(__file__).with_name("measured_rates.json")
 """The measured-rates table written by ``benchmarks/zoo.py`` (package data)."""
@@ -333,9 +335,6 @@ def estimate_seconds(
     Returns:
       A :class:`SweepEstimate` (``.seconds``, ``.buckets``, ``.warning``).
     """
-    from coordjax.sweep.engine import EngineOptions
-    from coordjax.sweep.planner import plan
-
     options = options or EngineOptions()
     if device_kind is None or platform is None:
         device = jax.devices()[0]
@@ -397,6 +396,4 @@ def estimate_seconds(
 
 def _num_examples(bucket) -> int:
     """Examples one evaluation reads per model: its train and test splits (the largest run's)."""
-    from coordjax import datasets
-
     return max(sum(len(part) for part in datasets.split_indices(c["split"])) for c in bucket.runs)
