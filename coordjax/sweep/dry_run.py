@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from coordjax.sweep import pruning
 from coordjax.sweep.costs import bucket_costs
+from coordjax.sweep.durations import format_duration
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import Bucket, plan
-from coordjax.sweep.rates import estimate_seconds, format_duration
+from coordjax.sweep.rates import estimate_seconds
 
 
 def plan_text(sweep: Sweep, options: EngineOptions) -> str:

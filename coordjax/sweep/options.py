@@ -22,12 +22,12 @@ class EngineOptions:
         vmapped convolutions become grouped convolutions), ``"map"`` (``lax.map`` over slices of
         ``map_batch_size`` vmapped models, which bounds memory and avoids large groups),
         ``"auto"`` (default): a fixed rule per platform and models per device
-        (:func:`default_strategy`, from ``benchmarks/strategies.py``), so the same command
-        always computes the same numbers; or ``"tune"``: per bucket, time a few training steps
-        of ``"vmap"`` and of ``"map"`` with slices of 1 and keep the faster (machine load can
-        change that choice, and the two lowerings differ at float level). Whatever is chosen
-        is recorded per bucket in ``workdir/strategies.json`` and reused when the sweep
-        resumes; the results' ``strategy`` column repeats it.
+        (:func:`coordjax.sweep.programs.default_strategy`, from ``benchmarks/strategies.py``),
+        so the same command always computes the same numbers; or ``"tune"``: per bucket, time a
+        few training steps of ``"vmap"`` and of ``"map"`` with slices of 1 and keep the faster
+        (machine load can change that choice, and the two lowerings differ at float level).
+        Whatever is chosen is recorded per bucket in ``workdir/strategies.json`` and reused
+        when the sweep resumes; the results' ``strategy`` column repeats it.
       map_batch_size: models per slice for ``"map"``.
       max_models: at most this many models per program (larger buckets are split).
       shard: shard the model axis over all local devices (``shard_map``; each device runs the

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax import conv, datasets, models
+from coordjax.sweep.durations import format_duration
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import plan
 
@@ -259,14 +260,6 @@ class SweepEstimate:
             f"estimated {format_duration(self.seconds)} on {self.device_kind}: consider a "
             "smaller preset, --only, or an accelerator"
         )
-
-
-def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"3.5 min"``, ``"2.1 h"``, ``"4.0 days"``, ``"3.2 months"``."""
-    for unit, size in (("months", 30 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size if unit != "min" else seconds >= 60:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 def _log_distance(a: float, b: float) -> float:

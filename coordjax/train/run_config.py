@@ -23,7 +23,7 @@ import numpy as np
 
 from coordjax import datasets, models, tasks
 from coordjax._checks import check_choice
-from coordjax.train.data import SplitIndices
+from coordjax.train.data import SplitIndices, stack_splits
 from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
 from coordjax.train.step import RunSpec, TrainSetup, check_input_scale, check_precision
 
@@ -225,20 +225,6 @@ def stack_runs(configs: Sequence[Mapping[str, Any] | RunConfig]) -> RunSpec:
     per_model = [r.hparams() for r in runs]
     hparams = Hparams(*(np.stack(leaves) for leaves in zip(*per_model, strict=True)))
     seeds = np.asarray([r.seed for r in runs], dtype=np.int32)
-    return RunSpec(hparams=hparams, seed=seeds, split=_stacked_splits([r.split for r in runs]))
-
-
-def _stacked_splits(names: Sequence[str]) -> SplitIndices:
-    pairs = [datasets.split_indices(name) for name in names]
-    p_train = max(len(train) for train, _ in pairs)
-    p_test = max(len(test) for _, test in pairs)
-
-    def padded(idx, size):
-        return np.pad(np.asarray(idx, np.int32), (0, size - len(idx)))
-
-    return SplitIndices(
-        train_idx=np.stack([padded(train, p_train) for train, _ in pairs]),
-        n_train=np.asarray([len(train) for train, _ in pairs], np.int32),
-        test_idx=np.stack([padded(test, p_test) for _, test in pairs]),
-        n_test=np.asarray([len(test) for _, test in pairs], np.int32),
-    )
+    pairs = [datasets.split_indices(r.split) for r in runs]
+    splits = [SplitIndices(train, len(train), test, len(test)) for train, test in pairs]
+    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits))
