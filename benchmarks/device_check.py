@@ -56,6 +56,7 @@ import jax.numpy as jnp
 
 from coordjax import conv, models
 from coordjax.sweep import EngineOptions, Grid, plan, programs, rates, union
+from coordjax.sweep.durations import format_duration
 from coordjax.train import train_step
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -570,7 +571,7 @@ def estimate(family_rows: list[dict], precision: str) -> dict:
     return {
         "precision": precision,
         "seconds": est.seconds,
-        "duration": rates.format_duration(est.seconds),
+        "duration": format_duration(est.seconds),
         "buckets": len(est.buckets),
         "bases": bases,
         "compile_s": sum(b.compile_s for b in est.buckets),

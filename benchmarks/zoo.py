@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax import conv, models
-from coordjax.sweep import Grid, engine, plan, programs, rates, union
+from coordjax.sweep import EngineOptions, Grid, plan, programs, rates, union
 from coordjax.train import device_data, train_step
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -204,7 +204,7 @@ def measure_program(case: Case, contender: str, program, inputs, min_time: float
 
 def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]:
     """The engine's default choice, and the vmap and map programs it chose from."""
-    options = engine.EngineOptions()
+    options = EngineOptions()
     setup, data, runs, states, mesh, _ = engine_inputs(case, num_models)
     rows = {}
     for name, strategy in (("vmap", ("vmap", options.map_batch_size)), ("map", ("map", 1))):
@@ -224,7 +224,7 @@ def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]
 
 def bench_lowerings(case: Case, num_models: int, min_time: float, log) -> list[Row]:
     """The engine's vmap program with each convolution lowering that is not the default."""
-    options = engine.EngineOptions()
+    options = EngineOptions()
     out = []
     for other in lowerings():
         if other == default_lowering():

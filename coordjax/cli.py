@@ -9,6 +9,9 @@ coordjax list
 Every mistake in the user's input (flags, sweep names, presets, grid values, sweep files,
 workdirs) is answered with one line ``coordjax: ...`` and exit status 2; ``--debug`` shows the
 traceback instead. Ctrl-C prints where the sweep stopped and how to resume.
+
+Each sub-command imports the library inside its function: ``coordjax list``, ``status`` and
+``report`` start without loading JAX and the models.
 """
 
 from __future__ import annotations
@@ -335,7 +338,8 @@ def _by_purpose(module, lines: list[str]):
 
 def _estimated_time(definition) -> str | None:
     """The estimated wall time of a preset on this device, from measured rates."""
-    from coordjax.sweep.rates import estimate_seconds, format_duration
+    from coordjax.sweep.durations import format_duration
+    from coordjax.sweep.rates import estimate_seconds
 
     try:
         estimate = estimate_seconds(definition)

@@ -389,7 +389,7 @@ def verdicts(results: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pd.Da
       (ints) behind it, ``epochs`` (int, the longest last evaluation among those runs, 0 when
       not run), ``verdict``, ``note`` (why, in a few words), ``source``.
     """
-    final = _final_rows(results)
+    final = final_rows(results)
     families = family_of(final)
     rows = []
     for claim in claims:
@@ -406,7 +406,8 @@ def verdicts(results: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pd.Da
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 
-def _final_rows(results: pd.DataFrame) -> pd.DataFrame:
+def final_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run (rows of ``results`` at each run's largest epoch)."""
     if results.empty:
         return results
     last = results.groupby("run_id")["epoch"].transform("max")

@@ -6,7 +6,8 @@ import pytest
 
 from coordjax import catalog, cli
 from coordjax.sweep import Grid, plan, union
-from coordjax.sweep.progress import Progress, duration
+from coordjax.sweep.durations import format_duration
+from coordjax.sweep.progress import Progress
 
 
 def test_help_is_for_users(capsys):
@@ -69,12 +70,13 @@ def test_progress_rate_counts_only_work_trained_here():
     # The other half: 50 cost units in 10 s.
     progress.trained(first, 2, seconds=10.0, models=first.num_models)
     steps = first.num_models * 2 * first.steps_per_epoch
-    assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {duration(60.0)}"
+    assert progress.status == f"{steps / 10.0:,.0f} model-steps/s, ETA {format_duration(60.0)}"
     progress.start(1, 2, second)
     progress.phase("compiling")
     assert progress.bar.description.startswith(f"bucket 2/2 {second.bucket_id} compiling | ")
 
 
 def test_durations():
-    assert duration(59) == "0m59s" and duration(3600 * 5 + 61) == "5h01m"
-    assert duration(86400 * 140) == "140d00h"
+    # One wording for estimates, ETAs and heartbeat ages.
+    assert format_duration(59) == "59 s" and format_duration(3600 * 5 + 61) == "5.0 h"
+    assert format_duration(86400 * 140) == "4.7 months"

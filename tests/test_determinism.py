@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_sweeps import assert_bitwise_equal, tiny_sweep
 
-from coordjax.sweep import EngineOptions, engine, load_run, run_sweep
+from coordjax.sweep import EngineOptions, load_run, programs, run_sweep
 from coordjax.sweep import workdir as wd
 
 SINGLE_DEVICE = EngineOptions(progress=False, shard=False)  # 4 models on one device
@@ -31,9 +31,9 @@ def _leaves(tree):
 
 
 def test_default_strategy_is_a_fixed_rule():
-    assert engine.default_strategy("cpu", 4, 4) == ("map", 1)
-    assert engine.default_strategy("cpu", 1, 4) == ("vmap", 4)
-    assert engine.default_strategy("gpu", 64, 4) == ("vmap", 4)
+    assert programs.default_strategy("cpu", 4, 4) == ("map", 1)
+    assert programs.default_strategy("cpu", 1, 4) == ("vmap", 4)
+    assert programs.default_strategy("gpu", 64, 4) == ("vmap", 4)
 
 
 @pytest.mark.integration  # two CPU burners for a minute

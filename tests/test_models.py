@@ -415,13 +415,12 @@ def test_l2_mask_equals_the_old_name_rule_for_every_zoo_model():
     assert all(spec.l2_exempt == () for n, spec in models.MODELS.items() if "uniform" not in n)
 
 
-def test_l2_mask_without_the_model_is_deprecated_and_keeps_the_old_rule():
+def test_l2_mask_requires_the_model():
+    # The deprecated call without the model (and its old name rule) is gone (0.x, changelog).
     spec = models.MODELS["conv_regressor_uniform"]
-    model = spec.build()
-    variables = _init_shapes(model, spec)
-    with pytest.warns(DeprecationWarning, match="l2_mask.*without the model"):
-        old = models.l2_mask(variables)
-    assert old == models.l2_mask(variables, model) == _l2_mask_by_the_old_name_rule(variables)
+    variables = _init_shapes(spec.build(), spec)
+    with pytest.raises(TypeError, match="model"):
+        models.l2_mask(variables)
 
 
 def test_l2_mask_works_on_variables_and_stacked_trees(getkey):

@@ -10,6 +10,7 @@ from coordjax import datasets, models
 from coordjax.sweep import EngineOptions, Grid, union
 from coordjax.sweep import rates as R
 from coordjax.sweep.dry_run import plan_text
+from coordjax.sweep.durations import format_duration
 
 CLASSIFIER = {"task": "classification", "model": "coordconv_classifier", "batch_size": 16,
               "epochs": 2, "eval_every": 1}  # fmt: skip
@@ -147,11 +148,11 @@ def test_long_estimates_warn():
 
 
 def test_format_duration():
-    assert R.format_duration(42) == "42 s"
-    assert R.format_duration(90) == "1.5 min"
-    assert R.format_duration(3 * 3600) == "3.0 h"
-    assert R.format_duration(3 * 86400) == "3.0 days"
-    assert R.format_duration(90 * 86400) == "3.0 months"
+    assert format_duration(42) == "42 s"
+    assert format_duration(90) == "1.5 min"
+    assert format_duration(3 * 3600) == "3.0 h"
+    assert format_duration(3 * 86400) == "3.0 days"
+    assert format_duration(90 * 86400) == "3.0 months"
 
 
 def test_malformed_tables_are_rejected_naming_the_entry():

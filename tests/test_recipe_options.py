@@ -15,7 +15,6 @@ import pytest
 import coordjax as cj
 from coordjax import datasets, models, tasks
 from coordjax.sweep import DEFAULTS, Grid, plan, run_id, union
-from coordjax.sweep.engine import stack_runs
 from coordjax.sweep.planner import validate_run
 from coordjax.sweep.robustness import robustness_table
 from coordjax.train import (
@@ -31,6 +30,7 @@ from coordjax.train import (
     train_chunk,
     train_step,
 )
+from coordjax.train.run_config import stack_runs
 from coordjax.train.step import model_inputs
 
 CLASSIFICATION = tasks.get("classification")

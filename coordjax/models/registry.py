@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from coordjax import conv
-from coordjax.models.blocks import CANVAS, NO_L2_PREFIX
+from coordjax.models.blocks import CANVAS
 from coordjax.models.painters import (
     CoordConvClassifier,
     CoordConvRenderer,
@@ -198,14 +197,7 @@ def count_params(variables_or_params: Any) -> int:
     return sum(math.prod(leaf.shape) for leaf in leaves)
 
 
-def _key_name(entry: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
-def l2_mask(params: Any, model: Any = None) -> Any:
+def l2_mask(params: Any, model: Any) -> Any:
     """Which leaves carry the recipe's L2 penalty ``l2 * sum(w**2)``.
 
     The reference puts L2 on every conv, transposed-conv and 1x1 (Dense-form) kernel and on
@@ -220,29 +212,14 @@ def l2_mask(params: Any, model: Any = None) -> Any:
         dict, or stacked over models).
       model: what declares the exemptions: the module, its class or its registry entry
         (:class:`ModelSpec`); anything without an ``l2_exempt`` attribute exempts nothing.
-        Omitting it is deprecated: a ``DeprecationWarning``, then the old rule (no L2 under
-        submodules whose name starts with ``NO_L2_PREFIX``), which gives the same mask for
-        every zoo model.
 
     Returns:
       A tree of Python bools with the structure of ``params`` (usable with ``optax.masked``).
     """
-    if model is None:
-        warnings.warn(
-            "l2_mask(params) without the model is deprecated: pass the model (module, class or "
-            "registry entry), which declares its L2 exemptions as l2_exempt; falling back to "
-            f"the old rule (no L2 under submodules named {NO_L2_PREFIX!r}...)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-
-        def exempt_module(name: str) -> bool:
-            return name.startswith(NO_L2_PREFIX)
-    else:
-        exempt_module = frozenset(getattr(model, "l2_exempt", ())).__contains__
+    exempt = frozenset(getattr(model, "l2_exempt", ()))
 
     def mark(path, _leaf) -> bool:
-        names = [_key_name(p) for p in path]
-        return bool(names) and names[-1] == "kernel" and not any(map(exempt_module, names[:-1]))
+        names = jax.tree_util.keystr(path, simple=True, separator="/").split("/")
+        return names[-1] == "kernel" and not exempt.intersection(names[:-1])
 
     return jax.tree_util.tree_map_with_path(mark, params)

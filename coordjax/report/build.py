@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from coordjax import paper
-from coordjax.report import figures, tables
+from coordjax.datasets.not_so_clevr import CANVAS_SIZE
+from coordjax.report import figures, predictions, tables
 from coordjax.report.source import ReportError, SweepRecord, read
 from coordjax.sweep import summary
 from coordjax.sweep.workdir import CHECKPOINTS
@@ -317,8 +318,6 @@ def _outputs(record: SweepRecord, run: pd.Series):
     """The run's outputs, or None (logged) when its checkpoint cannot be read."""
     if not (record.workdir / CHECKPOINTS).is_dir():  # e.g. a workdir copied without them
         return None
-    from coordjax.report import predictions
-
     try:
         return predictions.run_outputs(record.workdir, run)
     except (ValueError, FileNotFoundError, KeyError) as err:
@@ -335,8 +334,6 @@ def _fig5(record: SweepRecord, out: pathlib.Path) -> str:
     runs = _best_runs(record, "classification", "quadrant")
     if not runs:
         return ""
-    from coordjax.report import predictions
-
     panels, here = [], []
     split = None
     for family in figures.families(pd.DataFrame({"family": list(runs)})):
@@ -370,8 +367,6 @@ def _fig5(record: SweepRecord, out: pathlib.Path) -> str:
 
 
 def _render_samples(record: SweepRecord, out: pathlib.Path) -> str:
-    from coordjax.report import predictions
-
     title = "Fig 6 / S4-S5: test samples of the best renderers"
     rows, here = [], []
     for split in figures.SPLITS:
@@ -404,7 +399,6 @@ def _render_samples(record: SweepRecord, out: pathlib.Path) -> str:
 
 
 def _regression(record: SweepRecord, out: pathlib.Path) -> str:
-    from coordjax.datasets.not_so_clevr import CANVAS_SIZE  # targets are [x, y] / 64
 
     panels, here = [], []
     for split in figures.SPLITS:
@@ -415,7 +409,7 @@ def _regression(record: SweepRecord, out: pathlib.Path) -> str:
             for side, pred in (("train", outputs.train), ("test", outputs.test)):
                 examples = getattr(outputs.split, side)
                 true = examples.centers.astype(np.float64)
-                pred = np.asarray(pred, np.float64) * CANVAS_SIZE
+                pred = np.asarray(pred, np.float64) * CANVAS_SIZE  # targets are [x, y] / 64
                 error = float(np.mean(np.linalg.norm(pred - true, axis=1)))
                 panels.append({"family": family, "split": split, "side": side,
                                "true": true, "pred": pred, "error": error})  # fmt: skip

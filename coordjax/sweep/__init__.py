@@ -8,7 +8,7 @@ import importlib
 
 _NAMES = {
     "load_run": "coordjax.sweep.workdir",
-    "EngineOptions": "coordjax.sweep.engine",
+    "EngineOptions": "coordjax.sweep.options",
     "run_sweep": "coordjax.sweep.engine",
     "SweepInterrupted": "coordjax.sweep.engine",
     "DEFAULTS": "coordjax.sweep.grid",

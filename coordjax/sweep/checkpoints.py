@@ -25,9 +25,6 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-# Reading one model back moved with the workdir's other records; kept importable from here.
-from coordjax.sweep.workdir import load_run as load_run
-
 QUARANTINE = "quarantine"
 logger = logging.getLogger("coordjax.sweep")
 
@@ -184,7 +181,7 @@ class BucketCheckpoints:
         folder = self.directory / QUARANTINE
         base = f"{epoch}-{_slug(reason)}"
         if jax.process_count() > 1:  # every process names the same target
-            from jax.experimental import multihost_utils
+            from jax.experimental import multihost_utils  # several processes only
 
             multihost_utils.sync_global_devices(f"coordjax quarantine? {source}")
         target, count = folder / base, 1

@@ -33,84 +33,26 @@ import pandas as pd
 from jax.sharding import PartitionSpec as P
 
 from coordjax import conv
-from coordjax._checks import check_choice
 from coordjax.sweep import fanout, pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import BucketCheckpoints, CheckpointDamaged
 from coordjax.sweep.grid import Sweep
-from coordjax.sweep.planner import Bucket, plan, validate_pad
-
-# The program builders and the progress bar live in their own modules; their names stay
-# importable from here (the engine's public surface before the split).
-from coordjax.sweep.programs import MODEL_AXIS as MODEL_AXIS
-from coordjax.sweep.programs import TUNE_PROBE_STEPS as TUNE_PROBE_STEPS
-from coordjax.sweep.programs import Programs as Programs
-from coordjax.sweep.programs import bucket_inputs, make_mesh, place, tune_strategy
-from coordjax.sweep.programs import compiled_chunk as compiled_chunk
-from coordjax.sweep.programs import compiled_init as compiled_init
-from coordjax.sweep.programs import compiled_steps as compiled_steps
-from coordjax.sweep.programs import default_strategy as default_strategy
-from coordjax.sweep.programs import initial_state as initial_state
+from coordjax.sweep.options import EngineOptions
+from coordjax.sweep.planner import Bucket, plan
+from coordjax.sweep.programs import (
+    MODEL_AXIS,
+    Programs,
+    bucket_inputs,
+    default_strategy,
+    make_mesh,
+    place,
+    tune_strategy,
+)
 from coordjax.sweep.progress import logs_through, make_progress
-from coordjax.train import TrainSetup
-from coordjax.train.run_config import stack_runs as stack_runs
+from coordjax.sweep.rates import estimate_seconds
+from coordjax.sweep.summary import PRIMARY_METRIC
 
 logger = logging.getLogger("coordjax.sweep")
-
-STRATEGIES = ("auto", "vmap", "map", "tune")
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineOptions:
-    """How a sweep is executed; none of these change a model's numbers beyond float noise.
-
-    Attributes:
-      strategy: how the model axis is lowered inside a device: ``"vmap"`` (one batched program;
-        vmapped convolutions become grouped convolutions), ``"map"`` (``lax.map`` over slices of
-        ``map_batch_size`` vmapped models, which bounds memory and avoids large groups),
-        ``"auto"`` (default): a fixed rule per platform and models per device
-        (:func:`default_strategy`, from ``benchmarks/strategies.py``), so the same command
-        always computes the same numbers; or ``"tune"``: per bucket, time a few training steps
-        of ``"vmap"`` and of ``"map"`` with slices of 1 and keep the faster (machine load can
-        change that choice, and the two lowerings differ at float level). Whatever is chosen
-        is recorded per bucket in ``workdir/strategies.json`` and reused when the sweep
-        resumes; the results' ``strategy`` column repeats it.
-      map_batch_size: models per slice for ``"map"``.
-      max_models: at most this many models per program (larger buckets are split).
-      shard: shard the model axis over all local devices (``shard_map``; each device runs the
-        single-device program on its slice of models).
-      progress: show a progress bar (tqdm) on stderr.
-      pad: shape axes (``"filter_size"``, ``"channel_mult"``, ...) served by padding instead of
-        by separate buckets, for the models that support it: one program trains the largest
-        shape and every smaller model exactly inside it (``coordjax.train.padding``). Fewer
-        compiles and launches, more FLOPs per small model.
-      lowering: how every convolution is computed (:mod:`coordjax.conv`): ``"lax"``,
-        ``"matmul"``, ``"zero_insertion"``, or ``"auto"`` (default): the fixed per-platform
-        rule for convolutions whose weights carry the model axis,
-        ``coordjax.conv.resolve_lowering("auto", vmapped=True)`` (never a timing; one value
-        for plain and transposed convolutions on every platform). The resolved lowering is
-        recorded in the workdir's ``config.json`` (``"lowering"``) and reused on resume.
-    """
-
-    strategy: str = "auto"
-    map_batch_size: int = 4
-    max_models: int | None = None
-    shard: bool = True
-    progress: bool = True
-    pad: tuple[str, ...] = ()
-    lowering: str = "auto"
-
-    def __post_init__(self):
-        object.__setattr__(self, "pad", validate_pad(self.pad))
-        check_choice("lowering", self.lowering, conv.LOWERINGS)
-        check_choice("strategy", self.strategy, STRATEGIES)
-        if not isinstance(self.map_batch_size, int) or self.map_batch_size < 1:
-            raise ValueError(f"map_batch_size must be a positive int; got {self.map_batch_size!r}")
-
-
-def make_setup(bucket: Bucket, lowering: str = "auto") -> TrainSetup:
-    """The static training setup shared by a bucket's models (:meth:`Bucket.setup`)."""
-    return bucket.setup(lowering)
 
 
 def bucket_strategy(
@@ -306,8 +248,6 @@ def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
 def _work_order(sweep, options, buckets, task) -> list[int]:
     """The bucket positions in the order task ``task`` tries them: the assignment by the dry
     run's estimate (every process computes the same one), its own buckets first."""
-    from coordjax.sweep.rates import estimate_seconds
-
     seconds = {b.bucket_id: b.train_s + b.eval_s for b in estimate_seconds(sweep, options).buckets}
     owners = fanout.assign([seconds[b.bucket_id] for b in buckets], task.count)
     logger.info(
@@ -536,8 +476,6 @@ def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state, axi
 def _epochs_to_keep(results: pd.DataFrame, bucket: Bucket, saved: list[int]) -> set[int]:
     """The latest two checkpoints and each run's best evaluation so far (``load_run`` can load
     the model the summary reports as a run's peak)."""
-    from coordjax.sweep.summary import PRIMARY_METRIC
-
     keep = set(saved[-2:])
     metric, larger = PRIMARY_METRIC.get(bucket.static["task"], (None, True))
     mine = results.loc[results["bucket_id"] == bucket.bucket_id] if len(results) else results
@@ -555,6 +493,6 @@ def _fetch(tree):
     """The stacked arrays on the host: one transfer per chunk (gathered across processes)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # only with several processes (experimental API)
 
     return multihost_utils.process_allgather(tree, tiled=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -174,8 +175,6 @@ def work_order(owners: Sequence[int], index: int) -> list[int]:
 def task_lock(workdir: pathlib.Path, slot: TaskSlot):
     """Holds ``tasks/<index>.lock`` for the process's life; refuses at once if another live
     process holds it (the same index started twice). The kernel releases it when we die."""
-    import fcntl
-
     directory = pathlib.Path(workdir) / TASKS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{slot.index}.lock"

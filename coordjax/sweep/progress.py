@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from coordjax.sweep.costs import bucket_costs
+from coordjax.sweep.durations import format_duration
 from coordjax.sweep.planner import Bucket
 
 
@@ -66,16 +68,7 @@ class Progress:
         self.bar.update(cost)
         rate = self.trained_model_steps / max(self.trained_seconds, 1e-9)
         left = (self.bar.total - self.bar.n) * self.trained_seconds / max(self.trained_cost, 1e-30)
-        self.status = f"{rate:,.0f} model-steps/s, ETA {duration(left)}"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+        self.status = f"{rate:,.0f} model-steps/s, ETA {format_duration(left)}"
 
 
 def make_progress(buckets: list[Bucket], show: bool) -> Progress:
@@ -84,9 +77,7 @@ def make_progress(buckets: list[Bucket], show: bool) -> Progress:
     CoordConv one; model-steps stand in where the analysis gives nothing."""
     if not show:
         return Progress()
-    from tqdm.auto import tqdm
-
-    from coordjax.sweep.dry_run import bucket_costs
+    from tqdm.auto import tqdm  # only when the bar shows (tqdm picks a notebook or terminal bar)
 
     costs = {}
     for bucket in buckets:
@@ -111,7 +102,7 @@ def logs_through(bar):
     if bar is None:
         yield
         return
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm  # only when the bar shows
 
     with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("coordjax")]):
         yield

@@ -72,7 +72,9 @@ class Prune:
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY
 
     def __post_init__(self):
-        from coordjax.sweep.grid import DEFAULTS
+        # The run config (JAX, the models) loads only when a rule is made: reading a workdir
+        # imports this module.
+        from coordjax.train.run_config import RunConfig
 
         at = self.at
         if isinstance(at, (int, np.integer)) and not isinstance(at, bool):
@@ -96,7 +98,7 @@ class Prune:
         group_by = self.group_by
         if isinstance(group_by, str):
             group_by = (group_by,)
-        allowed = sorted({*DEFAULTS, *EXTRA_GROUP_KEYS})
+        allowed = sorted({*RunConfig.keys(), *EXTRA_GROUP_KEYS})
         for key in group_by:
             if key not in allowed:
                 raise ValueError(f"prune.group_by may name {allowed}; got {key!r}")
@@ -135,7 +137,7 @@ def applies(rule: Prune, rung: int, config: Mapping[str, Any]) -> bool:
 def check_rule(rule: Prune, runs: Sequence[Mapping[str, Any]], where: str) -> None:
     """Raises ValueError naming ``prune.at`` when a rung is not an evaluation epoch of a run
     that reaches it, or applies to no run."""
-    from coordjax.train import chunk_lengths
+    from coordjax.train import chunk_lengths  # JAX: loads only when a rule is checked
 
     for rung in rule.at:
         reached = [r for r in runs if applies(rule, rung, r)]

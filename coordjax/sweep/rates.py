@@ -34,7 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax import conv, models
+from coordjax import conv, datasets, models
+from coordjax.sweep.durations import format_duration
+from coordjax.sweep.options import EngineOptions
+from coordjax.sweep.planner import plan
 
 RATES_FILE = pathlib.Path(__file__).with_name("measured_rates.json")
 """The measured-rates table written by ``benchmarks/zoo.py`` (package data)."""
@@ -305,14 +308,6 @@ class SweepEstimate:
         )
 
 
-def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"3.5 min"``, ``"2.1 h"``, ``"4.0 days"``, ``"3.2 months"``."""
-    for unit, size in (("months", 30 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size if unit != "min" else seconds >= 60:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def _log_distance(a: float, b: float) -> float:
     return abs(math.log(max(a, 1e-30)) - math.log(max(b, 1e-30)))
 
@@ -379,9 +374,6 @@ def estimate_seconds(
     Returns:
       A :class:`SweepEstimate` (``.seconds``, ``.buckets``, ``.warning``).
     """
-    from coordjax.sweep.engine import EngineOptions
-    from coordjax.sweep.planner import plan
-
     options = options or EngineOptions()
     if device_kind is None or platform is None:
         device = jax.devices()[0]
@@ -443,6 +435,4 @@ def estimate_seconds(
 
 def _num_examples(bucket) -> int:
     """Examples one evaluation reads per model: its train and test splits (the largest run's)."""
-    from coordjax import datasets
-
     return max(sum(len(part) for part in datasets.split_indices(c["split"])) for c in bucket.runs)

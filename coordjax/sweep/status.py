@@ -19,6 +19,7 @@ import pandas as pd
 
 from coordjax.sweep import fanout
 from coordjax.sweep import workdir as wd
+from coordjax.sweep.durations import format_duration
 
 STATES = ("done", "running", "stale", "pending")
 
@@ -146,9 +147,7 @@ def sweep_status(
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    from coordjax.sweep.progress import duration
-
-    return duration(seconds)
+    return format_duration(seconds)
 
 
 def status_text(status: dict[str, Any]) -> str:

@@ -21,14 +21,6 @@ PRIMARY_METRIC = {
 }  # fmt: skip
 
 
-def final_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of every run."""
-    if results.empty:
-        return results
-    last = results.groupby("run_id")["epoch"].transform("max")
-    return results.loc[results["epoch"] == last]
-
-
 def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
     """Best final model per (task, family, split) by the task's primary metric.
 
@@ -38,7 +30,7 @@ def best_per_family(results: pd.DataFrame) -> pd.DataFrame:
     evaluation to the next, and the peak says what the run reached. Runs pruned at a rung
     (successive halving) are not candidates; ``models`` counts the runs that trained to the end.
     """
-    final = final_rows(results)
+    final = paper.final_rows(results)
     if "status" in final:  # runs pruned at a rung stopped early: the best is one that finished
         final = final.loc[final["status"] != "pruned"]
     if final.empty:
@@ -95,7 +87,7 @@ def summary_text(
     """
     if results.empty:
         return "no results"
-    final = final_rows(results)
+    final = paper.final_rows(results)
     best = best_per_family(results)
     claims = paper.verdicts(results).set_index(["task", "family", "split"])
     stats = paper.bar_statistics(results)

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from coordjax.sweep import pruning
+
 if TYPE_CHECKING:
     from coordjax.sweep.planner import Bucket
 
@@ -256,9 +258,7 @@ def record_pruning(workdir: pathlib.Path, decision: dict[str, Any]) -> dict[str,
 
 def pruned_at(workdir: pathlib.Path) -> dict[str, int]:
     """run_id -> the rung epoch that pruned it."""
-    from coordjax.sweep.pruning import pruned_epochs
-
-    return pruned_epochs(read_pruning(workdir))
+    return pruning.pruned_epochs(read_pruning(workdir))
 
 
 # -- results rows ---------------------------------------------------------------------------------
@@ -389,6 +389,7 @@ def sweep_config(
 ) -> dict[str, Any]:
     """What ``config.json`` records: the identity, engine options (``options``, a dataclass,
     with its resolved ``lowering``), library versions, the devices and the plan."""
+    # Heavy: loaded for their versions only when a sweep starts (reports import this module).
     import flax
     import jax
     import optax
@@ -481,15 +482,15 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     import jax
 
     from coordjax.sweep.checkpoints import restore_to_host
-    from coordjax.sweep.pruning import members
 
     chosen = []
     stacked = restore_to_host(directory, lambda saved: chosen.append(choose(saved)) or chosen[0])
     # Pruned runs left the stack after their rung: the run's place among those still in it.
-    stacked_ids = [bucket["run_ids"][i] for i in members(bucket["run_ids"], pruned, chosen[0])]
+    in_stack = pruning.members(bucket["run_ids"], pruned, chosen[0])
+    stacked_ids = [bucket["run_ids"][i] for i in in_stack]
     state = jax.tree.map(lambda x: np.asarray(x)[stacked_ids.index(run_id)], stacked)
     if bucket.get("padded"):
-        from coordjax.train.padding import unpad_state
+        from coordjax.train.padding import unpad_state  # the models (JAX), only when padded
 
         shape = bucket["run_shapes"][bucket["run_ids"].index(run_id)]
         state = unpad_state(state, bucket["static"]["model"], shape)

@@ -100,14 +100,19 @@ def split_indices(
 
 
 def stack_splits(splits: Sequence[SplitIndices]) -> SplitIndices:
-    """Pads a list of splits to common lengths and stacks them along a leading model axis."""
-    p_train = max(int(s.train_idx.shape[0]) for s in splits)
-    p_test = max(int(s.test_idx.shape[0]) for s in splits)
+    """Pads splits to common lengths and stacks them along a leading model axis (M,).
+
+    Returns NumPy arrays (nothing is on a device yet: the caller places the whole tree in one
+    transfer): ``(M, P_train)`` / ``(M, P_test)`` int32 indices, zero-padded, and ``(M,)`` int32
+    counts.
+    """
+    p_train = max(int(np.shape(s.train_idx)[0]) for s in splits)
+    p_test = max(int(np.shape(s.test_idx)[0]) for s in splits)
     return SplitIndices(
-        train_idx=jnp.stack([_pad(np.asarray(s.train_idx), p_train) for s in splits]),
-        n_train=jnp.stack([s.n_train for s in splits]),
-        test_idx=jnp.stack([_pad(np.asarray(s.test_idx), p_test) for s in splits]),
-        n_test=jnp.stack([s.n_test for s in splits]),
+        train_idx=np.stack([_pad(s.train_idx, p_train) for s in splits]),
+        n_train=np.asarray([s.n_train for s in splits], np.int32),
+        test_idx=np.stack([_pad(s.test_idx, p_test) for s in splits]),
+        n_test=np.asarray([s.n_test for s in splits], np.int32),
     )
 
 

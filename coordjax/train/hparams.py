@@ -3,18 +3,65 @@ every value and a sweep can stack them along a leading model axis."""
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from coordjax._checks import check_choice
 
 SCHEDULES = ("constant", "step", "cosine")
 # The run-config keys only some schedules read: :func:`hparams_from` zeroes ``lr_max_decays``
 # for the others, which leaves ``lr_decay`` and ``lr_decay_every`` without effect. (The cosine
 # schedule's length is the run's ``epochs``, which every schedule reads.)
 SCHEDULE_KEYS = {"step": ("lr_decay", "lr_decay_every", "lr_max_decays")}
+
+
+@dataclasses.dataclass(frozen=True)
+class AtLeast:
+    """A real number, finite and above ``bound`` (``strict``: ``>``, else ``>=``)."""
+
+    bound: float
+    strict: bool = False
+    unit: str = ""
+
+    def __call__(self, name: str, value: Any) -> None:
+        # Bools and strings are refused (lr=True would train at 1.0); NumPy scalars are numbers.
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a real number; got {value!r}")
+        above = value > self.bound if self.strict else value >= self.bound
+        if not (above and np.isfinite(value)):
+            allowed = f"{'>' if self.strict else '>='} {self.bound:g}{self.unit}"
+            raise ValueError(f"{name} must be finite and {allowed}; got {value!r}")
+
+
+def _decay_factor(name: str, value: Any) -> None:
+    """A factor in (0, 1]: each decay shrinks the lr (1: it stays); a growing lr is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    if not 0 < value <= 1:  # NaN too
+        raise ValueError(
+            f"{name} must be in (0, 1] (each decay multiplies the lr by it; a growing lr is "
+            f"refused); got {value!r}"
+        )
+
+
+RANGES: dict[str, Callable[[str, Any], None]] = {
+    "lr": AtLeast(0, strict=True),
+    "l2": AtLeast(0),
+    "weight_decay": AtLeast(0),
+    "lr_decay": _decay_factor,
+    "lr_decay_every": AtLeast(1, unit=" (epochs)"),
+    "lr_max_decays": AtLeast(0),
+}
+"""``{hyperparameter: check(name, value)}``: each :class:`Hparams` field but ``cosine_epochs``
+(set from the run's epochs) and its allowed values, declared here once; the check raises
+ValueError naming the hyperparameter. :class:`coordjax.train.RunConfig` checks its fields with
+these."""
 
 
 class Hparams(NamedTuple):
@@ -66,15 +113,9 @@ def make_hparams(
     check_hparams(lr=lr, l2=l2, schedule=schedule, lr_decay=lr_decay,
                   lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
                   weight_decay=weight_decay, cosine_epochs=cosine_epochs)  # fmt: skip
-    from coordjax.train.run_config import RunConfig  # builds on this module
-
-    # Hyperparameters without a keyword here take the run config's defaults.
-    defaults = {k: v for k, v in RunConfig.defaults().items() if k in RunConfig.keys(hparam=True)}
     hparams = hparams_from(
-        schedule=schedule, cosine_epochs=cosine_epochs, **{**defaults, **dict(
-            lr=lr, l2=l2, weight_decay=weight_decay, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
-        )},
+        schedule=schedule, cosine_epochs=cosine_epochs, lr=lr, l2=l2, weight_decay=weight_decay,
+        lr_decay=lr_decay, lr_decay_every=lr_decay_every, lr_max_decays=lr_max_decays,
     )  # fmt: skip
     return jax.tree.map(jnp.asarray, hparams)
 
@@ -94,20 +135,17 @@ def hparams_from(*, schedule: str, cosine_epochs: float, **values: float) -> Hpa
 def check_hparams(*, schedule, cosine_epochs=0, **values) -> None:
     """Raises ValueError naming the hyperparameter that is not a number in its range.
 
-    ``values``: the :class:`Hparams` fields but ``cosine_epochs``, each checked as
-    :class:`coordjax.train.run_config.RunConfig` declares it. Bools and strings are refused
+    ``values``: the :class:`Hparams` fields but ``cosine_epochs``, each checked by its
+    :data:`RANGES` entry. Bools and strings are refused
     (``lr=True`` would train at 1.0, ``"0.01"`` would not be a number); NumPy scalars are
     numbers. ``cosine_epochs`` is checked only for ``"cosine"`` (the sweep engine sets it from
     the run's ``epochs``).
     """
-    # The ranges are declared once, on the run config's fields (which build on this module).
-    from coordjax.train.run_config import RunConfig
-
-    RunConfig.check_key("schedule", schedule)
+    check_choice("schedule", schedule, SCHEDULES)
     for name, value in values.items():
-        if name not in RunConfig.keys(hparam=True):
+        if name not in RANGES:
             raise TypeError(f"unknown hyperparameter {name!r}")
-        RunConfig.check_key(name, value)
+        RANGES[name](name, value)
     if isinstance(cosine_epochs, (bool, np.bool_)) or not isinstance(cosine_epochs, numbers.Real):
         raise ValueError(f"cosine_epochs must be a real number; got {cosine_epochs!r}")
     if schedule == "cosine" and not (np.isfinite(cosine_epochs) and cosine_epochs >= 1):

@@ -117,29 +117,17 @@ def embedding_mask(small_shapes: Any, big_shapes: Any, kernel_offset: KernelOffs
     return embed(ones, zeros, kernel_offset)
 
 
+def _path_names(path: Sequence[Any]) -> list[str]:
+    """The names along a key path (``mu``, ``Conv_0``, ``kernel``): how two trees of one
+    model's variables (its parameters and Adam's moments of them) are matched."""
+    return jax.tree_util.keystr(tuple(path), simple=True, separator="/").split("/")
+
+
 def apply_mask(params: Any, mask: Any | None) -> Any:
     """``params * mask`` leaf by leaf (``params`` unchanged when ``mask`` is None)."""
     if mask is None:
         return params
     return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, mask)
-
-
-def param_path_names(path: Sequence[Any]) -> tuple[str, ...]:
-    """The names along a pytree key path (``jax.tree_util`` keys) as strings.
-
-    ``DictKey("Conv_0")`` gives ``"Conv_0"``, ``GetAttrKey("params")`` ``"params"`` and
-    ``SequenceKey(1)`` ``"1"``: the names by which two trees of one model's variables (e.g. its
-    parameters and Adam's moments of them) are matched.
-    """
-    names = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                names.append(str(getattr(entry, attr)))
-                break
-        else:
-            names.append(str(entry))
-    return tuple(names)
 
 
 def init_padded(
@@ -217,10 +205,10 @@ def unpad_state(state: Any, model_name: str, shape_kwargs: Mapping[str, int]) ->
     shapes = {}
     for collection in ("params", "batch_stats"):
         for path, leaf in jax.tree_util.tree_flatten_with_path(own.get(collection, {}))[0]:
-            shapes[(collection, *param_path_names(path))] = leaf.shape
+            shapes[(collection, *_path_names(path))] = leaf.shape
 
     def cut_leaf(path, leaf):
-        names = param_path_names(path)
+        names = _path_names(path)
         collection = "batch_stats" if names[0] == "batch_stats" else "params"
         for start in range(len(names)):
             own_shape = shapes.get((collection, *names[start + 1 :]))

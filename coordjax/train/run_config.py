@@ -8,14 +8,14 @@ the planner's bucket keys and checks, a bucket's :class:`~coordjax.train.TrainSe
 (:func:`make_setup`) and its stacked per-model arrays (:func:`stack_runs`).
 
 Adding a hyperparameter is adding a field here; one that the training step reads is also a leaf
-of :class:`~coordjax.train.hparams.Hparams` (``hparam=True``), where the step finds it.
+of :class:`~coordjax.train.hparams.Hparams` (``hparam=True``), where the step finds it, and
+takes its allowed values from :data:`~coordjax.train.hparams.RANGES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from coordjax import datasets, models, tasks
 from coordjax._checks import check_choice
-from coordjax.train.data import SplitIndices
-from coordjax.train.hparams import SCHEDULES, Hparams, hparams_from
+from coordjax.train.data import SplitIndices, stack_splits
+from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
 from coordjax.train.step import RunSpec, TrainSetup, check_input_scale, check_precision
 
 STATIC = "static"
@@ -66,35 +66,6 @@ def _one_of(allowed: Callable[[], Sequence[str]]) -> Check:
     return lambda name, value: check_choice(name, value, allowed())
 
 
-@dataclasses.dataclass(frozen=True)
-class AtLeast:
-    """A real number, finite and above ``bound`` (``strict``: ``>``, else ``>=``)."""
-
-    bound: float
-    strict: bool = False
-    unit: str = ""
-
-    def __call__(self, name: str, value: Any) -> None:
-        # Bools and strings are refused (lr=True would train at 1.0); NumPy scalars are numbers.
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name} must be a real number; got {value!r}")
-        above = value > self.bound if self.strict else value >= self.bound
-        if not (above and np.isfinite(value)):
-            allowed = f"{'>' if self.strict else '>='} {self.bound:g}{self.unit}"
-            raise ValueError(f"{name} must be finite and {allowed}; got {value!r}")
-
-
-def _decay_factor(name: str, value: Any) -> None:
-    """A factor in (0, 1]: each decay shrinks the lr (1: it stays); a growing lr is refused."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number; got {value!r}")
-    if not 0 < value <= 1:  # NaN too
-        raise ValueError(
-            f"{name} must be in (0, 1] (each decay multiplies the lr by it; a growing lr is "
-            f"refused); got {value!r}"
-        )
-
-
 def _seed(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
         raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
@@ -122,13 +93,13 @@ class RunConfig:
     epochs: int = _key(10, STATIC, _positive_int)
     eval_every: int = _key(5, STATIC, _positive_int)
     split: str = _key("uniform", VMAPPED, _one_of(lambda: list(datasets.SPLITS)))
-    lr: float = _key(1e-3, VMAPPED, AtLeast(0, strict=True), hparam=True)
-    l2: float = _key(0.0, VMAPPED, AtLeast(0), hparam=True)
-    weight_decay: float = _key(0.0, VMAPPED, AtLeast(0), hparam=True)
+    lr: float = _key(1e-3, VMAPPED, RANGES["lr"], hparam=True)
+    l2: float = _key(0.0, VMAPPED, RANGES["l2"], hparam=True)
+    weight_decay: float = _key(0.0, VMAPPED, RANGES["weight_decay"], hparam=True)
     schedule: str = _key("constant", VMAPPED, _one_of(lambda: list(SCHEDULES)))
-    lr_decay: float = _key(0.1, VMAPPED, _decay_factor, hparam=True)
-    lr_decay_every: float = _key(200, VMAPPED, AtLeast(1, unit=" (epochs)"), hparam=True)
-    lr_max_decays: float = _key(4, VMAPPED, AtLeast(0), hparam=True)
+    lr_decay: float = _key(0.1, VMAPPED, RANGES["lr_decay"], hparam=True)
+    lr_decay_every: float = _key(200, VMAPPED, RANGES["lr_decay_every"], hparam=True)
+    lr_max_decays: float = _key(4, VMAPPED, RANGES["lr_max_decays"], hparam=True)
     seed: int = _key(0, VMAPPED, _seed)
     # "raw" (the paper) | "unit": coordinate inputs as 2x/63 - 1
     input_scale: str = _key("raw", STATIC, None, neutral=True)
@@ -254,20 +225,6 @@ def stack_runs(configs: Sequence[Mapping[str, Any] | RunConfig]) -> RunSpec:
     per_model = [r.hparams() for r in runs]
     hparams = Hparams(*(np.stack(leaves) for leaves in zip(*per_model, strict=True)))
     seeds = np.asarray([r.seed for r in runs], dtype=np.int32)
-    return RunSpec(hparams=hparams, seed=seeds, split=_stacked_splits([r.split for r in runs]))
-
-
-def _stacked_splits(names: Sequence[str]) -> SplitIndices:
-    pairs = [datasets.split_indices(name) for name in names]
-    p_train = max(len(train) for train, _ in pairs)
-    p_test = max(len(test) for _, test in pairs)
-
-    def padded(idx, size):
-        return np.pad(np.asarray(idx, np.int32), (0, size - len(idx)))
-
-    return SplitIndices(
-        train_idx=np.stack([padded(train, p_train) for train, _ in pairs]),
-        n_train=np.asarray([len(train) for train, _ in pairs], np.int32),
-        test_idx=np.stack([padded(test, p_test) for _, test in pairs]),
-        n_test=np.asarray([len(test) for _, test in pairs], np.int32),
-    )
+    pairs = [datasets.split_indices(r.split) for r in runs]
+    splits = [SplitIndices(train, len(train), test, len(test)) for train, test in pairs]
+    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits))

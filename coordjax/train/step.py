@@ -9,7 +9,9 @@ the same code.
 Recipe (the reference code's, faithful by default):
   * loss = masked mean of the task's per-example loss + ``l2 · Σ w²`` over regularised kernels;
   * Adam (β1 0.9, β2 0.99, ε 1e-8, optax's ε placement), lr from :func:`learning_rate` by epoch;
-    optional decoupled weight decay (AdamW style, off by default);
+    optional decoupled weight decay (AdamW style, off by default); the update is optax's AdamW
+    chain (``scale_by_adam``, ``add_decayed_weights``, ``scale_by_learning_rate``) with the lr
+    and the decay read from the traced hyperparameters (:func:`apply_update`);
   * a fresh permutation of the model's train split every epoch from ``fold_in(data_key, epoch)``;
     batches of ``batch_size``; the last partial batch is kept, padded and masked (the reference
     kept it too), so masked examples contribute nothing to the loss or to BatchNorm statistics;
@@ -243,17 +245,8 @@ def train_step(
         return loss_fn(setup, apply_mask(params, run.param_mask), state, run.hparams, x, y, mask)
 
     grads, (batch_stats, data_loss) = jax.grad(loss_of, has_aux=True)(state.params)
-    # optax's bias correction raises a float to the int32 step count, which strict promotion
-    # (used by our tests and by careful users) rejects; the promotion is exact here.
-    with jax.numpy_dtype_promotion("standard"):
-        moments, opt_state = setup.optimizer.update(grads, state.opt_state)
-    lr = learning_rate(run.hparams, state.epoch)
-    decay_mask = models.l2_mask(state.params, setup.model)
-    params = jax.tree.map(
-        lambda w, u, m: w - lr * u - (lr * run.hparams.weight_decay * w if m else 0.0),
-        state.params,
-        moments,
-        decay_mask,
+    params, opt_state = apply_update(
+        setup, run.hparams, state.epoch, state.params, grads, state.opt_state
     )
     new = state._replace(
         params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1
@@ -268,6 +261,37 @@ def train_step(
         diverged_step=jnp.where(diverges, state.step, state.diverged_step),
     )
     return state, jnp.where(take, data_loss, 0.0)
+
+
+def scale_and_decay(
+    hparams: Hparams, epoch: jax.Array, decay_mask: Any
+) -> optax.GradientTransformation:
+    """What follows Adam's moments ``u``: ``-lr · (u + weight_decay · w)``, the decoupled weight
+    decay (AdamW style, 0 in the paper's recipe) on the kernels ``decay_mask`` marks (a tree of
+    bools shaped like the params), the lr from :func:`learning_rate` at ``epoch``.
+
+    Both are traced leaves of ``hparams`` (vmapped in a sweep), so the transformation is built
+    inside the step; it holds no state.
+    """
+    return optax.chain(
+        optax.add_decayed_weights(hparams.weight_decay, mask=decay_mask),
+        optax.scale_by_learning_rate(learning_rate(hparams, epoch)),
+    )
+
+
+def apply_update(
+    setup: TrainSetup, hparams: Hparams, epoch: jax.Array, params: Any, grads: Any, opt_state: Any
+) -> tuple[Any, Any]:
+    """One optimizer update of ``params`` by ``grads`` (trees of the same shapes; the L2
+    penalty, when any, is already in ``grads``: it is part of the loss). Returns the new params
+    and Adam state (``setup.optimizer``'s, the only state: checkpoints keep its layout)."""
+    # optax's bias correction raises a float to the int32 step count, which strict promotion
+    # (used by our tests and by careful users) rejects; the promotion is exact here.
+    with jax.numpy_dtype_promotion("standard"):
+        moments, opt_state = setup.optimizer.update(grads, opt_state)
+    rest = scale_and_decay(hparams, epoch, models.l2_mask(params, setup.model))
+    updates, _ = rest.update(moments, rest.init(params), params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def _all_finite(tree) -> jax.Array:
