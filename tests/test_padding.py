@@ -44,8 +44,15 @@ def _shape(fs, c):
     return {"filter_size": fs, "channel_mult": c}
 
 
+# Into the largest painter (fs 4, c 3): about 2 minutes of eager ops in all, so under -m slow;
+# the default run embeds a painter into the next size up.
+INTO_THE_LARGEST = [
+    pytest.param("deconv_painter", _shape(fs, c), _shape(4, 3), marks=pytest.mark.slow)
+    for fs in (2, 3, 4)
+    for c in (1, 2)
+]
 EMBEDDINGS = [
-    *[("deconv_painter", _shape(fs, c), _shape(4, 3)) for fs in (2, 3, 4) for c in (1, 2)],
+    *INTO_THE_LARGEST,
     ("deconv_painter", _shape(2, 1), _shape(3, 1)),
     ("coordconv_renderer", _shape(1, 1), _shape(2, 2)),
     ("coordconv_renderer", _shape(1, 2), _shape(3, 2)),
@@ -127,7 +134,7 @@ def test_embedding_errors_name_the_problem():
 @pytest.mark.parametrize(
     "name, small_kwargs, big_kwargs",
     [
-        ("deconv_painter", _shape(2, 1), _shape(3, 2)),
+        pytest.param("deconv_painter", _shape(2, 1), _shape(3, 2), marks=pytest.mark.slow),
         ("tiny", {"channel_mult": 1}, {"channel_mult": 2}),
     ],
 )

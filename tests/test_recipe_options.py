@@ -107,7 +107,9 @@ def test_unit_step_equals_raw_step_on_prescaled_data(data):
     # sign-sensitive first steps see identical inputs.
     inputs = np.asarray(data.inputs) * np.float32(2 / 63) - np.float32(1)
     scaled = DeviceData(jnp.asarray(inputs), data.targets)
-    unit, raw = _setup(input_scale="unit"), _setup()
+    # The tiny model: the option scales inputs whatever the model (seconds, not a minute).
+    tiny = models.build("tiny")
+    unit, raw = _setup(input_scale="unit", model=tiny), _setup(model=tiny)
     run = _run()
     a = init_state(unit, data, run)
     b = init_state(raw, scaled, run)
@@ -160,7 +162,11 @@ def _precisions(text: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "name, lowering",
-    [("coordconv_classifier", "matmul"), ("deconv_painter", "lax"), ("deconv_painter", "matmul")],
+    [
+        ("coordconv_classifier", "matmul"),
+        pytest.param("deconv_painter", "lax", marks=pytest.mark.slow),  # XLA's own precision
+        ("deconv_painter", "matmul"),
+    ],
 )
 def test_lowered_program_requests_float32_precision_by_default(data, name, lowering):
     """Every matmul and convolution of the training chunk (forward, backward, evaluation)

@@ -3,6 +3,7 @@ device, map = vmap), divergence isolation, workdir rules, and resume after a rea
 
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,8 +257,8 @@ def test_workdir_in_use_is_refused(tmp_path):
             run_sweep(tiny_sweep(), tmp_path, options=QUIET)
 
 
-def test_different_sweep_is_refused_unless_restarted(tmp_path):
-    run_sweep(tiny_sweep(), tmp_path / "w", options=QUIET)
+def test_different_sweep_is_refused_unless_restarted(tmp_path, tiny_workdir):
+    shutil.copytree(tiny_workdir[0], tmp_path / "w")
     other = tiny_sweep(lrs=(0.3,))
     with pytest.raises(WorkdirError, match="different sweep"):
         run_sweep(other, tmp_path / "w", options=QUIET)
