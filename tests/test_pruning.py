@@ -68,10 +68,16 @@ def pruned_sweep(rule=RULE):
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    """The pruned sweep, uninterrupted; and the same grid without pruning."""
+def pruned_run(tmp_path_factory):
+    """The pruned sweep, uninterrupted: (root, its results); the workdir is root / "pruned"."""
     root = tmp_path_factory.mktemp("pruning")
-    pruned = sweep_run(pruned_sweep(), root / "pruned")
+    return root, sweep_run(pruned_sweep(), root / "pruned")
+
+
+@pytest.fixture(scope="module")
+def straight(pruned_run):
+    """The pruned sweep, uninterrupted; and the same grid without pruning (in root / "full")."""
+    root, pruned = pruned_run
     full = sweep_run(union("halving", grids()), root / "full")
     return root, pruned, full
 
@@ -274,8 +280,8 @@ def _crash_at(monkeypatch, point):
         pytest.param("during compaction", marks=pytest.mark.slow),
     ],
 )
-def test_crash_at_a_rung_then_resume_equals_the_uninterrupted_run(tmp_path, straight, point):
-    root, pruned, _ = straight
+def test_crash_at_a_rung_then_resume_equals_the_uninterrupted_run(tmp_path, pruned_run, point):
+    root, pruned = pruned_run
     with pytest.MonkeyPatch.context() as patch:
         _crash_at(patch, point)
         with pytest.raises(Crash):
@@ -323,8 +329,8 @@ def _sigkill_run(tmp_path: pathlib.Path, point: str) -> subprocess.CompletedProc
         pytest.param("after compaction", marks=pytest.mark.slow),
     ],
 )
-def test_sigkill_at_a_rung_then_resume_equals_the_uninterrupted_run(tmp_path, straight, point):
-    root, pruned, _ = straight
+def test_sigkill_at_a_rung_then_resume_equals_the_uninterrupted_run(tmp_path, pruned_run, point):
+    root, pruned = pruned_run
     victim = _sigkill_run(tmp_path, point)
     assert victim.returncode == -signal.SIGKILL, victim.stderr[-2000:]
     resumed = sweep_run(pruned_sweep(), tmp_path / "w")
