@@ -5,8 +5,8 @@
 
 1. **install**: ``python -m venv`` and ``pip install --no-cache-dir -e .`` (the README's install
    of the main job) into a fresh virtualenv, timed (downloads from the package index included).
-2. **start-up**: ``python -c "import coordjax.cli"`` in a child process, timed: the interpreter
-   and the imports (jax, flax, optax, orbax) the CLI pays before it trains.
+2. **start-up**: ``python -c "import coordjax.cli, coordjax.sweep.engine"`` in a child
+   process, timed: the interpreter and the imports (jax, flax, optax, orbax) a sweep pays.
 3. **the smoke sweep**, ``coordjax sweep classification --preset smoke --no-progress
    --no-report`` run in this process (``coordjax.cli.main``) into a fresh workdir, with
    ``jax.monitoring`` listeners summing the seconds JAX spends tracing, lowering and compiling
@@ -72,10 +72,10 @@ def time_install(venv: pathlib.Path) -> float:
 
 
 def time_startup() -> float:
-    """Seconds for a fresh interpreter to import the CLI."""
-    return benchlib.timed(
-        lambda: subprocess.run([sys.executable, "-c", "import coordjax.cli"], check=True)
-    )
+    """Seconds for a fresh interpreter to import what ``coordjax sweep`` runs (the CLI itself
+    imports late, to answer ``--help`` at once)."""
+    code = "import coordjax.cli, coordjax.sweep.engine"
+    return benchlib.timed(lambda: subprocess.run([sys.executable, "-c", code], check=True))
 
 
 def time_smoke(workdir: pathlib.Path) -> dict[str, float]:
