@@ -46,20 +46,25 @@ class DeconvPainter(nn.Module):
         return self.net(x.view(x.shape[0], 2, 1, 1))
 
 
+def _pointwise_stack(layer, channel_mult: int) -> nn.Sequential:
+    """The classifier's per-pixel layers: 4 -> 32c, 32c, 64c, 64c (ReLU after each) -> 1, each
+    made by ``layer(c_in, c_out)``."""
+    c = channel_mult
+    layers: list[nn.Module] = []
+    c_in = 4
+    for width in (32 * c, 32 * c, 64 * c, 64 * c):
+        layers += [layer(c_in, width), nn.ReLU()]
+        c_in = width
+    layers.append(layer(c_in, 1))
+    return nn.Sequential(*layers)
+
+
 class CoordConvClassifier(nn.Module):
     """Tile (x, y) over 64x64, add coordinate channels, 1x1 convs 32c, 32c, 64c, 64c, 1."""
 
     def __init__(self, channel_mult: int = 1):
         super().__init__()
-        c = channel_mult
-        widths = (32 * c, 32 * c, 64 * c, 64 * c)
-        layers: list[nn.Module] = []
-        c_in = 4
-        for width in widths:
-            layers += [nn.Conv2d(c_in, width, 1), nn.ReLU()]
-            c_in = width
-        layers.append(nn.Conv2d(c_in, 1, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = _pointwise_stack(lambda c_in, c_out: nn.Conv2d(c_in, c_out, 1), channel_mult)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -73,15 +78,7 @@ class CoordConvClassifierLinear(nn.Module):
 
     def __init__(self, channel_mult: int = 1):
         super().__init__()
-        c = channel_mult
-        widths = (32 * c, 32 * c, 64 * c, 64 * c)
-        layers: list[nn.Module] = []
-        c_in = 4
-        for width in widths:
-            layers += [nn.Linear(c_in, width), nn.ReLU()]
-            c_in = width
-        layers.append(nn.Linear(c_in, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = _pointwise_stack(nn.Linear, channel_mult)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
