@@ -145,14 +145,13 @@ class Row:
 
 
 def lowerings() -> tuple[str, ...]:
-    """The concrete convolution lowerings the library offers (empty before it has any)."""
-    names = getattr(conv, "LOWERINGS", ())
-    return tuple(n for n in names if n != "auto")
+    """The concrete convolution lowerings the library offers."""
+    return tuple(n for n in conv.LOWERINGS if n != "auto")
 
 
-def default_lowering() -> str | None:
-    resolve = getattr(conv, "resolve_lowering", None)
-    return resolve("auto") if resolve else None
+def default_lowering() -> str:
+    """The engine's lowering on this platform (its model axis is vmapped)."""
+    return conv.resolve_lowering("auto")
 
 
 def make_bucket(case: Case, num_models: int):
@@ -183,7 +182,7 @@ def engine_inputs(case: Case, num_models: int, lowering: str | None = None):
     bucket = make_bucket(case, num_models)
     mesh = programs.make_mesh(True)
     setup, data, runs, states, counts = programs.bucket_inputs(
-        bucket, mesh, lowering or default_lowering() or "auto"
+        bucket, mesh, lowering or default_lowering()
     )
     return setup, data, runs, states, mesh, counts[0]
 
@@ -217,8 +216,7 @@ def bench_engine(case: Case, num_models: int, min_time: float, log) -> list[Row]
     per_device = -(-num_models // (1 if mesh is None else mesh.size))
     platform = jax.devices()[0].platform
     chosen = programs.default_strategy(platform, per_device, options.map_batch_size)
-    lowering = default_lowering()
-    note = f"strategy {chosen[0]}" + (f", lowering {lowering}" if lowering else "")
+    note = f"strategy {chosen[0]}, lowering {default_lowering()}"
     return [dataclasses.replace(rows[tuple(chosen)], contender="engine", note=note), *rows.values()]
 
 
@@ -512,11 +510,12 @@ class Settings:
         )
 
 
-def measure(settings: Settings, log) -> tuple[list[Row], list[str]]:
+def measure(settings: Settings, log, start: float) -> tuple[list[Row], list[str]]:
     """Every measurement of the run, and what the time budget or memory skipped.
 
     First, at M = 1, the per-model contenders and the engine for every case (always measured);
-    then, while the budget lasts, larger buckets and the other conv lowerings.
+    then, while the budget lasts (counted from ``start``, the run's ``perf_counter``), larger
+    buckets and the other conv lowerings.
     """
     rows: list[Row] = []
     for case in settings.cases:
@@ -534,7 +533,6 @@ def measure(settings: Settings, log) -> tuple[list[Row], list[str]]:
         (bench_lowerings, case, m) for m in settings.sizes if m <= max_m for case in settings.cases
     ]
     skipped: list[str] = []
-    start = time.perf_counter()
     for bench, case, m in extras:
         if settings.quick and case.label not in QUICK_EXTRAS:
             continue
@@ -650,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(TORCH_HINT + "; the torch contender is skipped")
     gemm = benchlib.gemm_flop_rate(torch=torch)
     log("GEMM: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items()))
-    rows, skipped = measure(settings, log)
+    rows, skipped = measure(settings, log, start)
     elapsed = time.perf_counter() - start
     meta = run_meta(args, torch, gemm, load_at_start)
 
