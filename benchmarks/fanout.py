@@ -8,7 +8,7 @@ buckets each task trained, and whether the two results tables agree bit for bit 
 but wall time).
 
     python benchmarks/fanout.py                          # classification smoke, 3 processes
-    python benchmarks/fanout.py --preset fig-s2 --tasks 2
+    python benchmarks/fanout.py --sweep rendering --tasks 2
 
 On one machine the processes share its cores: what fan-out buys here is overlapping one
 process's imports and compiles with another's training. Across machines each task has its own.

@@ -108,6 +108,12 @@ def _build_preset(module, sweep_name: str, preset: str):
     from coordjax import sweep as sw
 
     presets = module.PRESETS
+    retired = getattr(module, "RETIRED", {})
+    if preset not in presets and preset in retired:
+        raise UsageError(
+            f"preset {preset!r} of sweep {sweep_name!r} was retired; run {retired[preset]} "
+            f"instead (presets: {list(presets)})"
+        )
     if preset not in presets:
         raise UsageError(
             f"unknown preset {preset!r} for sweep {sweep_name!r}; choose from {list(presets)}"

@@ -15,18 +15,10 @@ Presets:
              with and without the rule; ``--preset paper --prune-at 100,200,400`` is the same.
   reference  the reference code's grid (experiment_logs.sh): as paper, deconv l2 {0, 1e-3, 1e-2}
              (648 models).
-  coordconv  the CoordConv part of paper only.
   evidence   CoordConv at the paper's three learning rates, l2 1e-3, batch 16, both splits,
              seeds {0, 1}, 50 epochs, evaluated every 2 epochs (12 models; 2.6 h measured on a
              2-core CPU). Expected: 10 of 12 runs reach 100 % test accuracy at some evaluation,
              only 2 are there at epoch 50 (docs/science/robustness.md).
-  evidence-deconv  deconv fs 2, c 1, batch 32, lr 2e-3, 3 epochs, both splits.
-  fig-s2     a Fig S2 sized for an idle 2-core CPU (217 s measured with the matmul lowering;
-             its report is docs/example-report-fig-s2): deconv fs {2, 3, 4} x c 1 (46k-184k
-             parameters) x lr {2e-3, 1e-2}, l2 1e-3, batch 32, 4 epochs (the paper: 1000), both
-             splits (12 models), and CoordConv at the smoke setting (unit inputs, seed 0,
-             3 epochs), both splits. Expected: CoordConv 100 % test on both splits; deconv's
-             upper-bound claims come out "partial" (4 epochs cannot show its ceiling).
   fig-s2-cpu Fig S2 at the paper's lengths for one idle 2-core CPU (issue 18; the dry run says
              74 min): deconv fs 2 x c {2, 3} x lr {2e-3, 5e-3}, l2 1e-3, batch 32, 200 epochs with
              the paper's step schedule, both splits, halved at epochs 50 and 100 by train
@@ -56,6 +48,9 @@ Presets:
              splits; unit 2 epochs, faithful and decay 4 epochs (36 models). Expected (the unit
              grid, ``--only unit``, 35 min on a shared CPU): 5 of 12 runs at 100 % test
              accuracy by epoch 2, seed 0 at every lr and split (docs/science/robustness.md).
+Retired (``RETIRED``; the CLI names the replacement): ``fig-s2`` (4 epochs; superseded by
+``fig-s2-cpu`` and its committed report), ``evidence-deconv`` (3 epochs; ``fig-s2-cpu --only
+deconv``), ``coordconv`` (``paper --only coordconv``).
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
 train and test on both splits.
 """
@@ -142,11 +137,7 @@ def reference():
     )
 
 
-def coordconv():
-    return union("classification", [coordconv_grid()], "CoordConv models of Fig S2")
-
-
-# CoordConv as the smoke and fig-s2 presets train it: inputs in the coordinate channels' range
+# CoordConv as the smoke preset trains it: inputs in the coordinate channels' range
 # (input_scale "unit", issue 10), seed 0, 3 epochs. The faithful raw-input recipe is too seed- and
 # float-sensitive for a demonstration (see the preset docstring and the `evidence` preset).
 SMOKE_COORDCONV = {**COORDCONV, "lr": 0.005, "l2": 0.001, "epochs": 3, "eval_every": 1,
@@ -164,16 +155,6 @@ def smoke():
         ],
         "CoordConv vs a small deconv, both splits; minutes on a 2-core CPU",
     )  # fmt: skip
-
-
-def fig_s2():
-    base = {**DECONV, "channel_mult": 1, "batch_size": 32, "l2": 0.001, "epochs": 4,
-            "eval_every": 2}  # fmt: skip
-    axes = {"filter_size": [2, 3, 4], "lr": [0.002, 0.01], "split": SPLITS}
-    deconv = Grid("deconv", base=base, axes=axes)
-    coordconv = Grid("coordconv", base=SMOKE_COORDCONV, axes={"split": SPLITS})
-    return union("classification", [deconv, coordconv],
-                 "a CPU-sized Fig S2: deconv 46k-184k parameters and CoordConv")  # fmt: skip
 
 
 # Fig S2 at the paper's lengths for one idle 2-core CPU (issue 18): the deconv sizes and lrs the
@@ -201,13 +182,6 @@ def evidence():
     grid = Grid("coordconv", base={**COORDCONV, "l2": 0.001, "eval_every": 2},
                 axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS, "seed": [0, 1]})  # fmt: skip
     return union("classification", [grid], "CoordConv, paper recipe, 3 lrs x 2 seeds")
-
-
-def evidence_deconv():
-    grid = Grid("deconv", base={**DECONV, "filter_size": 2, "channel_mult": 1, "batch_size": 32,
-                                "lr": 0.002, "l2": 0.001, "epochs": 3, "eval_every": 1},
-                axes={"split": SPLITS})  # fmt: skip
-    return union("classification", [grid], "a small deconv painter, briefly trained")
 
 
 ROBUSTNESS_VARIANTS = {
@@ -249,12 +223,9 @@ PRESETS = {
     "paper": paper,
     "paper-halving": paper_halving,
     "reference": reference,
-    "coordconv": coordconv,
     "smoke": smoke,
-    "fig-s2": fig_s2,
     "fig-s2-cpu": fig_s2_cpu,
     "evidence": evidence,
-    "evidence-deconv": evidence_deconv,
     "robustness": robustness,
     "robustness-full": robustness_full,
     "robustness-quick": robustness_quick,
@@ -262,14 +233,21 @@ PRESETS = {
 
 # What each preset is for (``coordjax list`` prints the presets under these headings).
 PURPOSES = {
-    "see it work in minutes": ["smoke", "fig-s2"],
+    "see it work in minutes": ["smoke"],
     "the paper's grids (days on a CPU: a GPU or successive halving)": [
-        "paper", "paper-halving", "reference", "coordconv"],
+        "paper", "paper-halving", "reference"],
     "the paper's lengths on one CPU (hours)": ["fig-s2-cpu"],
-    "evidence for one claim": ["evidence", "evidence-deconv"],
+    "evidence for one claim": ["evidence"],
     "robustness across seeds and recipe variants": [
         "robustness", "robustness-quick", "robustness-full"],
 }  # fmt: skip
+
+# Presets the committed reproductions superseded -> what to run instead (the CLI says so).
+RETIRED = {
+    "fig-s2": "fig-s2-cpu (the paper's lengths; docs/reports/classification-fig-s2-cpu) or smoke",
+    "evidence-deconv": "fig-s2-cpu --only deconv",
+    "coordconv": "paper --only coordconv",
+}
 
 if __name__ == "__main__":
     import sys

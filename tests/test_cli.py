@@ -43,6 +43,9 @@ def test_list_gives_description_model_count_and_grid_names(capsys):
             below = [t.split()[0] for t in section[heading + 1 :] if t.startswith("  ") and
                      not t.startswith("   ")]  # fmt: skip
             assert below[: len(presets)] == presets
+        # A retired preset is gone, and the replacement the CLI names is a preset.
+        for retired, instead in getattr(module, "RETIRED", {}).items():
+            assert retired not in module.PRESETS and instead.split()[0] in module.PRESETS
     assert max(len(line) for line in lines) <= 100
 
 

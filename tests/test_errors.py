@@ -206,6 +206,10 @@ PLAIN_CASES = {
     "unknown sweep": (["sweep", "nope", "--workdir", "w"], ["unknown sweep 'nope'", "regression"]),
     "missing sweep file": (["sweep", "gone.py", "--workdir", "w"], ["'gone.py' does not exist"]),
     "unknown preset": (["sweep", "classification", "--preset", "huge"], ["'huge'", "'paper'"]),
+    "retired preset": (
+        ["sweep", "classification", "--preset", "fig-s2", "--workdir", "w"],
+        ["'fig-s2'", "was retired", "fig-s2-cpu", "'smoke'"],
+    ),
     "no workdir": (["sweep", "classification"], ["--workdir is required"]),
     "unknown command": (["train"], ["invalid choice: 'train'", "'sweep'"]),
     "no command": ([], ["required: command"]),
