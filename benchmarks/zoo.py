@@ -19,7 +19,9 @@ at bucket sizes M (models per program). Per-model loops cost the same per model 
 Achieved FLOP/s use FLOPs counted from layer shapes (``coordjax.sweep.rates.train_step_flops``:
 2 FLOPs per multiply-add, forward + input gradient + weight gradient = 3x the forward's kernel
 layers, 2x for the first; XLA's cost analysis is not used: it counts a loop body once), against
-a dense float32 GEMM measured in the same run.
+a dense float32 GEMM measured in the same run. A roofline section sets each rate against the
+floors of one step: its FLOPs at that GEMM rate, and the bytes our compiled single-model step
+moves (XLA's cost analysis of the unlooped step) at a streaming bandwidth measured in the run.
 
     python benchmarks/zoo.py --quick     # <= 10 min on 2 idle cores
     python benchmarks/zoo.py             # every M in {1, 8, 32} (hours on a 2-core CPU)
@@ -235,13 +237,19 @@ def bench_lowerings(case: Case, num_models: int, min_time: float, log) -> list[R
     return out
 
 
-def bench_loop(case: Case, min_time: float, log) -> Row:
-    """A Python loop of K calls of the jitted single-model ``train_step`` (M = 1)."""
+def single_model_step(case: Case):
+    """``(step, (data, run, state, idx, mask))``: the jitted single-model ``train_step`` on
+    the case's first batch, as the engine's bucket of one builds its inputs."""
     setup, data, runs, states, _, _ = engine_inputs(case, 1)
     run, state = jax.tree.map(lambda x: x[0], (runs, states))
-    step = jax.jit(functools.partial(train_step, setup))
     idx = jnp.arange(setup.batch_size, dtype=jnp.int32) % data.inputs.shape[0]
     mask = jnp.ones((setup.batch_size,), bool)
+    return jax.jit(functools.partial(train_step, setup)), (data, run, state, idx, mask)
+
+
+def bench_loop(case: Case, min_time: float, log) -> Row:
+    """A Python loop of K calls of the jitted single-model ``train_step`` (M = 1)."""
+    step, (data, run, state, idx, mask) = single_model_step(case)
 
     def call():
         s = state
@@ -259,6 +267,19 @@ def step_flops(case: Case) -> float:
     """FLOPs of one training step of one model, counted from layer shapes."""
     model = models.build(case.model, **case.kwargs)
     return rates.train_step_flops(model, models.MODELS[case.model].input_shape, case.batch_size)
+
+
+@functools.cache
+def step_bytes(case: Case) -> float | None:
+    """Bytes one single-model training step moves, by XLA's cost analysis of the compiled step
+    (every op's operands and results, after fusion: what our program moves, not the least any
+    program must). None where the backend reports no figure."""
+    step, args = single_model_step(case)
+    cost = step.lower(*args).compile().cost_analysis()
+    if isinstance(cost, list):  # older jaxlibs: one dict per computation
+        cost = cost[0] if cost else None
+    value = (cost or {}).get("bytes accessed")
+    return float(value) if value else None
 
 
 @functools.cache
@@ -370,6 +391,39 @@ def results_table(rows: Sequence[Row], cases: Sequence[Case], gemm: float) -> li
                 f"| {'–' if r.spread is None else f'{100 * r.spread:.0f}%'} "
                 f"| {r.note} |"
             )
+    return lines
+
+
+def roofline_table(
+    rows: Sequence[Row], cases: Sequence[Case], gemm: float, bandwidth: float
+) -> list[str]:
+    """Per case, the least time a step can take on this machine by its FLOPs (at the GEMM rate)
+    and by the bytes our compiled step moves (at the streaming bandwidth), and the M = 1 rates
+    of the engine and torch against the larger of the two floors."""
+    lines = [
+        "| model | GFLOP/step | GB/step (XLA) | compute floor (ms) | memory floor (ms) | bound "
+        "| roofline steps/s | engine M=1 | % roofline | torch | torch % roofline |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for case in cases:
+        flops, moved = step_flops(case), step_bytes(case)
+        compute_s = flops / gemm
+        memory_s = None if moved is None else moved / bandwidth
+        floor = max(compute_s, memory_s or 0.0)
+        engine, torch = rate(find(rows, case, "engine")), rate(find(rows, case, "torch"))
+
+        def share(steps_per_s, floor=floor):
+            return benchlib.fmt(None if not steps_per_s else 100 * steps_per_s * floor)
+
+        lines.append(
+            f"| {case.label} | {flops / 1e9:.2f} "
+            f"| {benchlib.fmt(None if moved is None else moved / 1e9)} "
+            f"| {benchlib.fmt(1e3 * compute_s)} "
+            f"| {benchlib.fmt(None if memory_s is None else 1e3 * memory_s)} "
+            f"| {'memory' if (memory_s or 0.0) > compute_s else 'compute'} "
+            f"| {benchlib.fmt(1 / floor)} | {benchlib.fmt(engine)} | {share(engine)} "
+            f"| {benchlib.fmt(torch)} | {share(torch)} |"
+        )
     return lines
 
 
@@ -549,8 +603,11 @@ def measure(settings: Settings, log, start: float) -> tuple[list[Row], list[str]
     return rows, skipped
 
 
-def run_meta(args: argparse.Namespace, torch: Any, gemm: dict[str, float], load) -> dict:
-    """How this run was measured: device, CPU, load, GEMM ceiling, date, command, versions."""
+def run_meta(
+    args: argparse.Namespace, torch: Any, gemm: dict[str, float], bandwidth: float, load
+) -> dict:
+    """How this run was measured: device, CPU, load, GEMM and bandwidth ceilings, date, command,
+    versions."""
     device = jax.devices()[0]
     return {
         "device_kind": device.device_kind,
@@ -559,6 +616,7 @@ def run_meta(args: argparse.Namespace, torch: Any, gemm: dict[str, float], load)
         "cpu_count": os.cpu_count(),
         "load_average_at_start": None if load is None else list(load),
         "gemm_flops_per_s": gemm["jax"],
+        "memory_bytes_per_s": bandwidth,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": benchlib.command_line(),
         "versions": benchlib.versions(torch),
@@ -592,6 +650,8 @@ def report_markdown(
         f"≥ {settings.min_time} s timed per measurement (median call); learning rate {LR}, "
         f"L2 {L2}; the first batch of the data.",
         f"- dense float32 GEMM (2048², best of 5): {gemm_text}",
+        f"- streaming memory bandwidth (jax, a 256 MiB float32 array scaled, read + write, best "
+        f"of 5): {meta['memory_bytes_per_s'] / 1e9:.1f} GB/s",
         "- FLOPs per step: counted from layer shapes (`coordjax.sweep.rates.train_step_flops`): "
         "2 per multiply-add of every conv, transposed conv and dense layer, × 3 for forward, "
         "input gradient and weight gradient (× 2 for the first layer); elementwise work not "
@@ -629,6 +689,17 @@ def report_markdown(
             "",
             f"![model-steps/s vs M]({plot_name})",
             "",
+            "## Roofline",
+            "",
+            "Why a rate is what it is: the floors of one step on this machine, from its FLOPs "
+            "(counted from layer shapes, at the jax GEMM rate) and from the bytes our compiled "
+            "single-model step moves (XLA's cost analysis: every op's operands and results after "
+            "fusion, so a lowering that materializes patches pays here), at the streaming "
+            "bandwidth. `% roofline` is a rate over 1 / max(floors); torch's program moves its "
+            "own bytes, so its share can exceed 100 % of ours.",
+            "",
+            *roofline_table(rows, settings.cases, gemm["jax"], meta["memory_bytes_per_s"]),
+            "",
         ]
     )
 
@@ -648,9 +719,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(TORCH_HINT + "; the torch contender is skipped")
     gemm = benchlib.gemm_flop_rate(torch=torch)
     log("GEMM: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in gemm.items()))
+    bandwidth = benchlib.memory_bandwidth()
+    log(f"memory bandwidth: {bandwidth / 1e9:.1f} GB/s")
     rows, skipped = measure(settings, log, start)
     elapsed = time.perf_counter() - start
-    meta = run_meta(args, torch, gemm, load_at_start)
+    meta = run_meta(args, torch, gemm, bandwidth, load_at_start)
 
     stem = benchlib.output_path(args.out_dir, "zoo").with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -658,7 +731,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         head, meta, settings, rows, skipped, gemm, elapsed, torch, f"{stem.name}.png"
     )
     record = {**meta, "gemm": gemm, "sizes": list(settings.sizes), "k_steps": K_STEPS,
-              "skipped": skipped, "rows": [r.as_json() for r in rows]}  # fmt: skip
+              "skipped": skipped, "rows": [r.as_json() for r in rows],
+              "step_bytes": {c.label: step_bytes(c) for c in settings.cases}}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     plot(rows, settings.cases, stem.with_suffix(".png"))
     stem.with_suffix(".md").write_text(report)
