@@ -1,13 +1,28 @@
-"""Test configuration: strict numerics and several fake CPU devices.
+"""Test configuration: strict numerics, several fake CPU devices, one compilation cache.
 
 The device count must be set before JAX initialises its backend, so it is set here, at import,
-which pytest does before any test module imports jax.
+which pytest does before any test module imports jax (and before pytest-xdist starts its
+workers, which inherit the environment).
+
+Most of the suite's time is XLA compiling the same few tiny programs in many tests; JAX's
+persistent compilation cache, in one fresh directory per run shared by the workers and the
+subprocess tests, compiles each once (a cache hit is the same executable, so no result
+changes). Set ``JAX_COMPILATION_CACHE_DIR`` yourself to keep a cache across runs.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "4")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _RUN_CACHE = tempfile.mkdtemp(prefix="coordjax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+else:
+    _RUN_CACHE = None
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -15,6 +30,12 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_unconfigure(config):
+    """The run's cache goes with the process that made it (the controller, under xdist)."""
+    if _RUN_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
