@@ -13,10 +13,17 @@ Presets:
              deconv renderers fs 2 x c {1, 2} x loss {sigmoid, mse}, lr 2e-3, l2 1e-3, batch 32,
              150 epochs, both splits, halved at epoch 50 by train IoU within each split; the
              CoordConv renderer (9,490 params) under both losses, lr 5e-3, batch 16, 50 epochs,
-             both splits. Not run yet.
+             both splits. Expected: deconv sigmoid test IoU 0.78 uniform / 0.23 quadrant at
+             epoch 150 (MSE runs pruned at 0.02); the CoordConv renderer paints nothing (IoU 0)
+             under the sigmoid loss. Its report: docs/reports/rendering-cpu.
+  cpu-unit   the intervention for ``cpu``'s CoordConv renderer: the same model and recipe with
+             its inputs in the coordinate channels' range (``input_scale="unit"``, the fix for
+             the classifier's raw-input slowness), sigmoid loss, 20 epochs, evaluated every 2,
+             both splits (578 s measured). Expected: test IoU 1.000 on uniform from epoch 12,
+             0.94 on quadrant (train 1.000). Its report: docs/reports/rendering-cpu-unit.
   smoke      a few epochs of CoordConv and a small deconv, both splits.
 Runtime: ``coordjax list`` prints an estimate for this machine (smoke: minutes on a 2-core CPU);
-no rendering sweep has been measured yet (docs/science/reproductions.md).
+the verdicts are on docs/science/reproductions.md.
 Targets are binary 0/1 squares (the paper's recipe; the reference's 0.502 targets cap IoU at 0.5).
 Expected (paper/blog): deconv test IoU ≤ 0.83 (uniform), ≤ 0.36 (quadrant); CoordConv IoU 1.0.
 """
@@ -119,13 +126,22 @@ def cpu():
                  "deconv vs CoordConv renderers, both losses, for one CPU")  # fmt: skip
 
 
-PRESETS = {"paper": paper, "reference": reference, "smoke": smoke, "cpu": cpu}
+def cpu_unit():
+    coordconv = Grid("coordconv-unit",
+                     base={**COORDCONV, "l2": 0.0, "lr": 0.005, "input_scale": "unit",
+                           "epochs": 20, "eval_every": 2},
+                     axes={"split": SPLITS})  # fmt: skip
+    return union("rendering", [coordconv], "the CoordConv renderer with unit inputs, 20 epochs")
+
+
+PRESETS = {"paper": paper, "reference": reference, "smoke": smoke, "cpu": cpu,
+           "cpu-unit": cpu_unit}  # fmt: skip
 
 # What each preset is for (``coordjax list`` prints the presets under these headings).
 PURPOSES = {
     "see it work in minutes": ["smoke"],
     "the paper's grids (days on a CPU: a GPU or successive halving)": ["paper", "reference"],
-    "the paper's lengths on one CPU (hours)": ["cpu"],
+    "the paper's lengths on one CPU (hours)": ["cpu", "cpu-unit"],
 }
 
 if __name__ == "__main__":
