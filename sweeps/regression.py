@@ -7,11 +7,11 @@ Presets:
   paper      Table S1 models with the reference grid: conv regressors (72,850 params on uniform,
              12,914 on quadrant) lr {5e-4, 1e-3, 1e-2} × l2 {1e-5, 1e-4, 5e-4}; CoordConv
              regressor (906 params) lr 1e-2, l2 1e-5; batch 256, 100 epochs, constant lr.
-  cpu        the paper's length for one idle 2-core CPU (issue 18; the dry run says about an
-             hour): both conv regressors over the reference grid (9 runs each), 100 epochs, a
+  cpu        the paper's length for one idle 2-core CPU (issue 18; the dry run says 49 min):
+             both conv regressors over the reference grid (9 runs each), 100 epochs, a
              third kept at epoch 20 by train error. Not run yet.
   cpu-coordconv  its CoordConv half, a preset of its own so that each fits a 2-hour run (the dry
-             run says 90 min; the ``evidence`` run of seed 0 took 76 min for 2 models): the
+             run says 68 min, but the ``evidence`` run of seed 0 took 76 min for 2 models): the
              CoordConv regressor, seeds {0, 1}, both splits, 100 epochs, evaluated every 5.
              Not run yet.
   smoke      the same models, a few epochs.
@@ -88,8 +88,8 @@ def evidence():
 
 # The paper's length on one idle 2-core CPU (issue 18): the conv regressors over the reference
 # grid, halved to a third at epoch 20 by train error within each split; the CoordConv regressor
-# at two seeds, never pruned, in a preset of its own (together they estimate 2.5 h, over the 2 h
-# one run should take here).
+# at two seeds, never pruned, in a preset of its own (the dry run says 116 min for both, but the
+# CoordConv regressor's `evidence` run took 76 min for two of its four models).
 CPU_RULE = Prune(at=(20,), keep=1 / 3)
 
 
