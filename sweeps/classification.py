@@ -48,9 +48,7 @@ Presets:
              splits; unit 2 epochs, faithful and decay 4 epochs (36 models). Expected (the unit
              grid, ``--only unit``, 35 min on a shared CPU): 5 of 12 runs at 100 % test
              accuracy by epoch 2, seed 0 at every lr and split (docs/science/robustness.md).
-Retired (``RETIRED``; the CLI names the replacement): ``fig-s2`` (4 epochs; superseded by
-``fig-s2-cpu`` and its committed report), ``evidence-deconv`` (3 epochs; ``fig-s2-cpu --only
-deconv``), ``coordconv`` (``paper --only coordconv``).
+Retired presets and what replaces each: ``RETIRED`` below (the CLI names the replacement).
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
 train and test on both splits.
 """

@@ -94,9 +94,8 @@ CPU_RULE = Prune(at=(20,), keep=1 / 3)
 
 
 def cpu():
-    base = {**BASE, "epochs": 100, "eval_every": 10}
     conv = [
-        Grid("conv", base={**base, "model": model, "split": split}, axes={**CONV_AXES},
+        Grid("conv", base={**BASE, "model": model, "split": split}, axes={**CONV_AXES},
              prune=CPU_RULE)
         for model, split in (("conv_regressor_uniform", "uniform"),
                              ("conv_regressor_quadrant", "quadrant"))
@@ -107,7 +106,7 @@ def cpu():
 def cpu_coordconv():
     coordconv = Grid("coordconv",
                      base={**BASE, "model": "coordconv_regressor", "lr": 0.01, "l2": 1e-5,
-                           "epochs": 100, "eval_every": 5},
+                           "eval_every": 5},
                      axes={"split": ["uniform", "quadrant"], "seed": [0, 1]})  # fmt: skip
     return union("regression", [coordconv], "Table S1's CoordConv regressor, 100 epochs, 2 seeds")
 
