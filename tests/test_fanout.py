@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -307,6 +308,27 @@ def test_the_heartbeat_keeps_a_claim_fresh_and_an_error_releases_it(tmp_path):
             assert json.loads(claim.path.read_text())["heartbeat"] > first
             raise RuntimeError("boom")
     assert not claim.path.exists() and not claims.done("bucket", 1)
+
+
+def test_a_beat_in_flight_does_not_write_back_a_released_claim(tmp_path, monkeypatch):
+    # The error arrives while a beat is writing: the release must wait for it, or the write
+    # brings the claim back (it did under load).
+    writing = threading.Event()
+    write = fanout.atomic_write_text
+
+    def slow_write(path, text):
+        writing.set()
+        time.sleep(0.2)
+        write(path, text)
+
+    monkeypatch.setattr(fanout, "atomic_write_text", slow_write)
+    claims = fanout.Claims(tmp_path, fanout.TaskSlot(0, 1), stale_after=60, heartbeat_s=0.01)
+    claim = claims.try_claim("bucket", 1)
+    with pytest.raises(RuntimeError):
+        with claims.heartbeat(claim):
+            assert writing.wait(5)
+            raise RuntimeError("boom")
+    assert not claim.path.exists()
 
 
 # -- status --------------------------------------------------------------------------------------

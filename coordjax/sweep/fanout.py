@@ -372,16 +372,22 @@ class Claims:
         thread = threading.Thread(target=beat, name=f"heartbeat-{claim.path.parent.name}")
         thread.daemon = True
         thread.start()
+
+        def stop_beating():
+            stop.set()
+            thread.join()
+
         try:
             yield claim
         except BaseException:
+            # Stop first: a beat in flight would write the released claim back.
+            stop_beating()
             if not claim.lost:
                 with contextlib.suppress(OSError):
                     claim.path.unlink()
             raise
         finally:
-            stop.set()
-            thread.join()
+            stop_beating()
 
 
 def run_stage(
