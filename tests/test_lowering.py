@@ -208,15 +208,16 @@ def test_coordconv_layers_same_for_every_lowering(transpose, coord_weights, lowe
     make = lambda low: layer_type(  # noqa: E731
         4, (3, 2), strides=(2, 1), coord_weights=coord_weights, with_r=True, lowering=low
     )
-    variables = make("lax").init(jax.random.key(0), x)
-    init_mm = make(lowering).init(jax.random.key(0), x)
+    # Jitted throughout: eager, the matmul forms dispatch hundreds of small ops.
+    variables = jax.jit(make("lax").init)(jax.random.key(0), x)
+    init_mm = jax.jit(make(lowering).init)(jax.random.key(0), x)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(init_mm), strict=True):
         np.testing.assert_array_equal(a, b)
 
     def loss(low):
         return lambda v, x: jnp.sum(jnp.sin(make(low).apply(v, x)))
 
-    want = jax.value_and_grad(loss("lax"), argnums=(0, 1))(variables, x)
+    want = jax.jit(jax.value_and_grad(loss("lax"), argnums=(0, 1)))(variables, x)
     got = jax.jit(jax.value_and_grad(loss(lowering), argnums=(0, 1)))(variables, x)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

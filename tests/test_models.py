@@ -637,14 +637,19 @@ def test_coordconv_regressor_pool_margin_is_the_max_over_the_inner_map():
     images = np.zeros((3, 64, 64, 1), np.float32)
     images[[0, 1, 2], [1, 30, 62], [62, 5, 1], 0] = 1.0  # one-hots near the border and inside
     model = models.CoordConvRegressor()
-    params = model.init(jax.random.key(0), images, train=False)["params"]
-    out, state = model.apply({"params": params}, images, train=False,
-                             capture_intermediates=True, mutable=["intermediates"])  # fmt: skip
+    params = _init(model, jax.random.key(0), images)["params"]
+
+    @jax.jit
+    def capture(p):
+        return model.apply({"params": p}, images, train=False, capture_intermediates=True,
+                           mutable=["intermediates"])  # fmt: skip
+
+    out, state = capture(params)
     maps = np.asarray(state["intermediates"]["conv_4"]["__call__"][0])  # (3, 64, 64, 2)
     np.testing.assert_array_equal(out, maps.max(axis=(1, 2)))
     for m in (1, 2, 31):
-        got = models.CoordConvRegressor(pool_margin=m).apply({"params": params}, images,
-                                                             train=False)  # fmt: skip
+        got, _ = _apply(models.CoordConvRegressor(pool_margin=m), {"params": params}, images,
+                        train=False)  # fmt: skip
         np.testing.assert_array_equal(got, maps[:, m : 64 - m, m : 64 - m].max(axis=(1, 2)))
     for bad in (-1, 32, 1.5, True):
         with pytest.raises(ValueError, match="pool_margin must be an int >= 0"):

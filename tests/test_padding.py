@@ -23,7 +23,8 @@ COORDS = np.array([[4.0, 59.0], [31.0, 12.0], [40.0, 40.0]], np.float32)
 
 
 def _init(model, key=0):
-    return model.init(jax.random.key(key), COORDS[:1], train=False)
+    # Jitted, as every forward here: eager, a painter dispatches thousands of small ops.
+    return jax.jit(lambda k: model.init(k, COORDS[:1], train=False))(jax.random.key(key))
 
 
 def _embedded(name, small_kwargs, big_kwargs):
@@ -67,8 +68,12 @@ EMBEDDINGS = [
 def test_embedded_model_computes_the_small_model(name, small_kwargs, big_kwargs, train):
     small, small_vars, big, embedded = _embedded(name, small_kwargs, big_kwargs)
     mask = np.array([True, True, False])
-    want = small.apply(small_vars, COORDS, train=train, mask=mask, mutable=["batch_stats"])[0]
-    got = big.apply(embedded, COORDS, train=train, mask=mask, mutable=["batch_stats"])[0]
+
+    def forward(model, variables):
+        apply = lambda v: model.apply(v, COORDS, train=train, mask=mask, mutable=["batch_stats"])  # noqa: E731
+        return jax.jit(apply)(variables)[0]
+
+    want, got = forward(small, small_vars), forward(big, embedded)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
@@ -149,8 +154,8 @@ def test_padded_training_equals_true_model(
     small = TrainSetup(models.build(name, **small_kwargs), task, batch_size=8, steps_per_epoch=296)
     big = TrainSetup(models.build(name, **big_kwargs), task, batch_size=8, steps_per_epoch=296)
     run = RunSpec(make_hparams(0.01, 0.001), np.int32(3), split_indices("uniform"))
-    small_state = init_state(small, data, run)
-    big_init = init_state(big, data, run)
+    init = jax.jit(init_state, static_argnums=0)
+    small_state, big_init = init(small, data, run), init(big, data, run)
     zeros = jax.tree.map(np.zeros_like, big_init.params)
     params = padding.embed(small_state.params, zeros, spec.kernel_offset)
     big_state = big_init._replace(

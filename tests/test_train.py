@@ -16,6 +16,7 @@ from coordjax.train import (
     SplitIndices,
     TrainSetup,
     device_data,
+    evaluate,
     fit,
     init_state,
     learning_rate,
@@ -28,6 +29,13 @@ from coordjax.train.data import device_split_data
 from coordjax.train.step import epoch_order, l2_penalty
 
 TASK = tasks.get("classification")
+
+
+# The recipe's functions jitted (the setup is static: hashable, compared by value): eager, a
+# step dispatches hundreds of small ops, each compiled on its own.
+jit_init = jax.jit(init_state, static_argnums=0)
+jit_step = jax.jit(train_step, static_argnums=0)
+jit_evaluate = jax.jit(evaluate, static_argnums=0)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +96,7 @@ def test_hparams_are_traced_not_baked(data):
 
     compiled = jax.jit(chunk)
     run = _run()
-    state = init_state(setup, data, run)
+    state = jit_init(setup, data, run)
     compiled(data, run, state)
     compiled(data, run._replace(hparams=make_hparams(0.5, 0.1, schedule="step")), state)
     assert len(traces) == 1
@@ -99,7 +107,7 @@ def test_hparams_are_traced_not_baked(data):
 
 def test_l2_penalty_is_sum_of_squared_regularised_kernels(data):
     setup = _setup(models.build("deconv_painter", filter_size=2, channel_mult=1))
-    params = init_state(setup, data, _run()).params
+    params = jit_init(setup, data, _run()).params
     expected = sum(
         float(np.sum(np.square(params[f"deconv_{i}"]["kernel"]))) for i in range(6)
     )  # kernels only: no biases, no BatchNorm scale/bias
@@ -111,9 +119,11 @@ def test_train_step_equals_optax_adam_on_penalised_loss(data):
     model = models.build("coordconv_classifier")
     setup = _setup(model, batch_size=4)
     run = _run(lr=0.003, l2=0.01)
-    state = init_state(setup, data, run)
+    state = jit_init(setup, data, run)
     idx = jnp.asarray([5, 17, 1000, 2000], jnp.int32)
     mask = jnp.ones((4,), bool)
+    # Eager, like the reference below: Adam's first step moves a coordinate by about ±lr
+    # whatever its gradient's size, so the two must sum in the same order.
     new_state, _ = train_step(setup, data, run, state, idx, mask)
 
     def reference_loss(params):
@@ -142,13 +152,13 @@ def test_masked_partial_batch_equals_unpadded_batch(data):
     run = _run()
     padded_setup = _setup(batch_size=5)
     small_setup = _setup(batch_size=2)
-    state = init_state(padded_setup, data, run)
+    state = jit_init(padded_setup, data, run)
     real = [12, 345]
-    padded, _ = train_step(
+    padded, _ = jit_step(
         padded_setup, data, run, state,
         jnp.asarray(real + [0, 7, 3000], jnp.int32), jnp.asarray([True, True, False, False, False]),
     )  # fmt: skip
-    small, _ = train_step(
+    small, _ = jit_step(
         small_setup, data, run, state, jnp.asarray(real, jnp.int32), jnp.ones((2,), bool)
     )
     jax.tree.map(
@@ -160,8 +170,8 @@ def test_masked_partial_batch_equals_unpadded_batch(data):
 
 def test_step_without_examples_is_a_no_op(data):
     setup, run = _setup(), _run()
-    state = init_state(setup, data, run)
-    new, loss = train_step(setup, data, run, state, jnp.zeros((4,), jnp.int32), jnp.zeros(4, bool))
+    state = jit_init(setup, data, run)
+    new, loss = jit_step(setup, data, run, state, jnp.zeros((4,), jnp.int32), jnp.zeros(4, bool))
     jax.tree.map(np.testing.assert_array_equal, new, state)
     assert float(loss) == 0.0
 
@@ -169,14 +179,14 @@ def test_step_without_examples_is_a_no_op(data):
 def test_divergence_is_flagged_and_frozen(data):
     setup = _setup(models.build("coordconv_classifier"))
     run = _run(lr=1e30)
-    state = init_state(setup, data, run)
+    state = jit_init(setup, data, run)
     idx, mask = jnp.asarray([1, 2, 3, 4], jnp.int32), jnp.ones(4, bool)
     for _ in range(4):
-        state, _ = train_step(setup, data, run, state, idx, mask)
+        state, _ = jit_step(setup, data, run, state, idx, mask)
     assert bool(state.diverged)
     assert 0 <= int(state.diverged_step) < 4
     frozen = state
-    state, _ = train_step(setup, data, run, state, idx, mask)
+    state, _ = jit_step(setup, data, run, state, idx, mask)
     jax.tree.map(np.testing.assert_array_equal, state, frozen)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params))
 
@@ -272,11 +282,9 @@ def test_device_split_data_places_examples_in_generation_order():
 
 def test_evaluation_ignores_padding(data):
     """Evaluating a split padded with junk indices gives the same metrics as the exact split."""
-    from coordjax.train import evaluate
-
     setup, run = _setup(), _run(split="quadrant")
-    state = init_state(setup, data, run)
-    exact = evaluate(setup, data, run, state)
+    state = jit_init(setup, data, run)
+    exact = jit_evaluate(setup, data, run, state)
     split = run.split
     junk = SplitIndices(
         train_idx=jnp.concatenate([split.train_idx, jnp.full((50,), 9, jnp.int32)]),
@@ -284,7 +292,7 @@ def test_evaluation_ignores_padding(data):
         test_idx=jnp.concatenate([split.test_idx, jnp.full((300,), 9, jnp.int32)]),
         n_test=split.n_test,
     )
-    padded = evaluate(setup, data, run._replace(split=junk), state)
+    padded = jit_evaluate(setup, data, run._replace(split=junk), state)
     for key in exact:
         np.testing.assert_allclose(padded[key], exact[key], rtol=1e-5, err_msg=key)
 
