@@ -11,7 +11,8 @@ def test_handbuilt_regressor_is_exact_on_all_3136_examples():
     model = models.build("coordconv_regressor")
     params = handbuilt.coordconv_regressor_params()
     # Same tree and shapes as the trainable model: it is the paper's 906-parameter network.
-    init = model.init(jax.random.key(0), np.zeros((1, 64, 64, 1), np.float32), train=False)
+    image = jax.ShapeDtypeStruct((1, 64, 64, 1), np.float32)
+    init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), image)
     assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, init["params"])
     assert models.count_params(params) == 906
 

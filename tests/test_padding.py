@@ -81,13 +81,15 @@ def test_wrong_offset_is_detected():
     """The equivalence above can fail: a 2-tap kernel placed at offset 0 of a 3-tap one."""
     name = "deconv_painter"
     small, small_vars, big, _ = _embedded(name, {"filter_size": 2}, {"filter_size": 3})
-    zeros = jax.tree.map(jnp.zeros_like, _init(big)["params"])
+    big_vars = _init(big)
+    zeros = jax.tree.map(jnp.zeros_like, big_vars["params"])
     wrong = {
         "params": padding.embed(small_vars["params"], zeros, lambda k, big_k: 0),
-        "batch_stats": _init(big)["batch_stats"],
+        "batch_stats": big_vars["batch_stats"],
     }
-    want = small.apply(small_vars, COORDS, train=False)
-    assert not np.allclose(big.apply(wrong, COORDS, train=False), want, atol=1e-3)
+    want = jax.jit(lambda v: small.apply(v, COORDS, train=False))(small_vars)
+    got = jax.jit(lambda v: big.apply(v, COORDS, train=False))(wrong)
+    assert not np.allclose(got, want, atol=1e-3)
 
 
 def test_offsets_match_lax():
