@@ -14,7 +14,9 @@ Presets:
   cpu-coordconv  its CoordConv half, a preset of its own so that each fits a 2-hour run (the dry
              run says 68 min, but the ``evidence`` run of seed 0 took 76 min for 2 models): the
              CoordConv regressor, seeds {0, 1}, both splits, 100 epochs, evaluated every 5.
-             Not run yet.
+             Measured (80 min): uniform 0.00 px at seed 0 (epochs 30-60), 14.1 px at seed 1;
+             quadrant stalls at both seeds (13.0 / 20.4 px train), a dead max;
+             docs/reports/regression-cpu-coordconv.
   smoke      the same models, a few epochs.
   evidence   the CoordConv regressor alone, both splits, the paper's 100 epochs, evaluated every 5
              (76 min measured on a 2-core CPU, seed 0). Expected: uniform test error 0.00 px at
