@@ -114,13 +114,17 @@ def smoke():
 CPU_RULE = Prune(at=(50,), keep=1 / 2)
 
 
+# The CoordConv renderer of both cpu presets: lr 5e-3, no L2.
+CPU_COORDCONV = {**COORDCONV, "l2": 0.0, "lr": 0.005}
+
+
 def cpu():
     deconv = Grid("deconv",
                   base={**DECONV, "filter_size": 2, "batch_size": 32, "l2": 0.001, "lr": 0.002,
                         "epochs": 150, "eval_every": 10},
                   axes={"loss": ["sigmoid", "mse"], "channel_mult": [1, 2], "split": SPLITS},
                   prune=CPU_RULE)  # fmt: skip
-    coordconv = Grid("coordconv", base={**COORDCONV, "l2": 0.0, "lr": 0.005},
+    coordconv = Grid("coordconv", base=CPU_COORDCONV,
                      axes={"loss": ["sigmoid", "mse"], "split": SPLITS})  # fmt: skip
     return union("rendering", [deconv, coordconv],
                  "deconv vs CoordConv renderers, both losses, for one CPU")  # fmt: skip
@@ -128,8 +132,8 @@ def cpu():
 
 def cpu_unit():
     coordconv = Grid("coordconv-unit",
-                     base={**COORDCONV, "l2": 0.0, "lr": 0.005, "input_scale": "unit",
-                           "epochs": 20, "eval_every": 2},
+                     base={**CPU_COORDCONV, "input_scale": "unit", "epochs": 20,
+                           "eval_every": 2},
                      axes={"split": SPLITS})  # fmt: skip
     return union("rendering", [coordconv], "the CoordConv renderer with unit inputs, 20 epochs")
 

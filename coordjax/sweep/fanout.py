@@ -372,22 +372,16 @@ class Claims:
         thread = threading.Thread(target=beat, name=f"heartbeat-{claim.path.parent.name}")
         thread.daemon = True
         thread.start()
-
-        def stop_beating():
-            stop.set()
-            thread.join()
-
+        failed = True
         try:
             yield claim
-        except BaseException:
-            # Stop first: a beat in flight would write the released claim back.
-            stop_beating()
-            if not claim.lost:
+            failed = False
+        finally:
+            stop.set()
+            thread.join()  # before the release: a beat in flight would write the claim back
+            if failed and not claim.lost:
                 with contextlib.suppress(OSError):
                     claim.path.unlink()
-            raise
-        finally:
-            stop_beating()
 
 
 def run_stage(
