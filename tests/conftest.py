@@ -32,6 +32,15 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than this process may use cores. A core idles while its
+    test waits on a checkpoint write, a child process or a sleep (about 1.8 of 2 cores busy
+    with one worker each); the extra worker fills it."""
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0)) + 1
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_unconfigure(config):
     """The run's cache goes with the process that made it (the controller, under xdist)."""
     if _RUN_CACHE is not None and not hasattr(config, "workerinput"):

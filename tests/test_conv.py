@@ -41,25 +41,22 @@ def _loss(f):
 SIZES_AND_STRIDES = [(1, 2), (2, 1), (2, 2), (3, 1), (3, 3), (4, 2), (5, 3), (5, 1)]
 
 
-@pytest.mark.parametrize("padding", list(PADDINGS))
-@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
-def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding):
-    """Kernel sizes 1-5 (non-square), strides 1-3 (per-dim), on a non-square input: forward,
-    d/dx and d/dkernel of every lowering equal flax's nn.Conv / nn.ConvTranspose."""
-    _check_lowerings_over_kernels_and_strides(
-        transpose, padding, ("lax", "matmul", "zero_insertion")
-    )
-
-
 MATMUL_FORMS = ["overlap_add", "per_phase_separate", "per_phase_batched", "shared_window"]
 
 
 @pytest.mark.parametrize("padding", list(PADDINGS))
-@pytest.mark.parametrize("form", MATMUL_FORMS)
-def test_transposed_conv_forms_equal_flax_over_kernels_strides_and_shapes(form, padding):
-    """The same grid with every strided transposed conv computed in one named form of the
-    matmul lowering, whether or not conv_transpose_form would choose it there."""
-    _check_lowerings_over_kernels_and_strides(True, padding, lowerings=(), form=form)
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
+def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding):
+    """Kernel sizes 1-5 (non-square), strides 1-3 (per-dim), on a non-square input: forward,
+    d/dx and d/dkernel of every lowering equal flax's nn.Conv / nn.ConvTranspose; and, for a
+    transposed conv, of each named form of the matmul lowering, whether or not
+    conv_transpose_form would choose it there."""
+    _check_lowerings_over_kernels_and_strides(
+        transpose,
+        padding,
+        lowerings=("lax", "matmul", "zero_insertion"),
+        forms=MATMUL_FORMS if transpose else (),
+    )
 
 
 @pytest.mark.parametrize("form", ["stride_one", *MATMUL_FORMS])
@@ -120,9 +117,7 @@ def test_conv_transpose_form_rule(x_shape, kernel_shape, strides, lowering, tran
     assert chosen == named
 
 
-def _check_lowerings_over_kernels_and_strides(
-    transpose, padding, lowerings=("lax", "matmul"), form=None
-):
+def _check_lowerings_over_kernels_and_strides(transpose, padding, lowerings, forms=()):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)), jnp.float32)
     cases = 0
@@ -135,20 +130,23 @@ def _check_lowerings_over_kernels_and_strides(
             jax.eval_shape(reference, x, w)
         except (TypeError, ValueError):  # an empty output (VALID, large kernel): lax refuses too
             continue
-        fns = [reference] + [_lowered(transpose, strides, pads, low) for low in lowerings]
-        if form is not None:
-            fns.append(functools.partial(conv.conv_transpose, strides=strides, padding=pads,
-                                         form=form))  # fmt: skip
-        # one compile per case: outputs and both gradients of the reference and both lowerings
+        named = {f"lowering={low}": _lowered(transpose, strides, pads, low) for low in lowerings}
+        for form in forms:
+            named[f"form={form}"] = functools.partial(
+                conv.conv_transpose, strides=strides, padding=pads, form=form
+            )
+        fns = [reference, *named.values()]
+        # one compile per case: outputs and both gradients of the reference and every form
         outs = jax.jit(
             lambda x, w, fns=fns: [(f(x, w), jax.grad(_loss(f), argnums=(0, 1))(x, w)) for f in fns]
         )(x, w)
         (want, want_grads), *lowered = outs
-        for got, got_grads in lowered:
-            assert got.shape == want.shape, (kernel_size, strides)
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        for name, (got, got_grads) in zip(named, lowered, strict=True):
+            where = (name, kernel_size, strides)
+            assert got.shape == want.shape, where
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(where))
             for g, e in zip(got_grads, want_grads, strict=True):
-                np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=str(where))
         cases += 1
     assert cases >= 5
 

@@ -98,7 +98,12 @@ ZERO_GRAD_BIASES = {"deconv_painter": {f"deconv_{i}" for i in range(6)},
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [("deconv_painter", {"filter_size": 3}), ("conv_regressor_quadrant", {})],
+    [
+        ("deconv_painter", {"filter_size": 3}),
+        # Strided convs under vmap are checked per op by default (test_conv.py); the whole
+        # regressor's steps compile for half a minute on 2 cores: under -m slow.
+        pytest.param("conv_regressor_quadrant", {}, marks=pytest.mark.slow),
+    ],
     ids=lambda v: str(v),
 )
 def test_few_training_steps_same_for_both_lowerings(name, kwargs, all_data):

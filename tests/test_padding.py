@@ -1,5 +1,7 @@
 """Padding: smaller models trained exactly inside a larger one (padded = true model)."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,9 +218,16 @@ def test_planner_merges_padded_axes_only_for_models_that_support_them():
         EngineOptions(pad=("lr",))
 
 
-def test_padded_sweep_equals_bucketed_sweep(tmp_path, assert_functionally_equal):
+@pytest.fixture(scope="module")
+def bucketed_widths(tmp_path_factory):
+    """The width sweep trained in its own buckets (one per width): (workdir, results)."""
+    workdir = tmp_path_factory.mktemp("widths") / "bucketed"
+    return workdir, run_sweep(width_sweep(), workdir, options=QUIET)
+
+
+def test_padded_sweep_equals_bucketed_sweep(tmp_path, bucketed_widths, assert_functionally_equal):
     """One padded program gives every model the numbers it gets in its own bucket."""
-    bucketed = run_sweep(width_sweep(), tmp_path / "bucketed", options=QUIET)
+    bucketed_dir, bucketed = bucketed_widths
     options = EngineOptions(progress=False, strategy="vmap", pad=("channel_mult",))
     padded = run_sweep(width_sweep(), tmp_path / "padded", options=options)
     assert bucketed["bucket_id"].nunique() == 2 and padded["bucket_id"].nunique() == 1
@@ -231,15 +240,15 @@ def test_padded_sweep_equals_bucketed_sweep(tmp_path, assert_functionally_equal)
         np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-5, err_msg=col)
     for _, row in b[b["epoch"] == TINY["epochs"]].iterrows():
         mine = load_run(tmp_path / "padded", row["run_id"])["params"]  # cut out of the bucket
-        alone = load_run(tmp_path / "bucketed", row["run_id"])["params"]
+        alone = load_run(bucketed_dir, row["run_id"])["params"]
         assert jax.tree.map(np.shape, mine) == jax.tree.map(np.shape, alone)
         assert_functionally_equal(mine, alone, max_step=2 * row["lr"] * row["step"])
 
 
-def test_changing_the_padding_of_a_workdir_is_refused(tmp_path):
+def test_changing_the_padding_of_a_workdir_is_refused(tmp_path, bucketed_widths):
     from coordjax.sweep import WorkdirError
 
-    run_sweep(width_sweep(), tmp_path, options=QUIET)
+    shutil.copytree(bucketed_widths[0], tmp_path, dirs_exist_ok=True)
     with pytest.raises(WorkdirError):
         run_sweep(
             width_sweep(), tmp_path, options=EngineOptions(progress=False, pad=("channel_mult",))

@@ -240,8 +240,9 @@ def test_summary_names_the_best_model_per_family(tiny_results):
     assert "no model finished without diverging" in summary_text(all_diverged)
 
 
-def test_rerun_skips_finished_buckets(tmp_path, monkeypatch):
-    first = run_sweep(tiny_sweep(), tmp_path, options=QUIET)
+def test_rerun_skips_finished_buckets(tmp_path, monkeypatch, tiny_workdir):
+    shutil.copytree(tiny_workdir[0], tmp_path, dirs_exist_ok=True)
+    first = tiny_workdir[1]
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished bucket was trained again")
