@@ -87,7 +87,6 @@ def forward_layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[int
       (BatchNorm, activations, softmax, the loss, Adam) is not counted.
     """
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
     macs: list[int] = []
 
     def record(next_fun, args, kwargs, context):
@@ -98,15 +97,21 @@ def forward_layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[int
             macs.append(_layer_macs(tuple(kernel.shape), tuple(args[0].shape), tuple(out.shape)))
         return out
 
-    def forward(variables, x):
+    def init(x):  # init runs the training-mode forward once; its shapes are all that is needed
         with nn.intercept_methods(record):
-            return model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return model.init(jax.random.key(0), x, train=True)
 
-    jax.eval_shape(forward, variables, x)
+    jax.eval_shape(init, x)
     return macs
 
 
 @functools.lru_cache(maxsize=256)
+def _macs_per_example(model: nn.Module, per_example_shape: tuple[int, ...]) -> tuple[int, ...]:
+    # Every layer's count is linear in the batch: one trace per model shape serves every batch
+    # size (a sweep's presets share a few shapes over many batch sizes).
+    return tuple(forward_layer_macs(model, (1, *per_example_shape)))
+
+
 def train_step_flops(model: nn.Module, per_example_shape: tuple[int, ...], batch_size: int) -> int:
     """FLOPs of one training step, counted from layer shapes.
 
@@ -114,16 +119,15 @@ def train_step_flops(model: nn.Module, per_example_shape: tuple[int, ...], batch
     one product, so a step is ``3 ×`` the forward FLOPs, except the first kernel layer, whose
     input (the data) needs no gradient (``2 ×``). Elementwise work is not counted.
     """
-    macs = forward_layer_macs(model, (batch_size, *per_example_shape))
+    macs = _macs_per_example(model, tuple(per_example_shape))
     if not macs:
         return 0
-    return 2 * (3 * sum(macs) - macs[0])
+    return 2 * batch_size * (3 * sum(macs) - macs[0])
 
 
-@functools.lru_cache(maxsize=256)
 def forward_flops(model: nn.Module, per_example_shape: tuple[int, ...], batch_size: int) -> int:
     """FLOPs of one forward pass (``2 · MACs`` of the kernel layers) on ``batch_size`` examples."""
-    return 2 * sum(forward_layer_macs(model, (batch_size, *per_example_shape)))
+    return 2 * batch_size * sum(_macs_per_example(model, tuple(per_example_shape)))
 
 
 # --------------------------------------------------------------------------------------------
