@@ -59,18 +59,22 @@ def test_lowerings_equal_flax_over_kernels_strides_and_shapes(transpose, padding
     )
 
 
-@pytest.mark.parametrize("form", ["stride_one", *MATMUL_FORMS])
-def test_transposed_conv_forms_at_stride_one_equal_flax(form):
+def test_transposed_conv_forms_at_stride_one_equal_flax():
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 2, 3, 4)), jnp.float32)
-    fn = functools.partial(conv.conv_transpose, strides=1, padding="SAME", form=form)
-    reference = _flax_reference(True, (3, 2), (1, 1), "SAME")
-    np.testing.assert_allclose(fn(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
-    got = jax.grad(_loss(fn), argnums=(0, 1))(x, w)
-    want = jax.grad(_loss(reference), argnums=(0, 1))(x, w)
-    for g, e in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    forms = ["stride_one", *MATMUL_FORMS]
+    fns = [_flax_reference(True, (3, 2), (1, 1), "SAME")] + [
+        functools.partial(conv.conv_transpose, strides=1, padding="SAME", form=form)
+        for form in forms
+    ]
+    (want, want_grads), *got = jax.jit(  # one compile: the reference and every form
+        lambda x, w: [(f(x, w), jax.grad(_loss(f), argnums=(0, 1))(x, w)) for f in fns]
+    )(x, w)
+    for form, (y, grads) in zip(forms, got, strict=True):
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5, err_msg=form)
+        for g, e in zip(grads, want_grads, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=form)
 
 
 def test_stride_one_form_refuses_strides():

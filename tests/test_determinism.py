@@ -56,8 +56,9 @@ def test_run_under_cpu_load_equals_quiet_run(tmp_path):
 
 def test_resume_keeps_the_recorded_strategy(tmp_path):
     """A bucket that started with one lowering continues with it, whatever is asked now."""
+    sweep = tiny_sweep(epochs=1)  # a strategy is chosen once per bucket: one epoch shows it
     straight = run_sweep(
-        tiny_sweep(), tmp_path / "straight",
+        sweep, tmp_path / "straight",
         options=EngineOptions(progress=False, shard=False, strategy="map", map_batch_size=2),
     )  # fmt: skip
     bucket_id = straight["bucket_id"][0]
@@ -65,15 +66,16 @@ def test_resume_keeps_the_recorded_strategy(tmp_path):
     wd.record_strategy(
         tmp_path / "resumed", bucket_id, {"strategy": "map", "map_batch_size": 2, "source": "tune"}
     )
-    resumed = run_sweep(tiny_sweep(), tmp_path / "resumed", options=SINGLE_DEVICE)
+    resumed = run_sweep(sweep, tmp_path / "resumed", options=SINGLE_DEVICE)
     assert set(resumed["strategy"]) == {"map"}
     assert_bitwise_equal(resumed, straight)
 
 
 def test_tune_is_recorded(tmp_path):
     results = run_sweep(
-        tiny_sweep(), tmp_path, options=EngineOptions(progress=False, shard=False, strategy="tune")
-    )
+        tiny_sweep(epochs=1), tmp_path,
+        options=EngineOptions(progress=False, shard=False, strategy="tune"),
+    )  # fmt: skip
     recorded = json.loads((tmp_path / wd.STRATEGIES).read_text())
     (choice,) = recorded.values()
     assert choice["source"] == "tune" and set(results["strategy"]) == {choice["strategy"]}

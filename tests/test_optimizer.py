@@ -46,6 +46,7 @@ def _hparams(weight_decay):
     return stack_hparams(per_model)
 
 
+@functools.partial(jax.jit, static_argnums=0)  # eager, each small op compiles on its own
 def _initial(num_models):
     keys = jax.random.split(jax.random.key(0), num_models)
     x = jnp.zeros((1, *models.MODELS["tiny"].input_shape))
@@ -53,6 +54,7 @@ def _initial(num_models):
     return params, jax.vmap(SETUP.optimizer.init)(params)
 
 
+@jax.jit
 def _grads(params, hparams, step):
     """A loss's gradient with the recipe's L2 term ``l2 · Σ w²`` in it (coupled, as the
     reference code adds it), and exactly zero on the first row of each kernel (as padding
