@@ -252,10 +252,11 @@ def test_workdir_that_cannot_be_written(tmp_path, capsys, monkeypatch):
 def test_different_sweep_refusal_says_what_differs(tmp_path, capsys):
     workdir = str(tmp_path / "w")
     first = sweep_file(tmp_path, '{"lr": 0.01, "epochs": 1}')
-    assert cli.main(["sweep", first, "--preset", "t", "--workdir", workdir, "--no-progress"]) == 0
+    args = ["--preset", "t", "--workdir", workdir, "--no-shard"]  # one model: no device padding
+    assert cli.main(["sweep", first, *args, "--no-progress"]) == 0
     capsys.readouterr()
     second = sweep_file(tmp_path, '{"lr": 0.02, "epochs": 1}')
-    status, _, err = run_cli(capsys, ["sweep", second, "--preset", "t", "--workdir", workdir])
+    status, _, err = run_cli(capsys, ["sweep", second, *args])
     assert status == 2 and err.count("\n") == 1
     assert "different sweep" in err and "lr: 0.01 -> 0.02" in err and "--restart" in err
 

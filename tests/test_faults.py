@@ -25,7 +25,7 @@ from coordjax.sweep.checkpoints import (
 )
 from coordjax.sweep.summary import best_per_family
 
-OPTIONS = EngineOptions(progress=False)
+OPTIONS = EngineOptions(progress=False, shard=False)  # sharded, 4 test devices pad 2 models to 4
 BASE = {**TINY, "epochs": 4}
 
 

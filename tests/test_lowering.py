@@ -98,10 +98,11 @@ ZERO_GRAD_BIASES = {"deconv_painter": {f"deconv_{i}" for i in range(6)},
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
+    # Paper models, under -m slow (each compiles for half a minute on 2 cores). By default the
+    # lowerings' values and gradients under vmap are checked per op (test_conv.py), and the
+    # vmapped training steps of these models for their structure (above).
     [
-        ("deconv_painter", {"filter_size": 3}),
-        # Strided convs under vmap are checked per op by default (test_conv.py); the whole
-        # regressor's steps compile for half a minute on 2 cores: under -m slow.
+        pytest.param("deconv_painter", {"filter_size": 3}, marks=pytest.mark.slow),
         pytest.param("conv_regressor_quadrant", {}, marks=pytest.mark.slow),
     ],
     ids=lambda v: str(v),

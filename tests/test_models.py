@@ -200,18 +200,29 @@ SMALL_KW = {"deconv_painter": {"filter_size": 2}}
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
-def test_output_shapes_train_and_eval(name, rng, getkey):
+def test_output_shapes_train_and_eval_and_per_example_eval(name, rng):
+    """Output shapes and dtypes in both modes, BatchNorm's statistics updated in training, and
+    evaluation per example (one example alone = its row in a batch). One compile per model."""
     spec = models.MODELS[name]
     model = models.build(name, **SMALL_KW.get(name, {}))
     x = _inputs(spec, rng, 3)
-    variables = _init(model, getkey(), x)
-    assert set(variables) <= {"params", "batch_stats"}
+    variables = _random_variables(model, spec, rng)
+    assert set(_init_shapes(model, spec)) <= {"params", "batch_stats"}
+
+    @jax.jit
+    def outputs(variables, x):
+        def apply(x, train):
+            return model.apply(variables, x, train=train, mutable=["batch_stats"])
+
+        (y_eval, _), (y_train, updates) = apply(x, False), apply(x, True)
+        return y_eval, y_train, updates.get("batch_stats", {}), apply(x[1:2], False)[0]
+
+    y_eval, y_train, stats, y_alone = outputs(variables, x)
     want = (3, *spec.output_shape)
-    y_eval, _ = _apply(model, variables, x, train=False)
-    y_train, stats = _apply(model, variables, x, train=True)
     assert y_eval.shape == y_train.shape == want
     assert y_eval.dtype == y_train.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(y_train))) and bool(jnp.all(jnp.isfinite(y_eval)))
+    np.testing.assert_allclose(y_eval[1:2], y_alone, **TOL)
     has_bn = "batch_stats" in variables
     assert has_bn == (name in ("deconv_painter", "conv_regressor_quadrant", "tiny"))
     if has_bn:
@@ -265,16 +276,6 @@ def test_bn_mask_shape_error(rng):
     v = _random_variables(m, models.MODELS["tiny"], rng)
     with pytest.raises(ValueError, match="mask must have shape"):
         m.apply(v, x, train=True, mask=jnp.ones((3, 1), bool), mutable=["batch_stats"])
-
-
-@pytest.mark.parametrize("name", sorted(models.MODELS))
-def test_eval_output_is_per_example(name, rng):
-    spec = models.MODELS[name]
-    model = models.build(name, **SMALL_KW.get(name, {}))
-    x = _inputs(spec, rng, 3)
-    variables = _random_variables(model, spec, rng)
-    y, _ = _apply(model, variables, x, train=False)
-    np.testing.assert_allclose(y[1:2], _apply(model, variables, x[1:2], train=False)[0], **TOL)
 
 
 def test_vmap_over_models(rng, getkey):

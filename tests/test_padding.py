@@ -47,26 +47,33 @@ def _shape(fs, c):
     return {"filter_size": fs, "channel_mult": c}
 
 
-# Into the largest painter (fs 4, c 3): about 2 minutes of eager ops in all, so under -m slow;
-# the default run embeds a painter into the next size up.
-INTO_THE_LARGEST = [
-    pytest.param("deconv_painter", _shape(fs, c), _shape(4, 3), marks=pytest.mark.slow)
-    for fs in (2, 3, 4)
-    for c in (1, 2)
-]
+# Training mode differs only where there is BatchNorm (the painter and the tiny model).
+WITH_BATCH_NORM = {"deconv_painter", "tiny"}
+
+
+def _cases(name, small_kwargs, big_kwargs, *, slow=False):
+    """One test case per mode the model computes differently in (eval, and train with BN)."""
+    marks = [pytest.mark.slow] if slow else []
+    modes = (False, True) if name in WITH_BATCH_NORM else (False,)
+    return [pytest.param(name, small_kwargs, big_kwargs, train, marks=marks) for train in modes]
+
+
 EMBEDDINGS = [
-    *INTO_THE_LARGEST,
-    ("deconv_painter", _shape(2, 1), _shape(3, 1)),
-    ("coordconv_renderer", _shape(1, 1), _shape(2, 2)),
-    ("coordconv_renderer", _shape(1, 2), _shape(3, 2)),
-    ("coordconv_renderer", _shape(2, 1), _shape(3, 2)),
-    ("coordconv_classifier", {"channel_mult": 1}, {"channel_mult": 3}),
-    ("tiny", {"channel_mult": 1}, {"channel_mult": 3}),
-]
+    # By default: each offset rule once (the transposed one in the painter, the convolution one
+    # in the renderer), channel padding in the classifier and the tiny model.
+    *_cases("deconv_painter", _shape(2, 1), _shape(3, 1)),
+    *_cases("coordconv_renderer", _shape(1, 1), _shape(2, 2)),
+    *_cases("coordconv_classifier", {"channel_mult": 1}, {"channel_mult": 3}),
+    *_cases("tiny", {"channel_mult": 1}, {"channel_mult": 3}),
+    # Under -m slow: into the largest painter (fs 4, c 3), and more renderer shapes.
+    *(case for fs in (2, 3, 4) for c in (1, 2)
+      for case in _cases("deconv_painter", _shape(fs, c), _shape(4, 3), slow=True)),
+    *_cases("coordconv_renderer", _shape(1, 2), _shape(3, 2), slow=True),
+    *_cases("coordconv_renderer", _shape(2, 1), _shape(3, 2), slow=True),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("name, small_kwargs, big_kwargs", EMBEDDINGS)
-@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name, small_kwargs, big_kwargs, train", EMBEDDINGS)
 def test_embedded_model_computes_the_small_model(name, small_kwargs, big_kwargs, train):
     small, small_vars, big, embedded = _embedded(name, small_kwargs, big_kwargs)
     mask = np.array([True, True, False])

@@ -358,7 +358,8 @@ def test_report_feeds_a_unit_run_its_scaled_inputs(tmp_path):
     base = {"task": "classification", "model": "tiny", "batch_size": 512, "epochs": 1,
             "eval_every": 1, "lr": 0.05, "input_scale": "unit"}  # fmt: skip
     sweep = union("tiny", [Grid("tiny", base=base, axes={"split": ["quadrant"]})])
-    results = run_sweep(sweep, tmp_path, options=EngineOptions(progress=False, strategy="vmap"))
+    options = EngineOptions(progress=False, strategy="vmap", shard=False)  # one model, one device
+    results = run_sweep(sweep, tmp_path, options=options)
     run = results.iloc[-1]
     out = predictions.run_outputs(tmp_path, run)
     state = load_run(tmp_path, run["run_id"])
