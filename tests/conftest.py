@@ -10,6 +10,7 @@ subprocess tests, compiles each once (a cache hit is the same executable, so no 
 changes). Set ``JAX_COMPILATION_CACHE_DIR`` yourself to keep a cache across runs.
 """
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -34,10 +35,10 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: two workers more than this process may use cores, since a core idles while
-    its test waits on a checkpoint write, a child process or a sleep (with one worker per core
-    about 1.8 of 2 cores were busy; 2 cores ran the default suite in 9:42 with 2 workers, 8:46
-    with 3, 8:00 with 4). Runs that select the integration tests keep one worker per core:
-    those tests start processes of their own and time them."""
+    its test waits on a checkpoint write, a child process or a sleep. On 2 cores, one worker per
+    core kept about 1.8 busy; the default suite took 9:42 with 2 workers and 8:46 with 3 on one
+    tree, 8:24 with 3 and 8:00 with 4 on a later one. Runs that select the integration tests
+    keep one worker per core: those tests start processes of their own and time them."""
     if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
         cores = len(os.sched_getaffinity(0))
     else:
@@ -48,21 +49,23 @@ def pytest_xdist_auto_num_workers(config):
     return cores + 2
 
 
-# The test files that take longest (seconds with 4 workers on 2 cores, --durations=0, ordered by
-# them), run first: under --dist loadfile a worker takes one file at a time, so a long file
-# started last would run alone at the end. Files not named here follow in collection order.
+# The test files that take longest (seconds summed over their tests with 4 workers on 2 cores,
+# --durations=0, at 527bda0), run first: under --dist loadfile a worker takes one file at a
+# time, so a long file started last would run alone at the end. Files not named here follow in
+# collection order.
 SLOWEST_FILES_FIRST = [
-    "test_padding.py",  # 185 s
-    "test_pruning.py",  # 178
-    "test_models.py",  # 175
-    "test_conv.py",  # 162
-    "test_sweep.py",  # 154
-    "test_lowering.py",  # 148
-    "test_faults.py",  # 136
-    "test_layers.py",  # 97
-    "test_train.py",  # 93
-    "test_determinism.py",  # 82
-    "test_recipe_options.py",  # 66
+    "test_pruning.py",  # 196 s
+    "test_models.py",  # 177
+    "test_conv.py",  # 161
+    "test_padding.py",  # 149
+    "test_sweep.py",  # 138
+    "test_layers.py",  # 115
+    "test_faults.py",  # 114
+    "test_lowering.py",  # 109
+    "test_train.py",  # 95
+    "test_coords.py",  # 57
+    "test_recipe_options.py",  # 51
+    "test_layers_nnx.py",  # 51
 ]
 
 
@@ -118,12 +121,24 @@ def assert_functionally_equal():
 
 
 @pytest.fixture(scope="session")
-def tiny_workdir(tmp_path_factory):
+def tiny_workdir(tmp_path_factory, worker_id):
     """A finished workdir of ``tiny_sweeps.tiny_sweep()`` and its results (read, never write:
-    tests that change a workdir copy it first)."""
+    tests that change a workdir copy it first). A run's xdist workers share one: the first to
+    ask trains it, the others wait for it under a file lock."""
     from tiny_sweeps import QUIET, tiny_sweep
 
     from coordjax.sweep import run_sweep
+    from coordjax.sweep import workdir as wd
 
-    path = tmp_path_factory.mktemp("tiny") / "w"
-    return path, run_sweep(tiny_sweep(), path, options=QUIET)
+    if worker_id == "master":  # no xdist: this process's own
+        root = tmp_path_factory.mktemp("tiny")
+    else:  # the run's base directory, above each worker's own
+        root = tmp_path_factory.getbasetemp().parent / "tiny"
+        root.mkdir(exist_ok=True)
+    path = root / "w"
+    with open(root / "building.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "finished").exists():
+            run_sweep(tiny_sweep(), path, options=QUIET)
+            (root / "finished").touch()
+    return path, wd.read_results(path)

@@ -283,14 +283,16 @@ def test_vmap_over_models(rng, getkey):
     model = models.build("tiny", channel_mult=2)
     x = _coords(rng, 4)
     keys = jax.random.split(getkey(), 3)
-    stacked = jax.vmap(lambda k: model.init(k, x, train=False))(keys)
+    init = jax.jit(lambda k: model.init(k, x, train=False))  # jitted: eager, each op compiles
+    stacked = jax.vmap(init)(keys)
 
+    @jax.jit
     def step(v):
         return model.apply(v, x, train=True, mutable=["batch_stats"])
 
     ys, sts = jax.vmap(step)(stacked)
     for i, k in enumerate(keys):
-        y, st = step(model.init(k, x, train=False))
+        y, st = step(init(k))
         np.testing.assert_allclose(ys[i], y, **TOL)
         np.testing.assert_allclose(
             sts["batch_stats"]["bn_0"]["var"][i], st["batch_stats"]["bn_0"]["var"], **TOL
