@@ -202,7 +202,7 @@ def test_lax_map_strategy_equals_vmap(tmp_path, tiny_results):
 
 
 def test_diverging_model_is_flagged_and_isolated(tmp_path, tiny_results):
-    # Unsharded: the diverging models share one program with the good ones (and 6 models are
+    # Unsharded: one device holds the diverging models beside the good ones (and 6 models are
     # not padded to 8 for the 4 test devices).
     options = EngineOptions(progress=False, strategy="vmap", shard=False)
     with_bad = run_sweep(tiny_sweep(lrs=(0.01, 0.002, 1e38)), tmp_path, options=options)
