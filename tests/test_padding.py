@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jitted_recipe import jit_init
 from tiny_sweeps import QUIET, TINY
 
 from coordjax import models, tasks
@@ -14,7 +15,6 @@ from coordjax.train import (
     RunSpec,
     TrainSetup,
     device_data,
-    init_state,
     make_hparams,
     padding,
     split_indices,
@@ -165,8 +165,7 @@ def test_padded_training_equals_true_model(
     small = TrainSetup(models.build(name, **small_kwargs), task, batch_size=8, steps_per_epoch=296)
     big = TrainSetup(models.build(name, **big_kwargs), task, batch_size=8, steps_per_epoch=296)
     run = RunSpec(make_hparams(0.01, 0.001), np.int32(3), split_indices("uniform"))
-    init = jax.jit(init_state, static_argnums=0)
-    small_state, big_init = init(small, data, run), init(big, data, run)
+    small_state, big_init = jit_init(small, data, run), jit_init(big, data, run)
     zeros = jax.tree.map(np.zeros_like, big_init.params)
     params = padding.embed(small_state.params, zeros, spec.kernel_offset)
     big_state = big_init._replace(

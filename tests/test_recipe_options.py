@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from jitted_recipe import jit_init
 
 import coordjax as cj
 from coordjax import datasets, models, tasks
@@ -40,10 +41,6 @@ CLASSIFICATION = tasks.get("classification")
 @pytest.fixture(scope="module")
 def data():
     return device_data(CLASSIFICATION)
-
-
-# Jitted (the setup static): eager, an init dispatches hundreds of small ops.
-JIT_INIT = jax.jit(init_state, static_argnums=0)
 
 
 def _setup(**kw):
@@ -116,8 +113,8 @@ def test_unit_step_equals_raw_step_on_prescaled_data(data):
     tiny = models.build("tiny")
     unit, raw = _setup(input_scale="unit", model=tiny), _setup(model=tiny)
     run = _run()
-    a = JIT_INIT(unit, data, run)
-    b = JIT_INIT(raw, scaled, run)
+    a = jit_init(unit, data, run)
+    b = jit_init(raw, scaled, run)
     idx, mask = jnp.arange(16, dtype=jnp.int32) * 7, jnp.ones((16,), bool)
     for _ in range(3):  # eager: jitted, the scaling fuses into the step's arithmetic
         a, loss_a = train_step(unit, data, run, a, idx, mask)
@@ -206,7 +203,7 @@ def test_precision_does_not_change_cpu_numbers(data):
     for precision in ("highest", "default"):
         setup = _setup(precision=precision)
         step = jax.jit(lambda s, setup=setup: train_step(setup, data, run, s, idx, mask)[0])
-        state = JIT_INIT(setup, data, run)
+        state = jit_init(setup, data, run)
         for _ in range(3):
             state = step(state)
         states.append(state)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jitted_recipe import jit_evaluate, jit_init, jit_step
 
 from coordjax import datasets, models, tasks
 from coordjax.train import (
@@ -16,9 +17,7 @@ from coordjax.train import (
     SplitIndices,
     TrainSetup,
     device_data,
-    evaluate,
     fit,
-    init_state,
     learning_rate,
     make_hparams,
     split_indices,
@@ -29,13 +28,6 @@ from coordjax.train.data import device_split_data
 from coordjax.train.step import epoch_order, l2_penalty
 
 TASK = tasks.get("classification")
-
-
-# The recipe's functions jitted (the setup is static: hashable, compared by value): eager, a
-# step dispatches hundreds of small ops, each compiled on its own.
-jit_init = jax.jit(init_state, static_argnums=0)
-jit_step = jax.jit(train_step, static_argnums=0)
-jit_evaluate = jax.jit(evaluate, static_argnums=0)
 
 
 @pytest.fixture(scope="module")
