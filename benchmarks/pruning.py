@@ -5,7 +5,7 @@ schedule) trained twice through the engine, in one run, one after the other: unp
 rungs (default 10/20/40, keep 1/3, ranked by train accuracy within family x split). Reported:
 wall time of each (compiles included: both pay them), model-steps trained (the engine's
 ``bucket_model_steps``, ladder padding included), the ratios, and whether the best run per
-family and split (by final test accuracy, :func:`coordjax.sweep.summary.best_per_family`) is the
+family and split (by final test accuracy, :func:`coordjax.paper.summary.best_per_family`) is the
 same run both ways, with the two metrics.
 
     python benchmarks/pruning.py                 # 16 models (fs 2, c 1), 60 epochs
@@ -27,8 +27,8 @@ import time
 import benchlib
 import pandas as pd
 
+from coordjax.paper.summary import best_per_family
 from coordjax.sweep import EngineOptions, Grid, Prune, run_sweep, union
-from coordjax.sweep.summary import best_per_family
 
 DEFAULT_OUT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 LRS = [0.001, 0.002, 0.005, 0.01]
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         f"{record['model_steps_ratio']:.2f}x |",
         "",
         "Best run per family and split by final test accuracy "
-        "(`coordjax.sweep.summary.best_per_family`), and whether the run that the rule's own "
+        "(`coordjax.paper.summary.best_per_family`), and whether the run that the rule's own "
         "metric (train accuracy) ranks first when every run trains to the end survived:",
         "",
         "| family | split | unpruned best | test acc | pruned best | test acc | same run | "

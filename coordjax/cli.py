@@ -356,7 +356,8 @@ def _estimated_time(definition) -> str | None:
     from coordjax.sweep.dry_run import pruned_estimate
     from coordjax.sweep.planner import plan
 
-    *_, pruned = pruned_estimate(definition, plan(definition.expand()), estimate)
+    buckets = plan(definition.expand(), experiment=definition.experiment)
+    *_, pruned = pruned_estimate(definition, buckets, estimate)
     return f"{format_duration(pruned)} pruned ({format_duration(estimate.seconds)} unpruned)"
 
 
@@ -441,7 +442,8 @@ def _sweep(args) -> int:
             pad=tuple(k.strip() for k in args.pad.split(",") if k.strip()),
             lowering=args.lowering,
         )
-        sw.plan(definition.expand(), max_models=options.max_models, pad=options.pad)
+        sw.plan(definition.expand(), experiment=definition.experiment,
+                max_models=options.max_models, pad=options.pad)  # fmt: skip
         engine.check_rules(definition, definition.expand())
     except (ValueError, TypeError) as err:
         flagged = any(f is not None for f in (args.prune_at, args.prune_keep, args.prune_metric))
@@ -479,9 +481,23 @@ def _sweep(args) -> int:
             except Exception as err:  # the results are saved; the report can be rerun alone
                 print(f"coordjax: the report failed ({type(err).__name__}: {err}); rerun "
                       f"`coordjax report {args.workdir}`", file=sys.stderr)  # fmt: skip
-        print(sw.summary_text(results, wall_seconds=wall, report=path))
+        print(_summary(definition, args.workdir, results, wall, path))
         print(f"results: {args.workdir}/results.csv")
     return 0
+
+
+def _summary(definition, workdir, results, wall: float, report: str | None) -> str:
+    """The end-of-sweep lines: the paper's verdicts for its sweeps, else the best runs by the
+    experiment's score."""
+    if definition.experiment.name == "paper":
+        from coordjax.paper.summary import summary_text
+
+        return summary_text(results, wall_seconds=wall, report=report)
+    from coordjax.sweep import workdir as wd
+    from coordjax.sweep.results import scores_of, summary_text
+
+    scores = scores_of(wd.read_config(workdir)["plan"])
+    return summary_text(results, scores, wall_seconds=wall, report=report)
 
 
 def _with_prune_flags(definition, args):

@@ -39,7 +39,7 @@ Presets:
              6 epochs) and ``coordconv-decay`` (the faithful recipe with a cosine lr decay over
              its 12 epochs); l2 1e-3, batch 16, evaluated every epoch. 90 models, ~133k
              model-steps: about two hours on an idle 2-core CPU. Read it with
-             ``python -m coordjax.sweep.robustness WORKDIR``. Expected: with unit inputs 15/15
+             ``python -m coordjax.paper.robustness WORKDIR``. Expected: with unit inputs 15/15
              uniform and 5/15 quadrant runs at 100 % test accuracy at the end; the full table
              and its reading are in docs/science/robustness.md.
   robustness-full  the same for a GPU: seeds 0-9, the paper's 50 epochs for the faithful and
@@ -217,20 +217,20 @@ def robustness_full():
 
 
 QUADRANT_RECIPES = {
-    "unit": {},
-    "unit-cosine": {"schedule": "cosine"},
-    "unit-lr1e-3": {"lr": 0.001},
-    "unit-nol2": {"l2": 0.0},
-    "unit-batch64": {"batch_size": 64},
+    "q-unit": {},
+    "q-cosine": {"schedule": "cosine"},
+    "q-lr1e-3": {"lr": 0.001},
+    "q-nol2": {"l2": 0.0},
+    "q-batch64": {"batch_size": 64},
 }
-"""The recipe options tried on the quadrant split (grid ``quadrant-<option>``): each changes one
-thing of the unit-input recipe (lr 5e-3, l2 1e-3, batch 16, constant lr)."""
+"""The recipe options tried on the quadrant split (one grid each): each changes one thing of the
+unit-input recipe (lr 5e-3, l2 1e-3, batch 16, constant lr)."""
 
 
 def quadrant_robustness():
     base = {**COORDCONV, "input_scale": "unit", "lr": 0.005, "l2": 0.001, "epochs": 6,
             "eval_every": 1, "split": "quadrant"}  # fmt: skip
-    grids = [Grid(f"quadrant-{name}", base={**base, **change}, axes={"seed": list(range(15))})
+    grids = [Grid(name, base={**base, **change}, axes={"seed": list(range(15))})
              for name, change in QUADRANT_RECIPES.items()]  # fmt: skip
     return union("classification", grids, "the quadrant CoordConv classifier: 15 seeds x recipes")
 

@@ -25,7 +25,7 @@ Presets:
   robustness  the CoordConv regressor across seeds: seeds 0-4 x lr {1e-2, 1e-3} x both splits,
              batch 256, l2 1e-5, 20 epochs, evaluated every 2 (20 models; about two hours on an
              idle 2-core CPU; not run yet). Read it with
-             ``python -m coordjax.sweep.robustness WORKDIR --by-lr`` (bar: < 0.5 px mean test
+             ``python -m coordjax.paper.robustness WORKDIR --by-lr`` (bar: < 0.5 px mean test
              error).
   robustness-full  for a GPU: seeds 0-9 x lr {1e-2, 3e-3, 1e-3} x batch {256, 32} x both
              splits, the paper's 100 epochs (120 models).

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from tiny_sweeps import TINY, assert_bitwise_equal
 
+from coordjax.paper.summary import best_per_family
 from coordjax.sweep import EngineOptions, Grid, engine, load_run, run_sweep, union
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import (
@@ -23,7 +24,6 @@ from coordjax.sweep.checkpoints import (
     CheckpointAccessError,
     environment_cause,
 )
-from coordjax.sweep.summary import best_per_family
 
 OPTIONS = EngineOptions(progress=False, shard=False)  # sharded, 4 test devices pad 2 models to 4
 BASE = {**TINY, "epochs": 4}

@@ -19,6 +19,8 @@ import pytest
 from tiny_sweeps import TINY
 
 from coordjax import paper
+from coordjax.paper.experiment import EXPERIMENT as PAPER
+from coordjax.paper.summary import best_per_family
 from coordjax.sweep import (
     Choice,
     EngineOptions,
@@ -35,7 +37,6 @@ from coordjax.sweep import (
 )
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.programs import Programs
-from coordjax.sweep.summary import best_per_family
 
 # lax.map over single models: a model's program does not depend on how many share the stack.
 # Unsharded, so that the model axis shrinks to the survivors (with the 4 test devices it would
@@ -346,14 +347,15 @@ def test_sigkill_at_a_rung_then_resume_equals_the_uninterrupted_run(tmp_path, pr
     [
         (lambda: Prune(at=(2,), keep=0.0), r"prune.keep must be in \(0, 1\]"),
         (lambda: Prune(at=(2,), keep=1.5), r"prune.keep must be in \(0, 1\]"),
-        (lambda: Prune(at=(2,), metric="train_speed"), "prune.metric must be one of"),
-        (lambda: Prune(at=(2,), group_by=("colour",)), "prune.group_by may name"),
+        (lambda: Prune(at=(2,), metric="train_speed").check(PAPER), "prune.metric must be one of"),
+        (lambda: Prune(at=(2,), group_by=("colour",)).check(PAPER), "prune.group_by may name"),
         (lambda: Prune(at=(4, 2)), "prune.at must be strictly increasing"),
         (lambda: Prune(at=()), "prune.at must be a non-empty list"),
         (lambda: Prune(at=(0,)), "prune.at must hold positive int epochs"),
     ],
 )
 def test_bad_rules_are_refused_naming_the_key(make, match):
+    # The metric and the groups are the experiment's: checked against it when a sweep plans.
     with pytest.raises(ValueError, match=match):
         make()
 

@@ -16,9 +16,10 @@ from jitted_recipe import jit_init
 
 import coordjax as cj
 from coordjax import datasets, models, tasks
-from coordjax.sweep import DEFAULTS, Grid, plan, run_id, union
+from coordjax.paper.experiment import EXPERIMENT
+from coordjax.paper.robustness import robustness_table
+from coordjax.sweep import Grid, plan, run_id, union
 from coordjax.sweep.planner import validate_run
-from coordjax.sweep.robustness import robustness_table
 from coordjax.train import (
     DeviceData,
     RunSpec,
@@ -34,6 +35,8 @@ from coordjax.train import (
 )
 from coordjax.train.run_config import stack_runs
 from coordjax.train.step import model_inputs
+
+DEFAULTS = EXPERIMENT.defaults()
 
 CLASSIFICATION = tasks.get("classification")
 

@@ -16,7 +16,7 @@ import pytest
 from tiny_sweeps import tiny_sweep_file
 
 from coordjax import paper, report
-from coordjax.sweep.summary import summary_text
+from coordjax.paper.summary import summary_text
 
 # (task, model, family metric values at the last evaluation per split)
 EVALS = 3  # evaluations per run, at epochs EVERY, 2*EVERY, 3*EVERY
@@ -241,7 +241,7 @@ def test_cli_refuses_in_one_line_with_exit_2(tmp_path):
 
 def test_importing_the_report_imports_no_jax():
     code = (
-        "import sys, coordjax.report, coordjax.sweep.summary; "
+        "import sys, coordjax.report, coordjax.paper.summary; "
         "print(sorted(m for m in ('jax', 'flax', 'orbax', 'coordjax.models', 'coordjax.train', "
         "'coordjax.sweep.engine') if m in sys.modules))"
     )

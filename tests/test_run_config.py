@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 
-from coordjax.sweep import DEFAULTS, STATIC_KEYS, VMAPPED_KEYS
+from coordjax.paper.experiment import EXPERIMENT
+from coordjax.sweep import STATIC, VMAPPED
 from coordjax.train import Hparams, RunConfig, make_hparams
 from coordjax.train.run_config import stack_runs
 
 
 def test_every_key_has_one_role_and_hparams_are_its_leaves():
-    assert set(STATIC_KEYS) | set(VMAPPED_KEYS) == set(DEFAULTS) == set(RunConfig.keys())
-    assert not set(STATIC_KEYS) & set(VMAPPED_KEYS)
+    static, vmapped = EXPERIMENT.keys_of(STATIC), EXPERIMENT.keys_of(VMAPPED)
+    assert set(static) | set(vmapped) == set(EXPERIMENT.defaults()) == set(RunConfig.keys())
+    assert not set(static) & set(vmapped)
+    assert static == RunConfig.keys(STATIC) and vmapped == RunConfig.keys(VMAPPED)
     # The schedule's length is the run's epochs, not a key of its own.
     assert (*RunConfig.keys(hparam=True), "cosine_epochs") == Hparams._fields
 

@@ -60,7 +60,8 @@ def test_union_drops_duplicate_runs():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: Grid("g", axes={"learning_rate": [0.1]}), "learning_rate"),
+        (lambda: union("u", [Grid("g", axes={"learning_rate": [0.1]})]), "learning_rate"),
+        (lambda: Grid("g", axes={"learning_rate": [0.1]}).expand(), "learning_rate"),
         (lambda: Grid("g", axes={"lr": []}), "lr"),
         (lambda: Grid("g", axes={"lr": 0.1}), "lr"),
     ],
@@ -226,8 +227,7 @@ def test_results_table_has_every_column(tiny_results, tmp_path):
 
 
 def test_summary_names_the_best_model_per_family(tiny_results):
-    from coordjax.sweep import summary_text
-    from coordjax.sweep.summary import best_per_family
+    from coordjax.paper.summary import best_per_family, summary_text
 
     text = summary_text(tiny_results)
     assert "models: 4" in text and "diverged: 0" in text

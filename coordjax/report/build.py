@@ -10,9 +10,9 @@ import pandas as pd
 
 from coordjax import paper
 from coordjax.datasets.not_so_clevr import CANVAS_SIZE
-from coordjax.report import figures, predictions, tables
+from coordjax.paper import summary
+from coordjax.report import figures, generic, predictions, tables
 from coordjax.report.source import ReportError, SweepRecord, read
-from coordjax.sweep import summary
 from coordjax.sweep.workdir import CHECKPOINTS
 
 logger = logging.getLogger("coordjax.report")
@@ -91,9 +91,12 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):  # figures of an earlier report may no longer apply
         old.unlink()
-    sections = [_header(record), _paper_section(record)]
-    sections += _figure_sections(record, out)
-    sections += _table_sections(record)
+    if record.config.get("experiment", "paper") == "paper":
+        sections = [_header(record), _paper_section(record)]
+        sections += _figure_sections(record, out)
+        sections += _table_sections(record)
+    else:
+        sections = [generic.header(record), *generic.sections(record, out)]
     path = out / REPORT_FILE
     text = "\n\n".join(s.strip() for s in sections if s.strip()) + "\n"
     tmp = path.with_suffix(".md.tmp")
@@ -218,7 +221,7 @@ def _table_sections(record: SweepRecord) -> list[str]:
         )
     )
     if record.pruning:
-        out.append(_pruning_section(record))
+        out.append(generic.pruning_section(record))
     overview, per_bucket = tables.cost(record)
     text = (
         "## Cost\n\nWall times are as measured, with whatever else the machine ran at the time "
@@ -229,37 +232,6 @@ def _table_sections(record: SweepRecord) -> list[str]:
         text += "\n\n" + tables.markdown(per_bucket, align_right=tuple(per_bucket.columns[5:]))
     out.append(text)
     return out
-
-
-def _pruning_section(record: SweepRecord) -> str:
-    """The rung decisions: per rung and group, the runs kept of those ranked, and by what."""
-    rows, metrics = [], set()
-    for decision in record.pruning:
-        for group in decision["groups"]:
-            metrics.add(group["metric"])
-            best = next((r["value"] for r in group["runs"] if r["value"] is not None), None)
-            kept = sum(r["kept"] for r in group["runs"])
-            rows.append({
-                "rung (epoch)": decision["epoch"],
-                "group": ", ".join(str(v) for v in group["key"].values()),
-                "ranked by": group["metric"],
-                "kept / ranked": f"{kept} / {group['n']}",
-                "diverged": sum(r["diverged"] for r in group["runs"]),
-                "best at rung": "-" if best is None else f"{best:.4g}",
-            })  # fmt: skip
-    text = (
-        "## Successive halving\n\nAt each rung every group kept its top runs by the metric "
-        "(ties by run id; a diverged run is always pruned); the decision is recorded in "
-        "`pruning.json` before the engine acts on it. Pruned runs keep their rows and their "
-        "last checkpoint.\n\n" + tables.markdown(pd.DataFrame(rows))
-    )
-    tested = sorted(m for m in metrics if m.startswith("test_"))
-    if tested:
-        text += (
-            f"\n\n> **Selected on the test set.** This sweep ranked runs by {tested}: its test "
-            "numbers are biased upwards by the selection."
-        )
-    return text
 
 
 # -- figures ------------------------------------------------------------------------------------

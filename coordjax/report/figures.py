@@ -241,7 +241,7 @@ def _time_axis(ax, seconds: pd.Series) -> None:
 def training_curves(results: pd.DataFrame, best: pd.DataFrame, path: pathlib.Path):
     """Test metric vs epoch for the best run of each family x split; a row per task.
 
-    ``best``: :func:`coordjax.sweep.summary.best_per_family`. The paper's bar is dotted.
+    ``best``: :func:`coordjax.paper.summary.best_per_family`. The paper's bar is dotted.
     """
     if best.empty:
         return None

@@ -16,6 +16,7 @@ from coordjax import paper
 from coordjax.sweep.workdir import CONFIG, RESULTS, read_pruning
 
 REQUIRED_COLUMNS = ("run_id", "task", "model", "split", "epoch", "epochs", "param_count")
+GENERIC_COLUMNS = ("run_id", "grid", "epoch", "epochs", "param_count")
 
 
 class ReportError(ValueError):
@@ -95,13 +96,15 @@ def read(workdir: str | pathlib.Path) -> SweepRecord:
         results = pd.DataFrame()
     if results.empty:
         raise ReportError(f"{results_path} is empty: no model has been evaluated yet")
-    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    paper_workdir = config.get("experiment", "paper") == "paper"
+    required = REQUIRED_COLUMNS if paper_workdir else GENERIC_COLUMNS
+    missing = [c for c in required if c not in results.columns]
     if missing:
         raise ReportError(f"{results_path} is not a coordjax results table (no {missing})")
     if "diverged" not in results:
         results["diverged"] = False
     results["diverged"] = results["diverged"].astype(bool)
-    results["family"] = paper.family_of(results)
+    results["family"] = paper.family_of(results) if paper_workdir else results["grid"].astype(str)
     last = results.groupby("run_id")["epoch"].transform("max")
     final = results.loc[results["epoch"] == last]
     planned = tuple(r for bucket in config["plan"] for r in bucket.get("run_ids", ()))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from coordjax import paper
+from coordjax.paper import summary
 from coordjax.report.source import SweepRecord
-from coordjax.sweep import summary
 
 SPLIT_ORDER = {"uniform": 0, "quadrant": 1}
 # Each model's shape arguments, as coordjax.models.MODELS declares them (a test checks); kept

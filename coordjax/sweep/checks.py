@@ -1,21 +1,15 @@
 """Sweep definitions refused before anything runs: one that trains nothing, and grid axes that
 would train the same run twice.
 
-A run ignores a model shape key its model does not take (``filter_size`` on
-``coordconv_classifier``: :attr:`coordjax.models.ModelSpec.shape_args`) and the step schedule's
-keys under another schedule (:data:`coordjax.train.hparams.SCHEDULE_KEYS`). A grid *axis* that
-varies such a key gives runs that differ only in a number nothing reads: the same training
-under several run ids. A single (base) value is harmless and stays allowed.
+An experiment may say which keys a run does not read (:attr:`Experiment.ignored_keys`; the paper:
+``filter_size`` on ``coordconv_classifier``, the step schedule's keys under another schedule). A
+grid *axis* that varies such a key gives runs that differ only in a number nothing reads: the
+same training under several run ids. A single (base) value is harmless and stays allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from coordjax import models
 from coordjax.sweep.space import is_distribution
-from coordjax.train.hparams import SCHEDULE_KEYS, SCHEDULES
 
 
 def check_sweep(sweep) -> None:
@@ -26,10 +20,10 @@ def check_sweep(sweep) -> None:
             f"sweep {sweep.name!r} has no grids, hence no runs: give union() at least one Grid"
         )
     for grid in sweep.grids:
-        check_grid(grid)
+        check_grid(grid, sweep.experiment)
 
 
-def check_grid(grid) -> None:
+def check_grid(grid, experiment) -> None:
     """Raises ValueError (one line) for an axis of ``grid`` that repeats a value or varies a key
     that some of the grid's runs ignore."""
     for key, values in grid.axes.items():
@@ -46,11 +40,13 @@ def check_grid(grid) -> None:
     varied = [k for k, v in grid.axes.items() if is_distribution(v) or len(v) > 1]
     if not varied:
         return
-    rows = grid.expand()
+    if experiment.ignored_keys is None:
+        return
+    rows = grid.expand(experiment)
     for key in varied:
         groups: dict[tuple, set] = {}
         for row in rows:
-            reason = ignored_keys(row).get(key)
+            reason = experiment.ignored_keys(row).get(key)
             if reason is None:
                 continue
             rest = tuple((k, repr(v)) for k, v in row.items() if k not in (key, "run_id"))
@@ -61,23 +57,3 @@ def check_grid(grid) -> None:
                     f"its runs would be duplicates; vary {key!r} only for runs that read it "
                     "(e.g. in a separate grid)"
                 )
-
-
-def ignored_keys(config: Mapping[str, Any]) -> dict[str, str]:
-    """``{key: who ignores it}`` for the run config's keys that the run does not read.
-
-    Unknown models and schedules are left to the run config's own checks (nothing ignored).
-    """
-    ignored = {}
-    spec = models.MODELS.get(config.get("model"))
-    if spec is not None:
-        shape_keys = {k for s in models.MODELS.values() for k in s.shape_args}
-        for key in sorted(shape_keys - set(spec.shape_args)):
-            ignored[key] = f"model {spec.name!r} (shape args {list(spec.shape_args)})"
-    schedule = config.get("schedule")
-    if schedule in SCHEDULES:
-        for owner, keys in SCHEDULE_KEYS.items():
-            if schedule != owner:
-                for key in keys:
-                    ignored.setdefault(key, f"schedule {schedule!r} (only {owner!r} reads it)")
-    return ignored

@@ -8,35 +8,30 @@ import functools
 import jax
 import numpy as np
 
-from coordjax import datasets
 from coordjax.sweep.planner import Bucket
-from coordjax.train import DeviceData, evaluate, init_state, train_step
-from coordjax.train.run_config import stack_runs
 
 
-def _abstract_data(setup) -> DeviceData:
-    examples = datasets.all_examples()
-    shape = lambda field: getattr(examples, field).shape  # noqa: E731
-    return DeviceData(
-        jax.ShapeDtypeStruct(shape(setup.task.input_field), np.float32),
-        jax.ShapeDtypeStruct(shape(setup.task.target_field), np.float32),
-    )
+def abstract_data(bucket: Bucket, setup) -> object:
+    """The shapes and dtypes of the bucket's device data (nothing materialised on a device)."""
+    return jax.eval_shape(lambda: bucket.experiment.data(setup))
 
 
 def bucket_costs(bucket: Bucket) -> dict[str, float]:
     """Per-model costs from XLA's cost analysis of the lowered (not compiled) programs.
 
     Returns flops per train step, flops per evaluation, and the bytes of one model's state
-    (parameters, BatchNorm statistics and Adam moments).
+    (for the supervised recipe: parameters, BatchNorm statistics and Adam moments).
     """
+    experiment = bucket.experiment
+    recipe = experiment.recipe
     setup = bucket.setup()
-    data = _abstract_data(setup)
-    run = jax.tree.map(lambda x: x[0], stack_runs(list(bucket.runs[:1])))
-    state = jax.eval_shape(functools.partial(init_state, setup), data, run)
+    data = abstract_data(bucket, setup)
+    run = jax.tree.map(lambda x: x[0], experiment.stack(list(bucket.runs[:1])))
+    state = jax.eval_shape(functools.partial(recipe.init, setup), data, run)
     idx = jax.ShapeDtypeStruct((setup.batch_size,), np.int32)
     mask = jax.ShapeDtypeStruct((setup.batch_size,), bool)
-    step = jax.jit(functools.partial(train_step, setup)).lower(data, run, state, idx, mask)
-    evaluation = jax.jit(functools.partial(evaluate, setup)).lower(data, run, state)
+    step = jax.jit(functools.partial(recipe.train_step, setup)).lower(data, run, state, idx, mask)
+    evaluation = jax.jit(functools.partial(recipe.evaluate, setup)).lower(data, run, state)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     return {
         "step_flops": float(step.cost_analysis().get("flops", float("nan"))),

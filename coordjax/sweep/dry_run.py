@@ -17,7 +17,10 @@ from coordjax.sweep.rates import estimate_seconds
 
 def plan_text(sweep: Sweep, options: EngineOptions) -> str:
     """A table of the plan, one line per bucket, and totals (with the estimated wall time)."""
-    buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
+    buckets = plan(
+        sweep.expand(), experiment=sweep.experiment, max_models=options.max_models,
+        pad=options.pad,
+    )  # fmt: skip
     estimate = estimate_seconds(sweep, options)
     times = {b.bucket_id: b for b in estimate.buckets}
     header = (
@@ -40,8 +43,9 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
         total_flops += flops
         total_steps += bucket.num_models * bucket.total_steps
         compiles += n_compiles
+        batch = bucket.static.get("batch_size", "-")
         lines.append(
-            f"{bucket.bucket_id:<34} {bucket.num_models:>6} {bucket.static['batch_size']:>4} "
+            f"{bucket.bucket_id:<34} {bucket.num_models:>6} {batch:>4} "
             f"{bucket.static['epochs']:>6} {bucket.total_steps:>8} {n_compiles:>8} "
             f"{flops / 1e12:>10.2f} {bucket.num_models * costs['state_bytes'] / 2**20:>9.1f} "
             f"{format_duration(times[bucket.bucket_id].seconds):>10}"
@@ -70,7 +74,7 @@ def pruned_model_steps(sweep: Sweep, buckets: list[Bucket]) -> dict[str, float]:
     """bucket_id -> model-steps the bucket trains under the sweep's pruning rules, if no run
     diverges (each run weighted by the share of its group alive in each segment; the ladder's
     padding of compacted stacks, at most a third, is not counted)."""
-    fractions = pruning.expected_fractions(sweep.rules(), sweep.expand())
+    fractions = pruning.expected_fractions(sweep.rules(), sweep.expand(), sweep.experiment)
     return {
         b.bucket_id: sum(
             share * (end - start) * b.steps_per_epoch
@@ -99,10 +103,11 @@ def pruning_text(sweep: Sweep, buckets: list[Bucket], estimate) -> str:
     rules = dict.fromkeys(sweep.rules().values())  # distinct rules, in order
     lines = []
     for rule in rules:
-        metric = rule.metric or "the task's headline metric on the train split"
+        metric = rule.metric or "the experiment's score on the train split"
+        groups = " x ".join(rule.groups(sweep.experiment))
         lines.append(
             f"pruning: rungs {', '.join(map(str, rule.at))}; keep {rule.keep:.3g} of each group "
-            f"({' x '.join(rule.group_by)}) by {metric}"
+            f"({groups}) by {metric}"
         )
     pruned_steps, full_steps, pruned_seconds = pruned_estimate(sweep, buckets, estimate)
     lines.append(

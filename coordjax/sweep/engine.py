@@ -50,7 +50,6 @@ from coordjax.sweep.programs import (
 )
 from coordjax.sweep.progress import logs_through, make_progress
 from coordjax.sweep.rates import estimate_seconds
-from coordjax.sweep.summary import PRIMARY_METRIC
 
 logger = logging.getLogger("coordjax.sweep")
 
@@ -78,7 +77,8 @@ def bucket_strategy(
     if options.strategy in ("vmap", "map"):
         choice, source = (options.strategy, options.map_batch_size), "option"
     elif options.strategy == "tune" and jax.process_count() == 1:
-        probe = (setup, data, runs, state, mesh, options.map_batch_size, programs or Programs())
+        probe = (setup, data, runs, state, mesh, options.map_batch_size, programs or Programs(),
+                 bucket.experiment.recipe)  # fmt: skip
         choice, source = tune_strategy(*probe), "tune"
     else:  # processes must agree on the program, and timings differ between hosts
         platform = jax.devices()[0].platform
@@ -156,7 +156,8 @@ def run_sweep(
     claims = None if task is None else fanout.Claims(workdir, task, stale_after)
     # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
-    buckets = plan(runs, max_models=options.max_models, pad=options.pad)
+    experiment = sweep.experiment
+    buckets = plan(runs, experiment=experiment, max_models=options.max_models, pad=options.pad)
     rules = check_rules(sweep, runs)
     wd.check_usable(workdir)
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
@@ -215,8 +216,9 @@ def run_sweep(
                     if stop is not None:
                         before = set(pruned)
                         results, pruned = _take_rung(
-                            workdir, results, stop, rules, runs, pruned, shared=task is not None
-                        )
+                            workdir, results, stop, rules, runs, pruned, experiment,
+                            shared=task is not None,
+                        )  # fmt: skip
                         for bucket in buckets:
                             gone = [
                                 r
@@ -241,7 +243,7 @@ def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
         if run["run_id"] in rules:
             by_rule.setdefault(rules[run["run_id"]], []).append(run)
     for rule, governed in by_rule.items():
-        pruning.check_rule(rule, governed, f"sweep {sweep.name!r}")
+        pruning.check_rule(rule, governed, f"sweep {sweep.name!r}", sweep.experiment)
     return rules
 
 
@@ -266,7 +268,7 @@ def _fan_out(claims, buckets, stop, train, order) -> None:
     fanout.run_stage(claims, [b.bucket_id for b in buckets], stages, order, train)
 
 
-def _take_rung(workdir, results, rung, rules, runs, pruned, shared=False):
+def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False):
     """The rung's decision: replayed if recorded, else taken from the results and recorded
     before anything acts on it. Returns the results with their status, and who is pruned.
 
@@ -275,7 +277,7 @@ def _take_rung(workdir, results, rung, rules, runs, pruned, shared=False):
     recorded = {d["epoch"]: d for d in wd.read_pruning(workdir)}
     decision = recorded.get(rung)
     if decision is None:
-        decision = pruning.decide(results, rung, rules, runs, pruned)
+        decision = pruning.decide(results, rung, rules, runs, pruned, experiment)
         if jax.process_index() == 0:
             decision = wd.record_pruning(workdir, decision)
         kept = sum(r["kept"] for g in decision["groups"] for r in g["runs"])
@@ -375,7 +377,7 @@ def _run_bucket(
                 progress.phase("choosing a strategy")
                 choice = (bucket, setup, data, runs, state, mesh, options, workdir, programs)
                 strategy = bucket_strategy(*choice)
-            program = programs.chunk(setup, num_epochs, *strategy, mesh)
+            program = programs.chunk(setup, num_epochs, *strategy, mesh, bucket.experiment.recipe)
             if progress.bar is not None and (program, len(axis)) not in progress.compiled:
                 # Compiled ahead of the call (jit reuses it) so the bar can say so.
                 progress.phase("compiling")
@@ -474,14 +476,18 @@ def _restore_readable(checkpoints: BucketCheckpoints, bucket: Bucket, state, axi
 
 
 def _epochs_to_keep(results: pd.DataFrame, bucket: Bucket, saved: list[int]) -> set[int]:
-    """The latest two checkpoints and each run's best evaluation so far (``load_run`` can load
-    the model the summary reports as a run's peak)."""
+    """The latest two checkpoints and each run's best evaluation so far by the experiment's
+    score (``load_run`` can load the model the summary reports as a run's peak)."""
     keep = set(saved[-2:])
-    metric, larger = PRIMARY_METRIC.get(bucket.static["task"], (None, True))
     mine = results.loc[results["bucket_id"] == bucket.bucket_id] if len(results) else results
-    if metric is None or mine.empty or metric not in mine:
+    if mine.empty:
         return keep
-    for _, history in mine.groupby("run_id"):
+    scores = {r["run_id"]: bucket.experiment.score(r) for r in bucket.runs}
+    for run_id, history in mine.groupby("run_id"):
+        score = scores.get(run_id)
+        if score is None or score.metric not in history:
+            continue
+        metric, larger = score
         values = history[metric].astype(float)
         if values.notna().any():
             best = values.idxmax() if larger else values.idxmin()

@@ -1,9 +1,9 @@
 """Sweeps declared as data: a base config plus named axes, and unions of such grids.
 
-A run config is a flat dict of plain values (str, int, float), keyed by the fields of
-:class:`coordjax.train.run_config.RunConfig`. Expanding a sweep gives one row per
-model with every hyperparameter and a stable ``run_id`` derived from the config's content, so the
-same config always has the same id, whatever grid or order it came from.
+A run config is a flat dict of plain values (str, int, float, bool), keyed by the keys of the
+sweep's experiment (:class:`~coordjax.sweep.Experiment`; the paper's by default). Expanding a
+sweep gives one row per model with every key and a stable ``run_id`` derived from the config's
+content, so the same config always has the same id, whatever grid or order it came from.
 """
 
 from __future__ import annotations
@@ -18,17 +18,9 @@ from typing import Any
 import numpy as np
 
 from coordjax.sweep.checks import check_sweep
+from coordjax.sweep.experiment import Experiment, check_experiment, default_experiment
 from coordjax.sweep.pruning import Prune
 from coordjax.sweep.space import is_distribution
-from coordjax.train.run_config import RunConfig
-
-# Every run config has these keys (the fields of the recipe's RunConfig); a grid's base config
-# overrides them.
-DEFAULTS: dict[str, Any] = RunConfig.defaults()
-
-# Keys added after results were first written: left out of run ids (and bucket ids) while they
-# hold these values, so existing workdirs keep their ids.
-NEUTRAL: dict[str, Any] = RunConfig.neutral()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +29,7 @@ class Grid:
 
     Attributes:
       name: a label for reports (e.g. "deconv" or "coordconv").
-      base: fixed values, overriding :data:`DEFAULTS`.
+      base: fixed values, overriding the experiment's defaults.
       axes: ``{key: [values...]}``; expanded in the given key order, last key fastest. An axis
         may instead be a distribution (:mod:`coordjax.sweep.space`: ``LogUniform``,
         ``Uniform``, ``Choice``): the distribution axes are drawn ``samples`` times together,
@@ -46,6 +38,9 @@ class Grid:
       sample_seed: seeds the draws (deterministic; each axis has its own stream).
       prune: a successive-halving rule for this grid's runs (:class:`~coordjax.sweep.Prune`);
         a rule on the sweep (``union(..., prune=...)``) overrides it.
+      experiment: whose keys the grid sets; None: the sweep's (``union(..., experiment=)``), or
+        the paper's for a grid expanded on its own. Keys are checked against it when the grid
+        joins a sweep or expands.
     """
 
     name: str
@@ -54,16 +49,16 @@ class Grid:
     samples: int | None = None
     sample_seed: int = 0
     prune: Prune | None = None
+    experiment: Experiment | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a grid's name must be a non-empty str; got {self.name!r}")
         if not isinstance(self.base, Mapping) or not isinstance(self.axes, Mapping):
             raise TypeError(f"base and axes of grid {self.name!r} must be dicts")
-        for key in (*self.base, *self.axes):
-            if key not in DEFAULTS:
-                raise ValueError(f"unknown config key {key!r} in grid {self.name!r}; "
-                                 f"allowed: {sorted(DEFAULTS)}")  # fmt: skip
+        if self.experiment is not None:
+            check_experiment(self.experiment)
+            self.check_keys(self.experiment)
         for key, values in self.axes.items():
             if is_distribution(values):
                 continue
@@ -105,21 +100,32 @@ class Grid:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"sample_seed of grid {self.name!r} must be an int >= 0; got {seed!r}")
 
+    def check_keys(self, experiment: Experiment) -> None:
+        """Raises ValueError naming a key of ``base`` or ``axes`` that ``experiment`` lacks."""
+        for key in (*self.base, *self.axes):
+            if key not in experiment.keys:
+                raise ValueError(f"unknown config key {key!r} in grid {self.name!r}; "
+                                 f"allowed: {sorted(experiment.keys)}")  # fmt: skip
+
     def __len__(self) -> int:
         n = self.samples or 1
         for values in self.axes.values():
             n *= 1 if is_distribution(values) else len(values)
         return n
 
-    def expand(self) -> list[dict[str, Any]]:
-        """One config dict per grid point (with ``grid`` and ``run_id`` keys added)."""
+    def expand(self, experiment: Experiment | None = None) -> list[dict[str, Any]]:
+        """One config dict per grid point (with ``grid`` and ``run_id`` keys added), every key
+        of the experiment (``experiment``, else the grid's own, else the paper's) filled in."""
+        experiment = experiment or self.experiment or default_experiment()
+        self.check_keys(experiment)
+        defaults = experiment.defaults()
         rows = []
         for sample in self._samples():
             keys = [k for k in self.axes if k not in sample]
             for values in itertools.product(*(self.axes[k] for k in keys)):
                 point = {**sample, **dict(zip(keys, values, strict=True))}
-                config = {**DEFAULTS, **self.base, **{k: point[k] for k in self.axes}}
-                rows.append({"grid": self.name, "run_id": run_id(config), **config})
+                config = {**defaults, **self.base, **{k: point[k] for k in self.axes}}
+                rows.append({"grid": self.name, "run_id": run_id(config, experiment), **config})
         return rows
 
     def _samples(self) -> list[dict[str, Any]]:
@@ -134,7 +140,7 @@ class Grid:
         }  # fmt: skip
         return [{k: draws[k][i] for k in sampled} for i in range(self.samples)]
 
-    def to_json(self) -> dict:
+    def to_json(self, experiment: Experiment | None = None) -> dict:
         out = {"name": self.name, "base": dict(self.base),
                "axes": {k: v.to_json() if is_distribution(v) else list(v)
                         for k, v in self.axes.items()}}  # fmt: skip
@@ -142,35 +148,55 @@ class Grid:
         if self.samples is not None:
             out.update(samples=self.samples, sample_seed=self.sample_seed)
         if self.prune is not None:
-            out["prune"] = self.prune.to_json()
+            out["prune"] = self.prune.to_json(_group_by(experiment))
         return out
+
+
+def _group_by(experiment: Experiment | None) -> tuple[str, ...]:
+    return (experiment or default_experiment()).group_by
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """A named union of grids (e.g. the deconv grid ∪ the CoordConv grid).
+    """A named union of grids (e.g. the deconv grid ∪ the CoordConv grid) of one experiment.
 
     ``prune``: a successive-halving rule for every run (:class:`~coordjax.sweep.Prune`),
-    overriding the grids' own rules.
+    overriding the grids' own rules. ``experiment``: whose runs these are (None: the paper's);
+    every grid's keys are checked against it here.
     """
 
     name: str
     grids: tuple[Grid, ...]
     description: str = ""
     prune: Prune | None = None
+    experiment: Experiment | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise TypeError(
                 f"prune of sweep {self.name!r} must be a coordjax.sweep.Prune; got {self.prune!r}"
             )
+        experiment = check_experiment(self.experiment or default_experiment())
+        object.__setattr__(self, "experiment", experiment)
+        for grid in self.grids:
+            if not isinstance(grid, Grid):
+                raise TypeError(
+                    f"sweep {self.name!r} takes coordjax.sweep.Grid objects; got "
+                    f"{type(grid).__name__}"
+                )
+            if grid.experiment is not None and grid.experiment is not experiment:
+                raise ValueError(
+                    f"grid {grid.name!r} belongs to experiment {grid.experiment.name!r}, not to "
+                    f"sweep {self.name!r}'s {experiment.name!r}"
+                )
+            grid.check_keys(experiment)
 
     def rules(self) -> dict[str, Prune]:
         """run_id -> the pruning rule that governs it (runs without one are absent)."""
         rules = {}
         for grid in self.grids:
             rule = self.prune or grid.prune
-            for row in grid.expand():
+            for row in grid.expand(self.experiment):
                 if rule is not None:
                     rules.setdefault(row["run_id"], rule)
         return rules
@@ -183,7 +209,7 @@ class Sweep:
         check_sweep(self)
         seen, rows = set(), []
         for grid in self.grids:
-            for row in grid.expand():
+            for row in grid.expand(self.experiment):
                 if row["run_id"] not in seen:
                     seen.add(row["run_id"])
                     rows.append(row)
@@ -191,9 +217,11 @@ class Sweep:
 
     def to_json(self) -> dict:
         out = {"name": self.name, "description": self.description,
-               "grids": [g.to_json() for g in self.grids]}  # fmt: skip
+               "grids": [g.to_json(self.experiment) for g in self.grids]}  # fmt: skip
         if self.prune is not None:
-            out["prune"] = self.prune.to_json()
+            out["prune"] = self.prune.to_json(self.experiment.group_by)
+        if self.experiment.name != "paper":  # the paper's workdirs keep their identity
+            out["experiment"] = self.experiment.name
         return out
 
 
@@ -209,19 +237,32 @@ def _plain(key: str, value: Any, grid: str) -> Any:
     return value
 
 
-def run_id(config: Mapping[str, Any]) -> str:
-    """A stable id from a run's config content: ``<model>-<10 hex digits>``."""
+def run_id(config: Mapping[str, Any], experiment: Experiment | None = None) -> str:
+    """A stable id from a run's config content: ``<prefix>-<10 hex digits>``, the prefix the
+    value of the experiment's ``id_key`` (the paper: the model) or its name."""
+    experiment = experiment or default_experiment()
+    neutral = experiment.neutral()
     content = {
-        k: config[k] for k in sorted(DEFAULTS) if not (k in NEUTRAL and config[k] == NEUTRAL[k])
+        k: config[k]
+        for k in sorted(experiment.keys)
+        if not (k in neutral and config[k] == neutral[k])
     }
     digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config['model']}-{digest}"
+    prefix = config[experiment.id_key] if experiment.id_key else experiment.name
+    return f"{prefix}-{digest}"
 
 
 def union(
-    name: str, grids: Iterable[Grid], description: str = "", *, prune: Prune | None = None
+    name: str,
+    grids: Iterable[Grid],
+    description: str = "",
+    *,
+    prune: Prune | None = None,
+    experiment: Experiment | None = None,
 ) -> Sweep:
-    return Sweep(name=name, grids=tuple(grids), description=description, prune=prune)
+    """The sweep ``name``: the union of ``grids``, runs of ``experiment`` (None: the paper's)."""
+    return Sweep(name=name, grids=tuple(grids), description=description, prune=prune,
+                 experiment=experiment)  # fmt: skip
 
 
 _KEEP = object()
@@ -256,4 +297,5 @@ def customize(
     if prune is not _KEEP:
         grids = [dataclasses.replace(g, prune=None) for g in grids]
         rule = prune
-    return Sweep(name=sweep.name, grids=tuple(grids), description=sweep.description, prune=rule)
+    return Sweep(name=sweep.name, grids=tuple(grids), description=sweep.description, prune=rule,
+                 experiment=sweep.experiment)  # fmt: skip

@@ -6,14 +6,14 @@ combination is a bucket. Everything else (lr, l2, weight decay, schedule, seed, 
 *vmapped*: an array leaf with a leading model axis inside the bucket's program. Splits with
 different numbers of examples share a program through padded index arrays (coordjax.train.data).
 
-With ``pad``, the named shape axes (filter size, channel multiplier) stop splitting buckets for
-the models that support it (``ModelSpec.paddable``): the bucket's program is the largest model
-of the group, and each smaller model trains exactly inside it (coordjax.train.padding). Padding
-trades compiles and launches for FLOPs (a ``c=1`` model costs what the bucket's ``c=3`` costs).
-Batch size cannot be padded: it changes the number of steps per epoch.
+With ``pad``, the named shape axes (the paper's filter size and channel multiplier) stop
+splitting buckets for the runs the experiment can pad on them (:class:`~coordjax.sweep.Padding`):
+the bucket's program is the largest model of the group, and each smaller model trains exactly
+inside it. Padding trades compiles and launches for FLOPs (a ``c=1`` model costs what the
+bucket's ``c=3`` costs). Batch size cannot be padded: it changes the number of steps per epoch.
 
-Which keys are static and which vmapped is declared once, on the fields of
-:class:`coordjax.train.run_config.RunConfig`.
+Which keys are static and which vmapped is declared once, by the experiment's keys
+(:class:`~coordjax.sweep.Experiment`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from coordjax import datasets, models
-from coordjax.sweep.grid import NEUTRAL
-from coordjax.train import TrainSetup, chunk_lengths, steps_per_epoch
-from coordjax.train.run_config import STATIC, VMAPPED, RunConfig, make_setup, model_kwargs
-
-# The run config's static keys split buckets; its vmapped keys are array leaves inside one.
-STATIC_KEYS = RunConfig.keys(STATIC)
-VMAPPED_KEYS = RunConfig.keys(VMAPPED)
+from coordjax.sweep.experiment import STATIC, Experiment, default_experiment
+from coordjax.train.step import chunk_lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +34,13 @@ class Bucket:
 
     Attributes:
       bucket_id: stable id from the static config (``<model>-<8 hex digits>``).
-      static: the static config values (STATIC_KEYS).
+      static: the static config values (the experiment's static keys).
       runs: the run configs, in sweep order.
-      steps_per_epoch: max over runs of ``ceil(n_train / batch_size)``.
-      padded: the shape args on which the runs may differ (then ``static`` holds their maxima:
+      steps_per_epoch: the steps of one epoch of the bucket's runs (the experiment's rule;
+        supervised: max over runs of ``ceil(n_train / batch_size)``).
+      padded: the static keys on which the runs may differ (then ``static`` holds their maxima:
         the superset model the program trains; each run's own values are in its config).
+      experiment: the experiment the runs belong to.
     """
 
     bucket_id: str
@@ -52,6 +48,7 @@ class Bucket:
     runs: tuple[dict[str, Any], ...]
     steps_per_epoch: int
     padded: tuple[str, ...] = ()
+    experiment: Experiment | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def num_models(self) -> int:
@@ -59,17 +56,22 @@ class Bucket:
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """Shape kwargs the model's builder accepts (those the config sets)."""
-        return model_kwargs(self.static)
+        """The bucket model's shape values (the experiment's :attr:`Padding.shape`; ``{}``
+        when it pads nothing)."""
+        return self._shape(self.static)
 
     def run_model_kwargs(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Shape kwargs of one run's own model (differs from ``model_kwargs`` when padded)."""
-        return {k: config[k] for k in self.model_kwargs}
+        """One run's own shape values (differ from ``model_kwargs`` when padded)."""
+        return self._shape(config)
 
-    def setup(self, lowering: str = "auto") -> TrainSetup:
-        """The static training setup shared by the bucket's models (convolutions lowered as
-        given); in a padded bucket its model is the largest of the group."""
-        return make_setup(self.static, steps_per_epoch=self.steps_per_epoch, lowering=lowering)
+    def _shape(self, values: dict[str, Any]) -> dict[str, Any]:
+        padding = self.experiment.padding
+        return {} if padding is None else padding.shape(values)
+
+    def setup(self, lowering: str = "auto"):
+        """The static setup shared by the bucket's models (convolutions lowered as given); in a
+        padded bucket its model is the largest of the group."""
+        return self.experiment.setup(self.static, self.steps_per_epoch, lowering)
 
     @property
     def total_steps(self) -> int:
@@ -81,37 +83,44 @@ class Bucket:
         return chunk_lengths(self.static["epochs"], self.static["eval_every"])
 
 
-def validate_run(config: dict[str, Any]) -> None:
+def validate_run(config: dict[str, Any], experiment: Experiment | None = None) -> None:
     """Raises ValueError naming the grid and the key when a run config is not runnable.
 
     Everything that would otherwise fail (or silently train something else) after the workdir
-    is written is checked here (:class:`~coordjax.train.run_config.RunConfig`): names, types
-    (bools and strings are not numbers), ranges, the model against the task, and the batch size
-    against the split's training examples.
+    is written is checked here, by the experiment's keys and its check (the paper's: names,
+    types, ranges, the model against the task, the batch size against the split).
     """
+    experiment = experiment or default_experiment()
     try:
-        RunConfig.of(config)
+        experiment.validate(config)
     except ValueError as err:
         raise ValueError(f"grid {config.get('grid', '?')!r}: {err}") from None
 
 
-PADDABLE_KEYS = tuple(sorted({k for spec in models.MODELS.values() for k in spec.paddable}))
-
-
-def validate_pad(pad: Sequence[str]) -> tuple[str, ...]:
-    """Checks the ``pad`` option; returns it as a sorted tuple."""
+def validate_pad(pad: Sequence[str], experiment: Experiment | None = None) -> tuple[str, ...]:
+    """Checks the ``pad`` option (a sequence of static key names; with ``experiment``, keys it
+    can pad); returns it as a sorted tuple."""
     if isinstance(pad, str) or not all(isinstance(k, str) for k in pad):
         raise ValueError(f"pad must be a sequence of axis names; got {pad!r}")
-    for key in pad:
-        if key not in PADDABLE_KEYS:
-            why = " (it changes the number of steps per epoch)" if key == "batch_size" else ""
-            raise ValueError(f"pad may name {list(PADDABLE_KEYS)}; got {key!r}{why}")
+    if experiment is not None:
+        paddable = paddable_keys(experiment)
+        for key in pad:
+            if key not in paddable:
+                why = (" (it changes the number of steps per epoch)"
+                       if key == "batch_size" else "")  # fmt: skip
+                raise ValueError(f"pad may name {list(paddable)}; got {key!r}{why}")
     return tuple(sorted(set(pad)))
+
+
+def paddable_keys(experiment: Experiment) -> tuple[str, ...]:
+    """The static keys some run of ``experiment`` may be padded on (sorted)."""
+    return () if experiment.padding is None else tuple(sorted(experiment.padding.names))
 
 
 def plan(
     runs: Sequence[dict[str, Any]],
     *,
+    experiment: Experiment | None = None,
     max_models: int | None = None,
     pad: Sequence[str] = (),
 ) -> list[Bucket]:
@@ -119,32 +128,45 @@ def plan(
 
     Args:
       runs: run configs (from ``Sweep.expand``).
+      experiment: the runs' experiment (default: the paper's).
       max_models: split a group into programs of at most this many models (bounds memory); the
         parts share one compiled program when they have the same size.
-      pad: shape axes (of ``PADDABLE_KEYS``) that do not split buckets for models that can be
-        padded on them; a bucket then trains its largest shape (see the module docstring).
+      pad: static keys that do not split buckets for runs the experiment can pad on them; a
+        bucket then trains its largest shape (see the module docstring).
     """
+    experiment = experiment or default_experiment()
     if max_models is not None and (not isinstance(max_models, int) or max_models < 1):
         raise ValueError(f"max_models must be a positive int or None; got {max_models!r}")
-    pad = validate_pad(pad)
+    pad = validate_pad(pad, experiment)
+    static_keys = experiment.keys_of(STATIC)
+    neutral = experiment.neutral()
     groups: dict[str, list[dict[str, Any]]] = {}
     statics: dict[str, dict[str, Any]] = {}
     padded_keys: dict[str, tuple[str, ...]] = {}
     for config in runs:
-        validate_run(config)
-        padded = tuple(k for k in pad if k in models.MODELS[config["model"]].paddable)
-        static = {k: config[k] for k in STATIC_KEYS if k not in padded}
-        key = bucket_id({**static, "padded": list(padded)} if padded else static)
+        validate_run(config, experiment)
+        paddable = experiment.padding.keys(config) if experiment.padding and pad else ()
+        padded = tuple(k for k in pad if k in paddable)
+        static = {k: config[k] for k in static_keys if k not in padded}
+        key = bucket_id(
+            {**static, "padded": list(padded)} if padded else static,
+            neutral=neutral, prefix=_prefix(experiment, config),
+        )  # fmt: skip
         groups.setdefault(key, []).append(config)
         statics[key] = static
         padded_keys[key] = padded
     buckets = []
     for key, group in groups.items():
         padded = padded_keys[key]
-        static = {k: statics[key].get(k) for k in STATIC_KEYS}
+        static = {k: statics[key].get(k) for k in static_keys}
         for k in padded:  # the superset model: the largest value of each padded axis
             static[k] = max(c[k] for c in group)
-        n_train = max(len(datasets.split_indices(c["split"])[0]) for c in group)
+        if experiment.check_bucket is not None:
+            try:
+                experiment.check_bucket(static)
+            except ValueError as err:
+                raise ValueError(f"grid {group[0].get('grid', '?')!r}: {err}") from None
+        steps = experiment.steps_per_epoch(static, group)
         size = max_models or len(group)
         parts = [group[i : i + size] for i in range(0, len(group), size)]
         for i, part in enumerate(parts):
@@ -153,14 +175,24 @@ def plan(
                     bucket_id=key if len(parts) == 1 else f"{key}-p{i}",
                     static=static,
                     runs=tuple(part),
-                    steps_per_epoch=steps_per_epoch(n_train, static["batch_size"]),
+                    steps_per_epoch=steps,
                     padded=padded,
+                    experiment=experiment,
                 )
             )
     return buckets
 
 
-def bucket_id(static: dict[str, Any]) -> str:
-    static = {k: v for k, v in static.items() if not (k in NEUTRAL and v == NEUTRAL[k])}
+def _prefix(experiment: Experiment, config: dict[str, Any]) -> str:
+    return str(config[experiment.id_key]) if experiment.id_key else experiment.name
+
+
+def bucket_id(
+    static: dict[str, Any], *, neutral: dict[str, Any] | None = None, prefix: str | None = None
+) -> str:
+    """``<prefix>-<8 hex digits>`` of the static values (neutral keys at their default left
+    out); the prefix defaults to the ``model`` value."""
+    neutral = {} if neutral is None else neutral
+    static = {k: v for k, v in static.items() if not (k in neutral and v == neutral[k])}
     digest = hashlib.sha1(json.dumps(static, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{static['model']}-{digest}"
+    return f"{static['model'] if prefix is None else prefix}-{digest}"

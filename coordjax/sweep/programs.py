@@ -22,20 +22,14 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from coordjax import models
+from coordjax.sweep.experiment import Recipe
 from coordjax.sweep.planner import Bucket
-from coordjax.train import (
-    DeviceData,
-    RunSpec,
-    TrainSetup,
-    TrainState,
-    device_data,
-    init_state,
-    padding,
-    train_chunk,
-    train_step,
+from coordjax.train import step as supervised
+
+SUPERVISED = Recipe(
+    supervised.init_state, supervised.train_chunk, supervised.train_step, supervised.evaluate
 )
-from coordjax.train.run_config import stack_runs
+"""The supervised recipe (:mod:`coordjax.train.step`): what the builders lift by default."""
 
 logger = logging.getLogger("coordjax.sweep")
 
@@ -89,24 +83,31 @@ def distribute(fn: Callable, mesh: Mesh | None) -> Callable:
 
 
 def compiled_chunk(
-    setup: TrainSetup, num_epochs: int, strategy: str, map_batch_size: int, mesh: Mesh | None
+    setup: Any,
+    num_epochs: int,
+    strategy: str,
+    map_batch_size: int,
+    mesh: Mesh | None,
+    recipe: Recipe = SUPERVISED,
 ) -> Callable:
-    """``jit(shard_map(vmap(train_chunk)))`` for one bucket shape; state buffers are donated.
+    """``jit(shard_map(vmap(recipe.train_chunk)))`` for one bucket shape; state buffers are
+    donated.
 
     Called as ``program(data, runs, states)``; returns ``(states, metrics)``.
     """
-    chunk = functools.partial(train_chunk, setup, num_epochs=num_epochs)
+    chunk = functools.partial(recipe.train_chunk, setup, num_epochs=num_epochs)
     return jax.jit(
         distribute(per_device(chunk, strategy, map_batch_size), mesh), donate_argnums=(2,)
     )
 
 
 def compiled_steps(
-    setup: TrainSetup,
+    setup: Any,
     num_steps: int,
     strategy: str,
     map_batch_size: int,
     mesh: Mesh | None,
+    recipe: Recipe = SUPERVISED,
     *,
     return_losses: bool = False,
 ) -> Callable:
@@ -121,11 +122,11 @@ def compiled_steps(
 
     def steps(data, run, state):
         size = setup.batch_size
-        idx = jnp.arange(size, dtype=jnp.int32) % data.inputs.shape[0]
+        idx = jnp.arange(size, dtype=jnp.int32) % jax.tree.leaves(data)[0].shape[0]
         mask = jnp.ones((size,), bool)
 
         def body(state, _):
-            state, loss = train_step(setup, data, run, state, idx, mask)
+            state, loss = recipe.train_step(setup, data, run, state, idx, mask)
             return state, (loss if return_losses else None)
 
         state, losses = jax.lax.scan(body, state, None, length=num_steps)
@@ -134,11 +135,11 @@ def compiled_steps(
     return jax.jit(distribute(per_device(steps, strategy, map_batch_size), mesh))
 
 
-def compiled_init(setup: TrainSetup, mesh: Mesh | None) -> Callable:
+def compiled_init(setup: Any, mesh: Mesh | None, recipe: Recipe = SUPERVISED) -> Callable:
     """Initial states of a stack of models: ``program(data, runs, None) -> states``."""
 
     def init(data, runs, _):
-        return jax.vmap(functools.partial(init_state, setup), in_axes=(None, 0))(data, runs)
+        return jax.vmap(functools.partial(recipe.init, setup), in_axes=(None, 0))(data, runs)
 
     return jax.jit(distribute(init, mesh))
 
@@ -159,17 +160,18 @@ class Programs:
             self.built[key] = builder(*args)
         return self.built[key]
 
-    def chunk(self, setup, num_epochs, strategy, map_batch_size, mesh) -> Callable:
+    def chunk(self, setup, num_epochs, strategy, map_batch_size, mesh, recipe=SUPERVISED):
         """:func:`compiled_chunk`, built once per arguments."""
-        return self._get(compiled_chunk, setup, num_epochs, strategy, map_batch_size, mesh)
+        args = (setup, num_epochs, strategy, map_batch_size, mesh, recipe)
+        return self._get(compiled_chunk, *args)
 
-    def steps(self, setup, num_steps, strategy, map_batch_size, mesh) -> Callable:
+    def steps(self, setup, num_steps, strategy, map_batch_size, mesh, recipe=SUPERVISED):
         """:func:`compiled_steps` (states only), built once per arguments."""
-        return self._get(compiled_steps, setup, num_steps, strategy, map_batch_size, mesh)
+        return self._get(compiled_steps, setup, num_steps, strategy, map_batch_size, mesh, recipe)
 
-    def init(self, setup, mesh) -> Callable:
+    def init(self, setup, mesh, recipe=SUPERVISED) -> Callable:
         """:func:`compiled_init`, built once per arguments."""
-        return self._get(compiled_init, setup, mesh)
+        return self._get(compiled_init, setup, mesh, recipe)
 
 
 def default_strategy(platform: str, models_per_device: int, map_batch_size: int):
@@ -185,13 +187,14 @@ def default_strategy(platform: str, models_per_device: int, map_batch_size: int)
 
 
 def tune_strategy(
-    setup: TrainSetup,
+    setup: Any,
     data,
-    runs: RunSpec,
-    state: TrainState,
+    runs: Any,
+    state: Any,
     mesh: Mesh | None,
     map_batch_size: int,
     programs: Programs,
+    recipe: Recipe = SUPERVISED,
 ) -> tuple[str, int]:
     """Times ``TUNE_PROBE_STEPS`` training steps of each candidate lowering; the fastest wins.
 
@@ -201,7 +204,7 @@ def tune_strategy(
     """
     timings = {}
     for candidate in (("vmap", map_batch_size), ("map", 1)):
-        program = programs.steps(setup, TUNE_PROBE_STEPS, *candidate, mesh)
+        program = programs.steps(setup, TUNE_PROBE_STEPS, *candidate, mesh, recipe)
         jax.block_until_ready(program(data, runs, state))
         tick = time.perf_counter()
         jax.block_until_ready(program(data, runs, state))
@@ -223,7 +226,7 @@ def padded_to_devices(configs: Sequence[dict[str, Any]], multiple: int) -> list[
 
 def initial_state(
     bucket: Bucket,
-    setup: TrainSetup,
+    setup: Any,
     data,
     configs: Sequence[dict[str, Any]],
     mesh: Mesh | None = None,
@@ -244,20 +247,22 @@ def initial_state(
       ints.
     """
     programs = programs or Programs()
-    runs = stack_runs(configs)
+    experiment = bucket.experiment
+    recipe = experiment.recipe
+    runs = experiment.stack(configs)
     run_shapes = [bucket.run_model_kwargs(c) for c in configs]
     if any(shape != bucket.model_kwargs for shape in run_shapes):
 
-        def init(own_setup: TrainSetup, own_runs: RunSpec) -> TrainState:
-            return programs.init(own_setup, None)(data, own_runs, None)
+        def init(own_setup, own_runs):
+            return programs.init(own_setup, None, recipe)(data, own_runs, None)
 
-        state, runs, param_counts = padding.init_padded(
-            setup, bucket.static["model"], run_shapes, runs, init
+        state, runs, param_counts = experiment.padding.init(
+            setup, bucket.static, run_shapes, runs, init
         )
         return place(state, mesh, P(MODEL_AXIS)), place(runs, mesh, P(MODEL_AXIS)), param_counts
     runs = place(runs, mesh, P(MODEL_AXIS))
-    state = programs.init(setup, mesh)(data, runs, None)
-    count = models.count_params(jax.tree.map(lambda x: x[0], state.params))
+    state = programs.init(setup, mesh, recipe)(data, runs, None)
+    count = experiment.count_params(jax.tree.map(lambda x: x[0], state))
     return state, runs, [count] * len(configs)
 
 
@@ -268,10 +273,10 @@ class BucketInputs(NamedTuple):
     run to a multiple of the device count (``param_counts`` has one entry per stacked model).
     """
 
-    setup: TrainSetup
-    data: DeviceData
-    runs: RunSpec
-    states: TrainState
+    setup: Any
+    data: Any
+    runs: Any
+    states: Any
     param_counts: list[int]
 
 
@@ -282,6 +287,6 @@ def bucket_inputs(
     trains it (and the benchmarks time it): placed on ``mesh``, convolutions lowered as given."""
     setup = bucket.setup(lowering)
     configs = padded_to_devices(bucket.runs, 1 if mesh is None else mesh.size)
-    data = place(device_data(setup.task), mesh, P())
+    data = place(bucket.experiment.data(setup), mesh, P())
     states, runs, param_counts = initial_state(bucket, setup, data, configs, mesh, programs)
     return BucketInputs(setup, data, runs, states, param_counts)

@@ -1,12 +1,13 @@
 """Successive halving inside vmapped buckets: the rule, its decisions, and who trains on.
 
 A :class:`Prune` rule names rung epochs. At each rung, the runs it governs are ranked within
-their groups (by default task x model family x split, so CoordConv and deconv never compete) by
-a metric at that epoch (by default the task's headline metric on the *train* split, so pruning
-never selects on the test set); each group keeps its top ``ceil(keep * n)`` runs, ties broken by
-run id, and a diverged run is always pruned. :func:`decide` is a pure function of the results
-table, and its decision is written to the workdir (``pruning.json``) before the engine acts on
-it; a resumed sweep replays the recorded decision.
+their groups (by default the experiment's: the paper's task x model family x split, so CoordConv
+and deconv never compete) by a metric at that epoch (by default the experiment's score on the
+*train* split, so pruning never selects on the test set); each group keeps its top
+``ceil(keep * n)`` runs, ties broken by run id, and a diverged run is always pruned.
+:func:`decide` is a pure function of the results table, and its decision is written to the
+workdir (``pruning.json``) before the engine acts on it; a resumed sweep replays the recorded
+decision.
 
 Pruned runs leave their bucket's model axis (:func:`model_axis`): between chunks the survivors
 are gathered into a smaller stack whose size is the next rung of :data:`LADDER` (padded with
@@ -24,28 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coordjax import paper
+from coordjax.sweep.experiment import Experiment, default_experiment
 
-# The metrics of the evaluation (``train_<name>`` / ``test_<name>`` columns), and whether
-# larger is better.
-METRIC_LARGER_IS_BETTER = {
-    "loss": False,
-    "accuracy": True,
-    "eucl_dist": False,
-    "manh_dist": False,
-    "iou": True,
-    "pixel_accuracy": True,
-    "pixel_error": False,
-    "mse": False,
-}
 # Columns a rule may group by besides the run config's keys.
 EXTRA_GROUP_KEYS = ("family", "grid")
-DEFAULT_GROUP_BY = ("task", "family", "split")
+DEFAULT_GROUP_BY = None  # the experiment's groups (the paper's: task x family x split)
 
 
-def metric_names() -> list[str]:
-    """Every metric a rule may name: ``train_<m>`` and ``test_<m>``."""
-    return [f"{side}_{m}" for side in ("train", "test") for m in METRIC_LARGER_IS_BETTER]
+def metric_names(experiment: Experiment | None = None) -> list[str]:
+    """Every metric a rule may name for ``experiment`` (the paper's by default):
+    ``train_<m>`` and ``test_<m>``."""
+    metrics = (experiment or default_experiment()).metrics
+    return [f"{side}_{m}" for side in ("train", "test") for m in metrics]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +49,10 @@ class Prune:
       keep: the fraction of each group kept at each rung, in (0, 1]; a group of ``n`` keeps its
         top ``ceil(keep * n)``.
       metric: a results column (``train_accuracy``, ``test_iou``, ...); None (default): the
-        task's headline metric on the train split. A test metric selects on the test set: the
+        experiment's score on the train split. A test metric selects on the test set: the
         report says so.
-      group_by: results columns ranked separately (run config keys, ``family``, ``grid``).
+      group_by: results columns ranked separately (run config keys, ``family``, ``grid``);
+        None (default): the experiment's groups (the paper's: task x family x split).
 
     >>> Prune(at=(10, 20), keep=0.5).to_json()["at"]
     [10, 20]
@@ -69,13 +61,9 @@ class Prune:
     at: tuple[int, ...]
     keep: float = 1 / 3
     metric: str | None = None
-    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
+    group_by: tuple[str, ...] | None = DEFAULT_GROUP_BY
 
     def __post_init__(self):
-        # The run config (JAX, the models) loads only when a rule is made: reading a workdir
-        # imports this module.
-        from coordjax.train.run_config import RunConfig
-
         at = self.at
         if isinstance(at, (int, np.integer)) and not isinstance(at, bool):
             at = (at,)
@@ -90,38 +78,52 @@ class Prune:
             raise ValueError(f"prune.keep must be a number in (0, 1]; got {self.keep!r}")
         if not 0 < self.keep <= 1:
             raise ValueError(f"prune.keep must be in (0, 1]; got {self.keep!r}")
-        if self.metric is not None and self.metric not in metric_names():
-            raise ValueError(
-                f"prune.metric must be one of {metric_names()} (or None: the task's headline "
-                f"metric on the train split); got {self.metric!r}"
-            )
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise ValueError(f"prune.metric must be a results column name; got {self.metric!r}")
         group_by = self.group_by
         if isinstance(group_by, str):
             group_by = (group_by,)
-        allowed = sorted({*RunConfig.keys(), *EXTRA_GROUP_KEYS})
-        for key in group_by:
-            if key not in allowed:
-                raise ValueError(f"prune.group_by may name {allowed}; got {key!r}")
+        if group_by is not None:
+            if not all(isinstance(k, str) for k in group_by):
+                raise ValueError(f"prune.group_by must name results columns; got {group_by!r}")
+            group_by = tuple(group_by)
         object.__setattr__(self, "at", at)
         object.__setattr__(self, "keep", float(self.keep))
-        object.__setattr__(self, "group_by", tuple(group_by))
+        object.__setattr__(self, "group_by", group_by)
 
-    def metric_for(self, task: str) -> tuple[str, bool]:
-        """The column ranked for runs of ``task`` and whether larger is better."""
-        if self.metric is not None:
-            name = self.metric
-        else:
-            name = paper.BARS[task].metric.replace("test_", "train_", 1)
-        return name, METRIC_LARGER_IS_BETTER[name.split("_", 1)[1]]
+    def check(self, experiment: Experiment) -> None:
+        """Raises ValueError naming ``prune.metric`` / ``prune.group_by`` when ``experiment``
+        reports no such metric or has no such column."""
+        if self.metric is not None and self.metric not in metric_names(experiment):
+            raise ValueError(
+                f"prune.metric must be one of {metric_names(experiment)} (or None: the "
+                f"experiment's score on the train split); got {self.metric!r}"
+            )
+        allowed = sorted({*experiment.keys, *EXTRA_GROUP_KEYS})
+        for key in self.groups(experiment):
+            if key not in allowed:
+                raise ValueError(f"prune.group_by may name {allowed}; got {key!r}")
+
+    def groups(self, experiment: Experiment) -> tuple[str, ...]:
+        """The columns ranked within (``group_by``, else the experiment's)."""
+        return experiment.group_by if self.group_by is None else self.group_by
+
+    def metric_for(self, experiment: Experiment, config: Mapping[str, Any]) -> tuple[str, bool]:
+        """The column ranked for the run ``config`` and whether larger is better."""
+        name = self.metric or experiment.score(config).on("train")
+        return name, experiment.metrics[name.split("_", 1)[1]]
 
     def kept(self, n: int) -> int:
         """How many of a group of ``n`` survive a rung (before diverged runs are removed)."""
         # The epsilon keeps keep=1/3 of 3 at exactly 1 despite float rounding.
         return min(n, math.ceil(self.keep * n - 1e-9))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, default_group_by: Sequence[str] = ()) -> dict[str, Any]:
+        """The rule as JSON; ``group_by`` resolved (None: ``default_group_by``, the sweep's
+        experiment's)."""
+        groups = default_group_by if self.group_by is None else self.group_by
         return {"at": list(self.at), "keep": self.keep, "metric": self.metric,
-                "group_by": list(self.group_by)}  # fmt: skip
+                "group_by": list(groups)}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prune:
@@ -134,11 +136,15 @@ def applies(rule: Prune, rung: int, config: Mapping[str, Any]) -> bool:
     return rung in rule.at and rung < config["epochs"]
 
 
-def check_rule(rule: Prune, runs: Sequence[Mapping[str, Any]], where: str) -> None:
+def check_rule(
+    rule: Prune, runs: Sequence[Mapping[str, Any]], where: str, experiment: Experiment
+) -> None:
     """Raises ValueError naming ``prune.at`` when a rung is not an evaluation epoch of a run
-    that reaches it, or applies to no run."""
+    that reaches it, or applies to no run, and ``prune.metric`` / ``prune.group_by`` when the
+    experiment has no such metric or column."""
     from coordjax.train import chunk_lengths  # JAX: loads only when a rule is checked
 
+    rule.check(experiment)
     for rung in rule.at:
         reached = [r for r in runs if applies(rule, rung, r)]
         if not reached:
@@ -156,12 +162,13 @@ def check_rule(rule: Prune, runs: Sequence[Mapping[str, Any]], where: str) -> No
                 )
     if rule.metric is not None:
         return
-    tasks = {r["task"] for r in runs} - set(paper.BARS)
-    if tasks:
-        raise ValueError(
-            f"{where}: prune.metric has no default for task(s) {sorted(tasks)}; name one of "
-            f"{metric_names()}"
-        )
+    for run in runs:
+        name = experiment.score(run).on("train").split("_", 1)[1]
+        if name not in experiment.metrics:
+            raise ValueError(
+                f"{where}: the experiment's score {experiment.score(run).metric!r} is not among "
+                f"its metrics {sorted(experiment.metrics)}; name prune.metric"
+            )
 
 
 def rung_epochs(rules: Mapping[str, Prune], runs: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -180,6 +187,7 @@ def decide(
     rules: Mapping[str, Prune],
     runs: Sequence[Mapping[str, Any]],
     pruned_at: Mapping[str, int],
+    experiment: Experiment | None = None,
 ) -> dict[str, Any]:
     """The decision at ``rung``: a pure function of the results table.
 
@@ -189,6 +197,7 @@ def decide(
       rules: run_id -> its rule (runs without a rule are never pruned).
       runs: the sweep's run configs (``Sweep.expand``).
       pruned_at: run_id -> the rung that pruned it, for earlier rungs.
+      experiment: the runs' experiment (scores, families, groups; default: the paper's).
 
     Returns:
       ``{"epoch": rung, "groups": [...]}``; each group: its key values, the ranked metric, the
@@ -207,29 +216,32 @@ def decide(
     missing = sorted(set(ids) - set(at_rung.index))
     if missing:
         raise RuntimeError(f"no results at rung epoch {rung} for runs {missing[:3]}...")
-    table = pd.DataFrame(candidates).set_index("run_id")
-    table["family"] = paper.family_of(table)
+    experiment = experiment or default_experiment()
+    table = pd.DataFrame(candidates).set_index("run_id", drop=False)
+    table["family"] = experiment.families(table)
+    table = table.drop(columns="run_id")
     # One rule's runs are ranked together; runs under different rules never meet.
     table["_rule"] = [rules[i] for i in table.index]  # rules are frozen: hashable
     groups = []
     for _, by_rule in table.groupby("_rule", sort=False):
         rule = rules[by_rule.index[0]]
-        for key, group in by_rule.groupby(list(rule.group_by), sort=True):
+        columns = list(rule.groups(experiment))
+        for key, group in by_rule.groupby(columns, sort=True):
             key = key if isinstance(key, tuple) else (key,)
-            groups.append(
-                _rank_group(rule, rung, group, at_rung, dict(zip(rule.group_by, key, strict=True)))
-            )
+            where = dict(zip(columns, key, strict=True))
+            groups.append(_rank_group(rule, rung, group, at_rung, where, experiment))
     return {"epoch": rung, "groups": groups}
 
 
-def _rank_group(rule, rung, group, at_rung, key) -> dict[str, Any]:
-    tasks = group["task"].unique()
-    if len(tasks) > 1:
+def _rank_group(rule, rung, group, at_rung, key, experiment) -> dict[str, Any]:
+    ranked_by = {rule.metric_for(experiment, row) for _, row in group.iterrows()}
+    if len(ranked_by) > 1:
         raise ValueError(
-            f"prune.group_by {list(rule.group_by)} puts tasks {sorted(tasks)} in one group at "
-            f"rung {rung}; group by task too"
+            f"prune.group_by {list(rule.groups(experiment))} puts runs ranked by different "
+            f"metrics {sorted(m for m, _ in ranked_by)} in one group at rung {rung}; group by "
+            "the key that sets the metric (e.g. task) too"
         )
-    metric, larger = rule.metric_for(tasks[0])
+    metric, larger = ranked_by.pop()
     rows = at_rung.loc[group.index]
     values = rows[metric].astype(float).to_numpy()
     diverged = rows["diverged"].astype(bool).to_numpy()
@@ -313,12 +325,15 @@ def model_axis(
 
 
 def expected_fractions(
-    rules: Mapping[str, Prune], runs: Sequence[Mapping[str, Any]]
+    rules: Mapping[str, Prune],
+    runs: Sequence[Mapping[str, Any]],
+    experiment: Experiment | None = None,
 ) -> dict[str, list[tuple[int, int, float]]]:
     """run_id -> ``[(start, end, fraction), ...]``: the share of the run's group that trains
     each segment between rungs, if no run diverges (what the dry run plans with)."""
+    experiment = experiment or default_experiment()
     table = pd.DataFrame(list(runs)).set_index("run_id", drop=False)
-    table["family"] = paper.family_of(table)
+    table["family"] = experiment.families(table)
     out = {}
     for run in runs:
         rule = rules.get(run["run_id"])
@@ -331,7 +346,7 @@ def expected_fractions(
     sub["_rule"] = [rules[i] for i in sub.index]
     for _, by_rule in sub.groupby("_rule", sort=False):
         rule = rules[by_rule.index[0]]
-        for _, group in by_rule.groupby(list(rule.group_by)):
+        for _, group in by_rule.groupby(list(rule.groups(experiment))):
             for run_id, run in group.iterrows():
                 segments, start, n = [], 0, len(group)
                 alive = n

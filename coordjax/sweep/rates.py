@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax import conv, datasets, models
+from coordjax import conv
+from coordjax.sweep.costs import bucket_costs
 from coordjax.sweep.durations import format_duration
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import plan
@@ -394,33 +395,42 @@ def estimate_seconds(
     assumed_compile = ASSUMED_COMPILE_S.get(platform, ASSUMED_COMPILE_S["cpu"])
     measured_compiles = [r.compile_s for r in table if r.compile_s is not None]
     default_compile = float(np.median(measured_compiles)) if measured_compiles else assumed_compile
-    buckets = plan(sweep.expand(), max_models=options.max_models, pad=options.pad)
+    experiment = sweep.experiment
+    buckets = plan(
+        sweep.expand(), experiment=experiment, max_models=options.max_models, pad=options.pad
+    )
     compiled: set[tuple] = set()
     estimates = []
     for bucket in buckets:
-        name = bucket.static["model"]
-        spec = models.MODELS[name]
-        model = models.build(name, **bucket.model_kwargs)
-        batch = bucket.static["batch_size"]
-        step_flops = train_step_flops(model, spec.input_shape, batch)
+        known = experiment.model_steps(bucket) if experiment.model_steps else None
         per_device = -(-bucket.num_models // num_devices)  # models per device, run in parallel
-        found = rate_for(table, name, bucket.model_kwargs, batch, per_device, step_flops)
+        if known is None:  # an experiment the rates table does not know: XLA's cost analysis
+            costs = bucket_costs(bucket)
+            name, shape, batch = bucket.bucket_id, (), bucket.static.get("batch_size", 0)
+            step_flops, eval_flops = costs["step_flops"], costs["eval_flops"]
+            found = None
+        else:
+            name, shape, model, input_shape, examples = known
+            batch = bucket.static["batch_size"]
+            step_flops = train_step_flops(model, input_shape, batch)
+            eval_flops = forward_flops(model, input_shape, 1) * examples
+            found = rate_for(table, name, shape, batch, per_device, step_flops)
         if found is None:
             rate = assumed_flop_rate / max(step_flops, 1.0)
             basis, detail = "assumed", f"assumed {assumed_flop_rate:.0e} FLOP/s"
             compile_each = assumed_compile
         else:
             rate, basis, used = found
-            shape = ", ".join(f"{k}={v}" for k, v in used.shape) or "-"
+            measured = ", ".join(f"{k}={v}" for k, v in used.shape) or "-"
             detail = (
-                f"{basis} from {name} ({shape}, batch {used.batch_size}) at M={used.num_models}"
+                f"{basis} from {name} ({measured}, batch {used.batch_size}) at "
+                f"M={used.num_models}"
             )
             compile_each = default_compile if used.compile_s is None else used.compile_s
         # Each device trains its share of the bucket's models at ``rate`` model-steps/s.
         train_s = per_device * bucket.total_steps / rate
-        eval_flops = forward_flops(model, spec.input_shape, 1) * _num_examples(bucket)
         eval_s = len(bucket.chunks) * per_device * eval_flops / max(rate * step_flops, 1.0)
-        key = (name, tuple(sorted(bucket.model_kwargs.items())), batch, per_device)
+        key = (name, tuple(sorted(dict(shape).items())), batch, per_device)
         n_programs = 0 if key in compiled else 1 + len(set(bucket.chunks))
         compiled.add(key)
         estimates.append(
@@ -436,7 +446,3 @@ def estimate_seconds(
         )
     return SweepEstimate(device_kind, tuple(estimates), provisional)
 
-
-def _num_examples(bucket) -> int:
-    """Examples one evaluation reads per model: its train and test splits (the largest run's)."""
-    return max(sum(len(part) for part in datasets.split_indices(c["split"])) for c in bucket.runs)

@@ -395,8 +395,10 @@ def sweep_config(
     import optax
     import orbax.checkpoint
 
+    experiment = buckets[0].experiment if buckets else None
     return {
         "identity": identity,
+        **({"experiment": experiment.name} if experiment is not None else {}),
         "engine": dataclasses.asdict(options),
         "lowering": options.lowering,  # resolved: "lax", "matmul" or "zero_insertion"
         "versions": {
@@ -415,6 +417,7 @@ def sweep_config(
                 "num_models": b.num_models,
                 "steps_per_epoch": b.steps_per_epoch,
                 "run_ids": [r["run_id"] for r in b.runs],
+                "score": list(b.experiment.score(b.runs[0])),
                 **(_padding_plan(b) if b.padded else {}),
             }
             for b in buckets
@@ -432,7 +435,9 @@ def _padding_plan(bucket: Bucket) -> dict[str, Any]:
 # -- reading one model back -----------------------------------------------------------------------
 
 
-def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None) -> dict:
+def load_run(
+    workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None, experiment: Any = None
+) -> dict:
     """One model's saved training state from a sweep's workdir, as NumPy arrays.
 
     Args:
@@ -441,6 +446,8 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
       epoch: which checkpoint (default: the run's latest: for a run pruned at a rung, that
         rung's). Kept: the bucket's latest two, every run's best evaluation (the summary's
         ``peak_epoch``) and every rung that pruned a run of the bucket.
+      experiment: the sweep's :class:`~coordjax.sweep.Experiment`, needed only to cut a run
+        out of a padded bucket (default: the paper's).
 
     Returns:
       ``{"params": ..., "batch_stats": ..., "opt_state": ..., "epoch": ..., ...}`` for that model
@@ -490,8 +497,25 @@ def load_run(workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = No
     stacked_ids = [bucket["run_ids"][i] for i in in_stack]
     state = jax.tree.map(lambda x: np.asarray(x)[stacked_ids.index(run_id)], stacked)
     if bucket.get("padded"):
-        from coordjax.train.padding import unpad_state  # the models (JAX), only when padded
+        from coordjax.sweep.experiment import default_experiment  # JAX, only when padded
 
+        experiment = experiment or default_experiment()
         shape = bucket["run_shapes"][bucket["run_ids"].index(run_id)]
-        state = unpad_state(state, bucket["static"]["model"], shape)
+        state = experiment.padding.unpad(state, bucket["static"], shape)
     return state
+
+
+def export_run(
+    workdir: str | pathlib.Path, run_id: str, *, epoch: int | None = None, experiment: Any = None
+) -> dict:
+    """One run's model as a plain Flax variables tree that its own module applies directly.
+
+    ``{"params": ...}``, plus ``"batch_stats"`` when the model has statistics, as NumPy arrays
+    at the run's own shapes (cut out of a padded bucket by the experiment's rule); optimizer
+    state and bookkeeping are left out. Arguments as :func:`load_run`.
+    """
+    state = load_run(workdir, run_id, epoch=epoch, experiment=experiment)
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    return variables

@@ -1,5 +1,9 @@
-"""The paper's training recipe as pure, vmappable functions, and a single-model ``fit``."""
+"""The supervised training recipe as pure, vmappable functions, and a single-model ``fit``."""
 
+from coordjax.train.adapters import LinenModel as LinenModel
+from coordjax.train.adapters import PureModel as PureModel
+from coordjax.train.adapters import as_model as as_model
+from coordjax.train.adapters import nnx_model as nnx_model
 from coordjax.train.data import DeviceData as DeviceData
 from coordjax.train.data import SplitIndices as SplitIndices
 from coordjax.train.data import device_data as device_data

@@ -1,7 +1,7 @@
 """The paper's headline numbers as data, its bars per task, and how a sweep stands against them.
 
 Everything here is plain data and pandas: no JAX. The end-of-sweep summary
-(:mod:`coordjax.sweep.summary`) and the report (:mod:`coordjax.report`) both read it, so the two
+(:mod:`coordjax.paper.summary`) and the report (:mod:`coordjax.report`) both read it, so the two
 always give the same verdicts.
 
 Sources: "§" is a section of the paper (Liu et al., "An intriguing failing of convolutional

@@ -6,7 +6,7 @@ module counts, per grid (variant), split and learning rate, how many runs met th
 (:data:`coordjax.paper.BARS`) at any evaluation and at the last one, the mean share of
 evaluations at the bar, and the median first epoch at the bar. Pure pandas, no JAX.
 
-    python -m coordjax.sweep.robustness WORKDIR [--by-lr]
+    python -m coordjax.paper.robustness WORKDIR [--by-lr]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def robustness_text(results: pd.DataFrame, *, by: tuple[str, ...] = ()) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m coordjax.sweep.robustness",
+        prog="python -m coordjax.paper.robustness",
         description="runs at the paper's bar per variant and split",
     )
     parser.add_argument("workdir", type=pathlib.Path)

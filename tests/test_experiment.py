@@ -1,0 +1,221 @@
+"""The experiment seam: a user's own model, data and loss get what the paper gets (buckets by
+their static keys, pruning on their score, resume, a report, one run exported), refusals come
+before anything is written, and the paper's classifier wrapped as a user experiment computes the
+built-in sweep's numbers bit for bit."""
+
+import ast
+import importlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import user_experiments as ux
+from tiny_sweeps import QUIET, assert_bitwise_equal
+
+from coordjax import datasets, models, report, tasks
+from coordjax import sweep as sw
+from coordjax.sweep import engine
+from coordjax.sweep import workdir as wd
+
+PUBLIC_MODULES = {"coordjax", "coordjax.sweep", "coordjax.train", "coordjax.linen", "coordjax.nnx"}
+KINDS = ("linen", "nnx", "pure")
+
+
+def test_the_user_module_uses_public_names_only():
+    tree = ast.parse(pathlib.Path(ux.__file__).read_text())
+    imported = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    mine = [n for n in imported if n.module.split(".")[0] == "coordjax"]
+    assert mine
+    for node in mine:
+        assert node.module in PUBLIC_MODULES, node.module
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+            assert not alias.name.startswith("_") and alias.name in dir(module), alias.name
+
+
+def _interrupted_then_resumed(sweep, workdir, monkeypatch, after_chunks=3):
+    """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end."""
+    calls = {"n": 0}
+    build = engine.Programs.chunk
+
+    def chunk(self, *args):
+        program = build(self, *args)
+
+        def counted(*inputs):
+            calls["n"] += 1
+            if calls["n"] == after_chunks:
+                raise KeyboardInterrupt
+            return program(*inputs)
+
+        return counted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.Programs, "chunk", chunk)
+        with pytest.raises(KeyboardInterrupt):
+            sw.run_sweep(sweep, workdir, options=QUIET)
+    assert 0 < len(wd.read_results(workdir))
+    return sw.run_sweep(sweep, workdir, options=QUIET)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def trained(request, tmp_path_factory):
+    kind = request.param
+    experiment = ux.experiment(kind)
+    workdir = tmp_path_factory.mktemp(f"user-{kind}") / "w"
+    results = sw.run_sweep(ux.sweep(kind, experiment), workdir, options=QUIET)
+    return kind, experiment, workdir, results
+
+
+def test_user_sweep_buckets_by_shape_and_prunes_on_its_score(trained):
+    kind, experiment, workdir, results = trained
+    plan = wd.read_config(workdir)["plan"]
+    assert [len(b["run_ids"]) for b in plan] == [4, 4]  # one bucket per width
+    assert {tuple(b["score"]) for b in plan} == {("test_pixel_error", False)}
+    final = results.sort_values("epoch").groupby("run_id").tail(1)
+    assert sorted(final["status"]) == ["finished"] * 4 + ["pruned"] * 4
+    # Each width kept its two best runs by train pixel error at the rung (smaller is better).
+    decision = wd.read_pruning(workdir)[0]
+    for group in decision["groups"]:
+        assert group["metric"] == "train_pixel_error" and not group["larger_is_better"]
+        values = [r["value"] for r in group["runs"]]
+        assert values == sorted(values) and [r["kept"] for r in group["runs"]] == [1, 1, 0, 0]
+    assert np.isfinite(final["test_pixel_error"]).all()
+
+
+def test_user_sweep_resumed_equals_uninterrupted_bit_for_bit(trained, tmp_path, monkeypatch):
+    kind, experiment, workdir, results = trained
+    resumed = _interrupted_then_resumed(ux.sweep(kind, experiment), tmp_path / "w", monkeypatch)
+    assert_bitwise_equal(resumed, results)
+
+
+def test_user_sweep_report_and_exported_run(trained):
+    kind, experiment, workdir, results = trained
+    text = report.write_report(workdir).read_text()
+    assert "# Sweep report: bright" in text and "## Best run per family" in text
+    assert "## Successive halving" in text and "**width**" in text
+    final = results.sort_values("epoch").groupby("run_id").tail(1)
+    for _, run in final.iterrows():
+        variables = sw.export_run(workdir, run["run_id"])
+        assert set(variables) == {"params"}
+        x, y = ux.make_data()["all"]["test"]
+        width = int(run["width"])
+        if kind == "pure":
+            outputs = ux.pure_pair(width)[1](variables["params"], x)
+        elif kind == "nnx":
+            outputs = sw_model(ux.BUILDERS["nnx"](width)).apply(variables, x)
+        else:
+            outputs = ux.LinenNet(width=width).apply(variables, x)
+        error = float(jnp.mean(ux.pixel_error(outputs, y)))
+        np.testing.assert_allclose(error, run["test_pixel_error"], rtol=1e-5)
+
+
+def sw_model(adapter):
+    """The Linen module an NNX model is trained as (``nnx_model``'s bridge)."""
+    return adapter.module
+
+
+# -- refused before anything is written ----------------------------------------------------------
+
+
+def _refused(tmp_path, match, **changes):
+    arguments = dict(model=ux.BUILDERS["linen"], model_keys={"width": 2}, data=ux.make_data(),
+                     loss=ux.squared_error, metrics={"pixel_error": (ux.pixel_error, "min")},
+                     score=("test_pixel_error", "min"))  # fmt: skip
+    arguments.update(changes)
+    with pytest.raises(ValueError, match=match):
+        experiment = sw.supervised("bad", **arguments)
+        sweep = sw.union("bad", [sw.Grid("g")], experiment=experiment)
+        sw.run_sweep(sweep, tmp_path / "w", options=QUIET)
+    assert not (tmp_path / "w").exists()
+
+
+def test_arrays_of_different_lengths_are_refused(tmp_path):
+    x, y = ux.make_data()["all"]["train"]
+    data = {"all": {"train": (x, y[:-1]), "test": (x, y)}}
+    _refused(tmp_path, r"x and y must have the same leading \(example\) length", data=data)
+
+
+def test_a_loss_that_is_not_per_example_is_refused(tmp_path):
+    _refused(tmp_path, r"loss must be per example, shape \(B,\)",
+             loss=lambda o, t: jnp.mean(jnp.square(o - t)))  # fmt: skip
+
+
+def test_a_metric_that_is_not_per_example_is_refused(tmp_path):
+    metrics = {"pixel_error": (lambda o, t: ux.pixel_error(o, t)[:, None], "min")}
+    _refused(tmp_path, r"pixel_error must be per example", metrics=metrics)
+
+
+def test_a_score_not_among_the_metrics_is_refused(tmp_path):
+    _refused(tmp_path, r"score column must be one of", score=("test_accuracy", "max"))
+
+
+def test_outputs_that_do_not_fit_the_targets_are_refused(tmp_path):
+    class ThreeOutputs(ux.LinenNet):
+        @ux.nn.compact
+        def __call__(self, x):
+            return ux.nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+    _refused(tmp_path, r"failed on a batch of 2 examples", model=lambda width: ThreeOutputs(width))
+
+
+def test_an_unknown_key_is_refused(tmp_path):
+    experiment = ux.experiment("linen")
+    with pytest.raises(ValueError, match=r"unknown config key 'depth' .* allowed: \["):
+        sw.union("bad", [sw.Grid("g", axes={"depth": [1, 2]})], experiment=experiment)
+
+
+# -- the paper is one instance -------------------------------------------------------------------
+
+
+def test_the_paper_classifier_as_a_user_experiment_equals_the_builtin_sweep(tmp_path):
+    base = {"task": "classification", "model": "coordconv_classifier", "batch_size": 256,
+            "epochs": 1, "eval_every": 1, "lr": 0.005}  # fmt: skip
+    grid = sw.Grid("c", base=base, axes={"split": ["uniform", "quadrant"]})
+    builtin = sw.union("builtin", [grid])
+    ours = sw.run_sweep(builtin, tmp_path / "builtin", options=QUIET)
+    lowering = wd.read_config(tmp_path / "builtin")["lowering"]
+
+    examples = datasets.all_examples()
+    splits = {s: datasets.split_indices(s) for s in ("uniform", "quadrant")}
+    data = sw.ArrayData(np.asarray(examples.centers, np.float32),
+                        np.asarray(examples.onehots, np.float32), splits)  # fmt: skip
+    task = tasks.get("classification")
+
+    def metric(name):
+        return lambda outputs, targets: task.metrics(outputs, targets)[name]
+
+    experiment = sw.supervised(
+        "wrapped",
+        model=lambda channel_mult: models.build("coordconv_classifier", lowering=lowering,
+                                                channel_mult=channel_mult),
+        model_keys={"channel_mult": 1},
+        data=data,
+        loss=task.loss,
+        metrics={m: (metric(m), "max" if m == "accuracy" else "min")
+                 for m in ("accuracy", "eucl_dist", "manh_dist")},
+        score=("test_accuracy", "max"),
+        defaults={"batch_size": 256, "epochs": 1, "lr": 0.005},
+        data_key="split",
+    )  # fmt: skip
+    wrapped = sw.union("wrapped", [sw.Grid("c", axes={"split": ["uniform", "quadrant"]})],
+                       experiment=experiment)  # fmt: skip
+    theirs = sw.run_sweep(wrapped, tmp_path / "wrapped", options=QUIET)
+    columns = ["split", "epoch", "step", "param_count", "epoch_train_loss", "train_loss",
+               "test_loss", "train_accuracy", "test_accuracy", "train_eucl_dist",
+               "test_manh_dist"]  # fmt: skip
+    a, b = (t[columns].sort_values("split").reset_index(drop=True) for t in (ours, theirs))
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for leaf_a, leaf_b in zip(
+        jax.tree.leaves(sw.load_run(tmp_path / "builtin", ours["run_id"][0])["params"]),
+        jax.tree.leaves(sw.load_run(tmp_path / "wrapped", _same_split(ours, theirs))["params"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+
+
+def _same_split(ours: pd.DataFrame, theirs: pd.DataFrame) -> str:
+    split = ours["split"][0]
+    return theirs.loc[theirs["split"] == split, "run_id"].iloc[0]
