@@ -1,4 +1,4 @@
-"""One device check: is every platform on its fast path? (issue 19; at most 8 min on one GPU).
+"""One device check: is every platform on its fast path? (at most 8 min on one GPU).
 
     PYTHONPATH=. python benchmarks/device_check.py --out DIR      # GPU/TPU: about 7 minutes
     PYTHONPATH=. python benchmarks/device_check.py --smoke        # CPU: a tiny run, < 2 minutes

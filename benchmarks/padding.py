@@ -3,7 +3,7 @@
 A grid over filter size or channel multiplier changes parameter shapes. The engine serves such
 axes two ways: **bucketed** (one compiled program per distinct shape, its models vmapped inside)
 or **padded** (one program of the largest shape; each smaller model is embedded exactly and
-masked, ``coordjax.train.padding``). Padding saves compiles and launches and keeps one large
+masked, ``coordjax.paper.padding``). Padding saves compiles and launches and keeps one large
 vmapped batch, but every model pays for the largest shape's FLOPs. This benchmark measures both
 for the paper's shape grids, through the engine's own planner and initialisation:
 

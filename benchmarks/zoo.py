@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax import conv, models
+from coordjax.paper.data import device_data
 from coordjax.sweep import EngineOptions, Grid, plan, programs, rates, union
-from coordjax.train import device_data, train_step
+from coordjax.train import train_step
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT_DIR = ROOT / "results"

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from coordjax.train.task import Task
 
 __all__ = [
     "RENDERING_LOSSES",
@@ -45,26 +46,6 @@ REGRESSION_PIXEL_SCALE = 64.0
 """Regression targets are ``[x / 64, y / 64]``, so an error of 1/64 is one pixel."""
 
 RENDERING_LOSSES = ("sigmoid", "mse")
-
-
-class Task(NamedTuple):
-    """A supervised task.
-
-    Attributes:
-      name: ``"classification"``, ``"rendering"`` or ``"regression"``.
-      input_field: field of the dataset examples fed to the model (``"centers"``, as float32, or
-        ``"onehots"``).
-      target_field: field the outputs are compared with (``"onehots"``, ``"images"`` or
-        ``"normalized_centers"``).
-      loss: ``loss(outputs, targets) -> (B,)`` per-example loss.
-      metrics: ``metrics(outputs, targets) -> {name: (B,)}`` per-example metrics.
-    """
-
-    name: str
-    input_field: str
-    target_field: str
-    loss: Callable[[jax.Array, jax.Array], jax.Array]
-    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
 
 
 def _check_pair(outputs: jax.Array, targets: jax.Array, task: str, ndim: int) -> jax.Array:

@@ -19,7 +19,7 @@ Presets:
              seeds {0, 1}, 50 epochs, evaluated every 2 epochs (12 models; 2.6 h measured on a
              2-core CPU). Expected: 10 of 12 runs reach 100 % test accuracy at some evaluation,
              only 2 are there at epoch 50 (docs/science/robustness.md).
-  fig-s2-cpu Fig S2 at the paper's lengths for one idle 2-core CPU (issue 18; the dry run says
+  fig-s2-cpu Fig S2 at the paper's lengths for one idle 2-core CPU (the dry run says
              74 min): deconv fs 2 x c {2, 3} x lr {2e-3, 5e-3}, l2 1e-3, batch 32, 200 epochs with
              the paper's step schedule, both splits, halved at epochs 50 and 100 by train
              accuracy within each split (``FIG_S2_CPU_RULE``; 8 runs -> 4 -> 2); CoordConv at the
@@ -140,7 +140,7 @@ def reference():
 
 
 # CoordConv as the smoke preset trains it: inputs in the coordinate channels' range
-# (input_scale "unit", issue 10), seed 0, 3 epochs. The faithful raw-input recipe is too seed- and
+# (input_scale "unit"), seed 0, 3 epochs. The faithful raw-input recipe is too seed- and
 # float-sensitive for a demonstration (see the preset docstring and the `evidence` preset).
 SMOKE_COORDCONV = {**COORDCONV, "lr": 0.005, "l2": 0.001, "epochs": 3, "eval_every": 1,
                    "seed": 0, "input_scale": "unit"}  # fmt: skip
@@ -159,7 +159,7 @@ def smoke():
     )  # fmt: skip
 
 
-# Fig S2 at the paper's lengths for one idle 2-core CPU (issue 18): the deconv sizes and lrs the
+# Fig S2 at the paper's lengths for one idle 2-core CPU: the deconv sizes and lrs the
 # reproductions found best (fs 2, c 3, lr 2e-3, batch 32: 85.8 % test at 200 epochs), halved at
 # epochs 50 and 100 by train accuracy within each split; CoordConv with unit inputs, unpruned (its
 # faithful raw-input recipe at 50 epochs is the `evidence` preset's, measured: 2.6 h).

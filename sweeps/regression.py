@@ -7,7 +7,7 @@ Presets:
   paper      Table S1 models with the reference grid: conv regressors (72,850 params on uniform,
              12,914 on quadrant) lr {5e-4, 1e-3, 1e-2} × l2 {1e-5, 1e-4, 5e-4}; CoordConv
              regressor (906 params) lr 1e-2, l2 1e-5; batch 256, 100 epochs, constant lr.
-  cpu        the paper's length for one idle 2-core CPU (issue 18; the dry run says 49 min):
+  cpu        the paper's length for one idle 2-core CPU (the dry run says 49 min):
              both conv regressors over the reference grid (9 runs each), 100 epochs, a
              third kept at epoch 20 by train error. Measured (67 min of training): uniform
              0.37 px test, quadrant 6.08 px (1.44 px train); docs/reports/regression-cpu.
@@ -89,7 +89,7 @@ def evidence():
     )
 
 
-# The paper's length on one idle 2-core CPU (issue 18): the conv regressors over the reference
+# The paper's length on one idle 2-core CPU: the conv regressors over the reference
 # grid, halved to a third at epoch 20 by train error within each split; the CoordConv regressor
 # at two seeds, never pruned, in a preset of its own (the dry run says 116 min for both, but the
 # CoordConv regressor's `evidence` run took 76 min for two of its four models).

@@ -9,7 +9,7 @@ Presets:
              batch 16, 50 epochs, both splits (16 models; fs 1 is the paper's 9,490-param model).
   reference  the reference code's grid: deconv l2 {0, 1e-3, 1e-2} × loss {sigmoid, mse}; CoordConv
              fs 1 × m {1, 2}.
-  cpu        the paper's comparison for one idle 2-core CPU (issue 18; the dry run says 73 min):
+  cpu        the paper's comparison for one idle 2-core CPU (the dry run says 73 min):
              deconv renderers fs 2 x c {1, 2} x loss {sigmoid, mse}, lr 2e-3, l2 1e-3, batch 32,
              150 epochs, both splits, halved at epoch 50 by train IoU within each split; the
              CoordConv renderer (9,490 params) under both losses, lr 5e-3, batch 16, 50 epochs,
@@ -108,7 +108,7 @@ def smoke():
     )
 
 
-# The paper's comparison on one idle 2-core CPU (issue 18): small deconv renderers under both of
+# The paper's comparison on one idle 2-core CPU: small deconv renderers under both of
 # the paper's losses, halved at epoch 50 by train IoU within each split, against the paper's
 # 9,490-parameter CoordConv renderer at its 50 epochs.
 CPU_RULE = Prune(at=(50,), keep=1 / 2)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from coordjax.paper.data import device_data
 from coordjax.sweep import Grid, plan, programs, union
-from coordjax.train import device_data, train_step
+from coordjax.train import train_step
 
 STEPS = 3
 

@@ -170,52 +170,100 @@ def test_an_unknown_key_is_refused(tmp_path):
 # -- the paper is one instance -------------------------------------------------------------------
 
 
-def test_the_paper_classifier_as_a_user_experiment_equals_the_builtin_sweep(tmp_path):
-    base = {"task": "classification", "model": "coordconv_classifier", "batch_size": 256,
-            "epochs": 1, "eval_every": 1, "lr": 0.005}  # fmt: skip
-    grid = sw.Grid("c", base=base, axes={"split": ["uniform", "quadrant"]})
-    builtin = sw.union("builtin", [grid])
-    ours = sw.run_sweep(builtin, tmp_path / "builtin", options=QUIET)
-    lowering = wd.read_config(tmp_path / "builtin")["lowering"]
-
+def _paper_as_user_experiment(name: str, lowering: str, **defaults):
+    """Not-so-Clevr and a paper model, wrapped through the public seam alone."""
     examples = datasets.all_examples()
     splits = {s: datasets.split_indices(s) for s in ("uniform", "quadrant")}
     data = sw.ArrayData(np.asarray(examples.centers, np.float32),
                         np.asarray(examples.onehots, np.float32), splits)  # fmt: skip
     task = tasks.get("classification")
 
-    def metric(name):
-        return lambda outputs, targets: task.metrics(outputs, targets)[name]
+    def metric(m):
+        return lambda outputs, targets: task.metrics(outputs, targets)[m]
 
-    experiment = sw.supervised(
+    return sw.supervised(
         "wrapped",
-        model=lambda channel_mult: models.build("coordconv_classifier", lowering=lowering,
-                                                channel_mult=channel_mult),
+        model=lambda channel_mult: models.build(name, lowering=lowering, channel_mult=channel_mult),
         model_keys={"channel_mult": 1},
         data=data,
         loss=task.loss,
         metrics={m: (metric(m), "max" if m == "accuracy" else "min")
                  for m in ("accuracy", "eucl_dist", "manh_dist")},
         score=("test_accuracy", "max"),
-        defaults={"batch_size": 256, "epochs": 1, "lr": 0.005},
+        defaults=defaults,
         data_key="split",
     )  # fmt: skip
-    wrapped = sw.union("wrapped", [sw.Grid("c", axes={"split": ["uniform", "quadrant"]})],
-                       experiment=experiment)  # fmt: skip
-    theirs = sw.run_sweep(wrapped, tmp_path / "wrapped", options=QUIET)
-    columns = ["split", "epoch", "step", "param_count", "epoch_train_loss", "train_loss",
-               "test_loss", "train_accuracy", "test_accuracy", "train_eucl_dist",
-               "test_manh_dist"]  # fmt: skip
-    a, b = (t[columns].sort_values("split").reset_index(drop=True) for t in (ours, theirs))
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
-    for leaf_a, leaf_b in zip(
-        jax.tree.leaves(sw.load_run(tmp_path / "builtin", ours["run_id"][0])["params"]),
-        jax.tree.leaves(sw.load_run(tmp_path / "wrapped", _same_split(ours, theirs))["params"]),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(leaf_a, leaf_b)
 
 
-def _same_split(ours: pd.DataFrame, theirs: pd.DataFrame) -> str:
-    split = ours["split"][0]
-    return theirs.loc[theirs["split"] == split, "run_id"].iloc[0]
+COMPARED = ["lr", "split", "epoch", "step", "param_count", "epoch_train_loss", "train_loss",
+            "test_loss", "train_accuracy", "test_accuracy", "train_eucl_dist",
+            "test_manh_dist"]  # fmt: skip
+
+
+def _same_numbers(builtin: pd.DataFrame, builtin_dir, wrapped: pd.DataFrame, wrapped_dir):
+    def table(results):
+        return results[COMPARED].sort_values(["lr", "split", "epoch"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(builtin), table(wrapped), check_exact=True)
+    ids = {(r.lr, r.split): r.run_id for r in wrapped.itertuples()}
+    for run in builtin.drop_duplicates("run_id").itertuples():
+        ours = sw.load_run(builtin_dir, run.run_id)["params"]
+        theirs = sw.load_run(wrapped_dir, ids[(run.lr, run.split)])["params"]
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_paper_model_as_a_user_experiment_equals_the_builtin_sweep(tmp_path, tiny_workdir):
+    """The session's tiny sweep (the paper's ``tiny`` model on both splits, 2 lrs) trained
+    again as a user experiment: the same numbers and parameters, bit for bit."""
+    workdir, builtin = tiny_workdir
+    lowering = wd.read_config(workdir)["lowering"]
+    experiment = _paper_as_user_experiment("tiny", lowering, batch_size=256, epochs=2)
+    grid = sw.Grid("tiny", axes={"lr": [0.01, 0.002], "split": ["uniform", "quadrant"]})
+    sweep = sw.union("wrapped", [grid], experiment=experiment)
+    wrapped = sw.run_sweep(sweep, tmp_path / "w", options=QUIET)
+    _same_numbers(builtin, workdir, wrapped, tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_the_coordconv_classifier_as_a_user_experiment_equals_the_builtin_sweep(tmp_path):
+    base = {"task": "classification", "model": "coordconv_classifier", "batch_size": 256,
+            "epochs": 1, "eval_every": 1, "lr": 0.005}  # fmt: skip
+    grid = sw.Grid("c", base=base, axes={"split": ["uniform", "quadrant"]})
+    builtin = sw.run_sweep(sw.union("builtin", [grid]), tmp_path / "builtin", options=QUIET)
+    lowering = wd.read_config(tmp_path / "builtin")["lowering"]
+    experiment = _paper_as_user_experiment("coordconv_classifier", lowering, batch_size=256,
+                                           epochs=1, lr=0.005)  # fmt: skip
+    sweep = sw.union("wrapped", [sw.Grid("c", axes={"split": ["uniform", "quadrant"]})],
+                     experiment=experiment)  # fmt: skip
+    wrapped = sw.run_sweep(sweep, tmp_path / "wrapped", options=QUIET)
+    _same_numbers(builtin, tmp_path / "builtin", wrapped, tmp_path / "wrapped")
+
+
+# -- a user's sweep file at the command line, fanned out ------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_user_sweep_file_fanned_out_over_two_processes_equals_one(tmp_path):
+    import subprocess
+    import sys
+
+    sweep_file = tmp_path / "mine.py"
+    sweep_file.write_text(
+        f"import sys\nsys.path.insert(0, {str(pathlib.Path(ux.__file__).parent)!r})\n"
+        "import user_experiments as ux\nPRESETS = {'t': lambda: ux.sweep('linen')}\n"
+    )
+    command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",
+               "--workdir", str(tmp_path / "w"), "--no-progress", "--task-count", "2"]  # fmt: skip
+    workers = [
+        subprocess.Popen([*command, "--task-index", str(i)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    for worker in workers:
+        output = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, output
+    straight = sw.run_sweep(ux.sweep("linen"), tmp_path / "straight", preset="t",
+                            options=sw.EngineOptions(progress=False))  # fmt: skip
+    assert_bitwise_equal(pd.read_csv(tmp_path / "w" / "results.csv"), straight)
+    assert (tmp_path / "w" / "report" / "report.md").is_file()

@@ -14,14 +14,13 @@ from tiny_sweeps import tiny_sweep
 
 from coordjax import cli, models, tasks
 from coordjax import linen as cjnn
+from coordjax.paper.data import device_data, split_indices
 from coordjax.sweep import EngineOptions, run_sweep
 from coordjax.train import (
     RunSpec,
     TrainSetup,
-    device_data,
     init_state,
     make_hparams,
-    split_indices,
     train_step,
 )
 

@@ -10,16 +10,10 @@ from jitted_recipe import jit_init
 from tiny_sweeps import QUIET, TINY
 
 from coordjax import models, tasks
+from coordjax.paper import padding
+from coordjax.paper.data import device_data, split_indices
 from coordjax.sweep import EngineOptions, Grid, load_run, plan, run_sweep, union
-from coordjax.train import (
-    RunSpec,
-    TrainSetup,
-    device_data,
-    make_hparams,
-    padding,
-    split_indices,
-    train_step,
-)
+from coordjax.train import RunSpec, TrainSetup, make_hparams, train_step
 
 COORDS = np.array([[4.0, 59.0], [31.0, 12.0], [40.0, 40.0]], np.float32)
 

@@ -1,4 +1,4 @@
-"""Recipe options beyond the paper (issue 10): input scale, cosine decay, matmul precision; the
+"""Recipe options beyond the paper: input scale, cosine decay, matmul precision; the
 robustness presets and their table."""
 
 import dataclasses
@@ -16,24 +16,24 @@ from jitted_recipe import jit_init
 
 import coordjax as cj
 from coordjax import datasets, models, tasks
+from coordjax.datasets.not_so_clevr import input_transform
+from coordjax.paper.data import device_data, split_indices
 from coordjax.paper.experiment import EXPERIMENT
 from coordjax.paper.robustness import robustness_table
+from coordjax.paper.run_config import stack_runs
 from coordjax.sweep import Grid, plan, run_id, union
 from coordjax.sweep.planner import validate_run
 from coordjax.train import (
     DeviceData,
     RunSpec,
     TrainSetup,
-    device_data,
     fit,
     init_state,
     learning_rate,
     make_hparams,
-    split_indices,
     train_chunk,
     train_step,
 )
-from coordjax.train.run_config import stack_runs
 from coordjax.train.step import model_inputs
 
 DEFAULTS = EXPERIMENT.defaults()
@@ -46,9 +46,10 @@ def data():
     return device_data(CLASSIFICATION)
 
 
-def _setup(**kw):
+def _setup(input_scale="raw", **kw):
     kw.setdefault("model", models.build("coordconv_classifier"))
-    return TrainSetup(task=CLASSIFICATION, batch_size=16, steps_per_epoch=2, **kw)
+    return TrainSetup(task=CLASSIFICATION, batch_size=16, steps_per_epoch=2,
+                      prepare=input_transform(input_scale), **kw)
 
 
 def _run(lr=0.005, split="uniform", **kw):
@@ -140,8 +141,10 @@ def test_bad_setup_options_are_named(kw, match):
 
 def test_unit_inputs_refused_for_image_inputs():
     with pytest.raises(ValueError, match="input_scale='unit' applies to pixel-coordinate"):
-        TrainSetup(models.build("coordconv_regressor"), tasks.get("regression"), 16, 2,
-                   input_scale="unit")  # fmt: skip
+        validate_run({**DEFAULTS, "task": "regression", "model": "coordconv_regressor",
+                      "input_scale": "unit"})  # fmt: skip
+    with pytest.raises(ValueError, match="prepare must be callable"):
+        TrainSetup(models.build("tiny"), CLASSIFICATION, 16, 2, prepare="unit")
 
 
 # -- precision --------------------------------------------------------------------------------
@@ -249,10 +252,10 @@ def test_bad_run_options_are_named(change, match):
         validate_run({**DEFAULTS, **change})
 
 
-def test_fit_rejects_bad_input_scale():
-    with pytest.raises(ValueError, match="input_scale"):
+def test_fit_rejects_a_prepare_that_is_not_callable():
+    with pytest.raises(ValueError, match="prepare must be callable"):
         fit(models.build("tiny"), CLASSIFICATION, datasets.not_so_clevr("uniform"),
-            make_hparams(0.01), seed=0, epochs=1, batch_size=16, input_scale="01")  # fmt: skip
+            make_hparams(0.01), seed=0, epochs=1, batch_size=16, prepare="01")  # fmt: skip
 
 
 # -- presets and the robustness table ---------------------------------------------------------
@@ -322,7 +325,7 @@ UNIT_RUNS = [(seed, lr) for seed in (0, 1, 2) for lr in (0.01, 0.005)]
 def _unit_test_accuracy(split: str, seed: int, lr: float) -> list[float]:
     result = fit(models.build("coordconv_classifier"), CLASSIFICATION,
                  datasets.not_so_clevr(split), make_hparams(lr, 0.001), seed=seed, epochs=2,
-                 batch_size=16, eval_every=1, input_scale="unit")  # fmt: skip
+                 batch_size=16, eval_every=1, prepare=datasets.unit_inputs)  # fmt: skip
     return [h["test_accuracy"] for h in result.history]
 
 

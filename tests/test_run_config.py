@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from coordjax.paper.experiment import EXPERIMENT
+from coordjax.paper.run_config import RunConfig, stack_runs
 from coordjax.sweep import STATIC, VMAPPED
-from coordjax.train import Hparams, RunConfig, make_hparams
-from coordjax.train.run_config import stack_runs
+from coordjax.train import Hparams, make_hparams
 
 
 def test_every_key_has_one_role_and_hparams_are_its_leaves():

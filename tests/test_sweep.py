@@ -139,12 +139,11 @@ def test_bucket_equals_single_model_fit(tmp_path, assert_functionally_equal):
 def test_vmapped_steps_equal_single_model_steps(name, shape, assert_functionally_equal):
     """Steps vmapped over models (different lr, l2, seed and split) equal the same steps run one
     model at a time: the tiny model by default, the paper's models under -m slow."""
+    from coordjax.paper.data import device_data, split_indices
     from coordjax.train import (
         RunSpec,
         TrainSetup,
-        device_data,
         init_state,
-        split_indices,
         stack_hparams,
         stack_splits,
         train_step,

@@ -11,16 +11,15 @@ import pytest
 from jitted_recipe import jit_evaluate, jit_init, jit_step
 
 from coordjax import datasets, models, tasks
+from coordjax.paper.data import device_data, split_indices
 from coordjax.train import (
     DeviceData,
     RunSpec,
     SplitIndices,
     TrainSetup,
-    device_data,
     fit,
     learning_rate,
     make_hparams,
-    split_indices,
     train_chunk,
     train_step,
 )

@@ -15,5 +15,9 @@ from coordjax.datasets.not_so_clevr import NotSoClevr as NotSoClevr
 from coordjax.datasets.not_so_clevr import all_examples as all_examples
 from coordjax.datasets.not_so_clevr import not_so_clevr as not_so_clevr
 from coordjax.datasets.not_so_clevr import split_indices as split_indices
+from coordjax.datasets.not_so_clevr import unit_inputs as unit_inputs
 
-__all__ = ["SPLITS", "Examples", "NotSoClevr", "all_examples", "not_so_clevr", "split_indices"]
+__all__ = [
+    "SPLITS", "Examples", "NotSoClevr", "all_examples", "not_so_clevr", "split_indices",
+    "unit_inputs",
+]

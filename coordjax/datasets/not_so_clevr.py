@@ -287,3 +287,37 @@ def scale_inputs(x, input_scale: str):
     if input_scale == "unit":
         return x * (2.0 / (CANVAS_SIZE - 1)) - 1.0
     return x
+
+
+INPUT_SCALES = ("raw", "unit")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitInputs:
+    """Pixel coordinates ``x`` (B, 2) as ``2x/63 - 1``: the training recipe's ``prepare`` for
+    ``input_scale="unit"`` (a value, so equal setups share a compiled program)."""
+
+    def __call__(self, x):
+        return scale_inputs(x, "unit")
+
+
+unit_inputs = UnitInputs()
+"""Feeds pixel coordinates in the coordinate channels' range (``TrainSetup(prepare=...)``,
+``fit(prepare=...)``)."""
+
+
+def input_transform(input_scale: str) -> UnitInputs | None:
+    """The recipe's ``prepare`` for ``input_scale``: None for ``"raw"``, :data:`unit_inputs`."""
+    check_input_scale(input_scale, "centers")
+    return unit_inputs if input_scale == "unit" else None
+
+
+def check_input_scale(input_scale: str, input_field: str) -> None:
+    """Raises ValueError unless ``input_scale`` is known and applies to the task's input."""
+    if input_scale not in INPUT_SCALES:
+        raise ValueError(f"input_scale must be one of {list(INPUT_SCALES)}; got {input_scale!r}")
+    if input_scale != "raw" and input_field != "centers":
+        raise ValueError(
+            f"input_scale={input_scale!r} applies to pixel-coordinate inputs (classification, "
+            f"rendering); this task's input is {input_field!r}: use 'raw'"
+        )

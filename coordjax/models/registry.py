@@ -23,6 +23,7 @@ from coordjax.models.regressors import (
     ConvRegressorUniform,
     CoordConvRegressor,
 )
+from coordjax.train.penalty import l2_mask as l2_mask
 
 
 class ModelSpec(NamedTuple):
@@ -36,7 +37,7 @@ class ModelSpec(NamedTuple):
       output_kind: ``"map"`` (``(B, 64, 64, 1)`` logits) or ``"vector"`` (``(B, 2)``).
       shape_args: the keyword arguments of ``build``; each changes parameter shapes.
       paddable: the shape args for which a smaller model embeds exactly in a larger one
-        (``coordjax.train.padding``): its channels are the leading channels of every layer and
+        (``coordjax.paper.padding``): its channels are the leading channels of every layer and
         its ``k x k`` kernels sit inside the larger ``K x K`` kernels at ``kernel_offset(k, K)``.
       kernel_offset: ``(k, K) -> offset`` of a ``k x k`` kernel inside a ``K x K`` one, per
         spatial axis, such that the larger layer computes the smaller one's output (``None``
@@ -195,31 +196,3 @@ def count_params(variables_or_params: Any) -> int:
     """
     leaves = jax.tree_util.tree_leaves(_params_of(variables_or_params))
     return sum(math.prod(leaf.shape) for leaf in leaves)
-
-
-def l2_mask(params: Any, model: Any) -> Any:
-    """Which leaves carry the recipe's L2 penalty ``l2 * sum(w**2)``.
-
-    The reference puts L2 on every conv, transposed-conv and 1x1 (Dense-form) kernel and on
-    nothing else. A model declares the exceptions as data: ``model.l2_exempt``, the names of
-    its submodules whose kernels carry no L2 (the uniform regressor's Dense head); a model that
-    declares nothing has none. True exactly for leaves named ``kernel`` none of whose enclosing
-    module names is in ``model.l2_exempt``; False for biases, BatchNorm scale/bias and
-    statistics, and the exempt kernels.
-
-    Args:
-      params: a params tree of ``model`` (or any tree with the same naming, e.g. the variables
-        dict, or stacked over models).
-      model: what declares the exemptions: the module, its class or its registry entry
-        (:class:`ModelSpec`); anything without an ``l2_exempt`` attribute exempts nothing.
-
-    Returns:
-      A tree of Python bools with the structure of ``params`` (usable with ``optax.masked``).
-    """
-    exempt = frozenset(getattr(model, "l2_exempt", ()))
-
-    def mark(path, _leaf) -> bool:
-        names = jax.tree_util.keystr(path, simple=True, separator="/").split("/")
-        return names[-1] == "kernel" and not exempt.intersection(names[:-1])
-
-    return jax.tree_util.tree_map_with_path(mark, params)

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from coordjax import datasets, models, paper
+from coordjax.paper import padding
+from coordjax.paper.data import device_data
+from coordjax.paper.run_config import RunConfig, make_setup, model_kwargs, stack_runs
 from coordjax.sweep.experiment import Experiment, Key, Padding, Recipe, Score
-from coordjax.train import padding, step
-from coordjax.train.data import device_data
+from coordjax.train import step
 from coordjax.train.hparams import SCHEDULE_KEYS, SCHEDULES
-from coordjax.train.run_config import RunConfig, make_setup, model_kwargs, stack_runs
 
 METRIC_LARGER_IS_BETTER = {
     "loss": False,

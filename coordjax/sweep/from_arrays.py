@@ -37,11 +37,11 @@ import numpy as np
 
 from coordjax._checks import check_choice
 from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Recipe, Score
-from coordjax.tasks import Task
 from coordjax.train import step
 from coordjax.train.adapters import as_model
 from coordjax.train.data import DeviceData, SplitIndices, stack_splits
 from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
+from coordjax.train.task import Task
 
 DIRECTIONS = {"max": True, "min": False}
 SIDES = ("train", "test")

@@ -35,7 +35,7 @@ class EngineOptions:
       progress: show a progress bar (tqdm) on stderr.
       pad: shape axes (``"filter_size"``, ``"channel_mult"``, ...) served by padding instead of
         by separate buckets, for the models that support it: one program trains the largest
-        shape and every smaller model exactly inside it (``coordjax.train.padding``). Fewer
+        shape and every smaller model exactly inside it (``coordjax.paper.padding``). Fewer
         compiles and launches, more FLOPs per small model.
       lowering: how every convolution is computed (:mod:`coordjax.conv`): ``"lax"``,
         ``"matmul"``, ``"zero_insertion"``, or ``"auto"`` (default): the fixed per-platform

@@ -1,9 +1,10 @@
 """The dataset on the device once, and each model's split as padded index arrays.
 
-Every model of a sweep reads the same 3136 Not-so-Clevr examples; what differs between models is
-which of them are its train and test examples. A split is therefore a pair of index arrays,
-padded to a common length and paired with the true counts, so models on different splits (with
-different numbers of examples) share one compiled program and batches are gathered by index.
+Every model of a sweep reads the same examples (the paper's: 3136 Not-so-Clevr examples); what
+differs between models is which of them are its train and test examples. A split is therefore a
+pair of index arrays, padded to a common length and paired with the true counts, so models on
+different splits (with different numbers of examples) share one compiled program and batches are
+gathered by index.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax import datasets
-from coordjax.tasks import Task
+from coordjax.train.task import Task
 
 
 class DeviceData(NamedTuple):
@@ -41,21 +41,14 @@ class SplitIndices(NamedTuple):
     n_test: jax.Array
 
 
-def device_data(task: Task) -> DeviceData:
-    """Puts the task's view of all Not-so-Clevr examples on the default device."""
-    examples = datasets.all_examples()
-    inputs = np.asarray(getattr(examples, task.input_field), dtype=np.float32)
-    targets = np.asarray(getattr(examples, task.target_field), dtype=np.float32)
-    return DeviceData(jnp.asarray(inputs), jnp.asarray(targets))
+def device_split_data(task: Task, data) -> DeviceData:
+    """Puts the task's view of a data object's own arrays on the default device, by position.
 
-
-def device_split_data(task: Task, data: datasets.NotSoClevr) -> DeviceData:
-    """Puts the task's view of a split's own arrays on the default device, in generation order.
-
-    Each example goes to its position (``indices``) among all examples, so the index arrays of
-    :func:`split_indices` address it and the epoch order is the one the canonical dataset gives
-    (for an unchanged split this equals :func:`device_data` wherever a model reads it). Positions
-    in neither side are zeros and are never read.
+    ``data`` has ``.train`` and ``.test`` sides, each with ``indices`` (the examples' positions
+    among all examples) and the task's input and target fields (a Not-so-Clevr split, or any
+    object of that shape). Each example goes to its position, so :func:`sides_indices` address
+    it and the epoch order is the one its positions give (for an unchanged Not-so-Clevr split,
+    the sweep's). Positions in neither side are zeros and are never read.
     """
     sides = (data.train, data.test)
     positions = np.concatenate([np.asarray(side.indices) for side in sides])
@@ -64,7 +57,7 @@ def device_split_data(task: Task, data: datasets.NotSoClevr) -> DeviceData:
             "data: the train and test examples' indices must be distinct non-negative positions "
             "in generation order"
         )
-    size = max(len(datasets.all_examples()), int(positions.max(initial=-1)) + 1)
+    size = int(positions.max(initial=-1)) + 1
     arrays = []
     for field in (task.input_field, task.target_field):
         values = [np.asarray(getattr(side, field), dtype=np.float32) for side in sides]
@@ -79,22 +72,14 @@ def device_split_data(task: Task, data: datasets.NotSoClevr) -> DeviceData:
     return DeviceData(*arrays)
 
 
-def split_indices(
-    split: str | datasets.NotSoClevr,
-    *,
-    pad_train: int | None = None,
-    pad_test: int | None = None,
-    seed: int = 0,
-) -> SplitIndices:
-    """Index arrays of a named split (or of a ``NotSoClevr`` object), padded to the given sizes."""
-    if isinstance(split, str):
-        train, test = datasets.split_indices(split, seed=seed)
-    else:
-        train, test = split.train.indices, split.test.indices
+def sides_indices(data) -> SplitIndices:
+    """The index arrays of a data object's own sides (``data.train.indices``,
+    ``data.test.indices``), unpadded."""
+    train, test = np.asarray(data.train.indices), np.asarray(data.test.indices)
     return SplitIndices(
-        train_idx=jnp.asarray(_pad(train, pad_train, "pad_train")),
+        train_idx=jnp.asarray(train, jnp.int32),
         n_train=jnp.asarray(len(train), jnp.int32),
-        test_idx=jnp.asarray(_pad(test, pad_test, "pad_test")),
+        test_idx=jnp.asarray(test, jnp.int32),
         n_test=jnp.asarray(len(test), jnp.int32),
     )
 
@@ -109,14 +94,16 @@ def stack_splits(splits: Sequence[SplitIndices]) -> SplitIndices:
     p_train = max(int(np.shape(s.train_idx)[0]) for s in splits)
     p_test = max(int(np.shape(s.test_idx)[0]) for s in splits)
     return SplitIndices(
-        train_idx=np.stack([_pad(s.train_idx, p_train) for s in splits]),
+        train_idx=np.stack([pad_indices(s.train_idx, p_train) for s in splits]),
         n_train=np.asarray([s.n_train for s in splits], np.int32),
-        test_idx=np.stack([_pad(s.test_idx, p_test) for s in splits]),
+        test_idx=np.stack([pad_indices(s.test_idx, p_test) for s in splits]),
         n_test=np.asarray([s.n_test for s in splits], np.int32),
     )
 
 
-def _pad(idx: np.ndarray, size: int | None, name: str = "size") -> np.ndarray:
+def pad_indices(idx: np.ndarray, size: int | None, name: str = "size") -> np.ndarray:
+    """``idx`` as int32, zero-padded to ``size`` (unchanged when None; ValueError naming
+    ``name`` when shorter than ``idx``)."""
     idx = np.asarray(idx, dtype=np.int32)
     if size is None:
         return idx

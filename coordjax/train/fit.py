@@ -10,9 +10,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from coordjax import datasets
-from coordjax.tasks import Task
-from coordjax.train.data import device_split_data, split_indices
+from coordjax.train.adapters import as_model
+from coordjax.train.data import device_split_data, sides_indices
 from coordjax.train.hparams import Hparams
 from coordjax.train.step import (
     RunSpec,
@@ -23,6 +22,7 @@ from coordjax.train.step import (
     steps_per_epoch,
 )
 from coordjax.train.step import train_chunk as _train_chunk
+from coordjax.train.task import Task
 
 
 class FitResult(NamedTuple):
@@ -42,27 +42,30 @@ class FitResult(NamedTuple):
 def fit(
     model: nn.Module,
     task: Task,
-    data: datasets.NotSoClevr,
+    data: Any,
     hparams: Hparams,
     *,
     seed: int,
     epochs: int,
     batch_size: int,
     eval_every: int | None = None,
-    input_scale: str = "raw",
+    prepare: Any = None,
     precision: str = "highest",
 ) -> FitResult:
-    """Trains one model on a Not-so-Clevr split with the paper's recipe.
+    """Trains one model with the supervised recipe, sized by ``data``'s own arrays.
 
     The model trains and is evaluated on ``data``'s own arrays (the task's input and target
-    fields of ``data.train`` and ``data.test``); each example keeps its position in generation
-    order (``indices``), which fixes the epoch order, so an unchanged split trains exactly as in a
+    fields of ``data.train`` and ``data.test``); each example keeps its position (``indices``),
+    which fixes the epoch order, so an unchanged Not-so-Clevr split trains exactly as in a
     sweep.
 
     Args:
-      model: a :mod:`coordjax.models` module.
-      task: a :mod:`coordjax.tasks` task.
-      data: a split from :func:`coordjax.datasets.not_so_clevr` (or one with its arrays
+      model: a Linen module called as ``model(x, train=, mask=)`` (the paper's models), or
+        anything :func:`coordjax.train.as_model` wraps.
+      task: the task (loss and metrics; its ``input_field`` / ``target_field`` name the data's
+        fields).
+      data: an object with ``.train`` and ``.test`` sides, each with ``indices`` and the task's
+        fields (a split from :func:`coordjax.datasets.not_so_clevr`, or one with its arrays
         changed: the model sees them as given).
       hparams: from :func:`coordjax.train.make_hparams`.
       seed: the model's seed (init and data order derive from ``jax.random.key(seed)``).
@@ -70,8 +73,8 @@ def fit(
       batch_size: minibatch size, >= 1.
       eval_every: evaluate on the full train and test splits every this many epochs (and after
         the last one); default: only at the end.
-      input_scale: ``"raw"`` (the paper's raw pixel coordinates) or ``"unit"`` (coordinates in
-        the coordinate channels' range); see :class:`coordjax.train.TrainSetup`.
+      prepare: maps a batch of inputs before the model sees them (None: as they are); the
+        paper's unit inputs are :data:`coordjax.datasets.unit_inputs`.
       precision: matmul/convolution precision the model is traced with (``"highest"``: full
         float32, the default); see :class:`coordjax.train.TrainSetup`.
 
@@ -84,8 +87,8 @@ def fit(
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     if not 1 <= batch_size <= len(data.train):
         raise ValueError(
-            f"batch_size must be in [1, {len(data.train)}] (the training examples of split "
-            f"{data.split!r}); got {batch_size!r}"
+            f"batch_size must be in [1, {len(data.train)}] (the training examples of "
+            f"{getattr(data, 'split', 'data')!r}); got {batch_size!r}"
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
@@ -93,15 +96,15 @@ def fit(
     if not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int; got {eval_every!r}")
     setup = TrainSetup(
-        model=model,
+        model=model if isinstance(model, nn.Module) else as_model(model),
         task=task,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch(len(data.train), batch_size),
-        input_scale=input_scale,
+        prepare=prepare,
         precision=precision,
     )
     device = device_split_data(task, data)
-    run = RunSpec(hparams=hparams, seed=np.int32(seed), split=split_indices(data))
+    run = RunSpec(hparams=hparams, seed=np.int32(seed), split=sides_indices(data))
     state = jax.jit(init_state, static_argnums=0)(setup, device, run)
     history, start = [], time.perf_counter()
     for chunk in chunk_lengths(epochs, eval_every):

@@ -18,8 +18,8 @@ Recipe (the reference code's, faithful by default):
   * a step whose loss or new parameters are not finite marks the model diverged; from then on its
     state is frozen (no update is applied), which never affects any other model.
 
-Options that are not the paper's recipe (``TrainSetup``): ``input_scale="unit"`` feeds pixel
-coordinates in the coordinate channels' range instead of raw; ``precision`` sets the matmul and
+Options (``TrainSetup``): ``prepare`` maps the dataset's inputs to what the model is fed (the
+paper's ``input_scale="unit"`` is one such map); ``precision`` sets the matmul and
 convolution precision every model computation is traced with (float32, ``"highest"``, by
 default, so that accelerators whose default is a reduced-precision pass, e.g. TF32 on
 A100/H100, do not round raw inputs up to 59 to about a pixel).
@@ -36,13 +36,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from coordjax import models
 from coordjax._checks import check_choice
-from coordjax.datasets.not_so_clevr import scale_inputs
-from coordjax.tasks import Task
 from coordjax.train.data import DeviceData, SplitIndices
 from coordjax.train.hparams import Hparams, learning_rate
-from coordjax.train.padding import apply_mask
+from coordjax.train.penalty import l2_mask
+from coordjax.train.task import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,17 +48,17 @@ class TrainSetup:
     """The static part of a training run: everything that fixes array shapes.
 
     Attributes:
-      model: a module from :mod:`coordjax.models` (called as ``model(x, train=, mask=)``).
+      model: a Flax Linen module called as ``model(x, train=, mask=)`` (the paper's models), or
+        an adapter of any other model (:func:`coordjax.train.as_model`).
       task: the task (loss and metrics).
       batch_size: training minibatch size.
       steps_per_epoch: steps run per epoch; at least ``ceil(n_train / batch_size)`` for every
         model sharing this setup (models with fewer examples run no-op steps at the end).
       eval_batch_size: examples per evaluation batch (memory bound only; no effect on values).
       adam_b1, adam_b2, adam_eps: Adam constants of the recipe.
-      input_scale: how pixel-coordinate inputs (tasks whose ``input_field`` is ``"centers"``)
-        reach the model: ``"raw"`` (the reference's 4..59, the default) or ``"unit"``
-        (``2x/63 - 1``, the value of the coordinate channels at that pixel, ``[-1, 1]``
-        corners-aligned). Other tasks accept only ``"raw"``.
+      prepare: ``prepare(x) -> x``, applied to a batch of the dataset's inputs before the model
+        sees them (hashable; None: fed as they are). The paper's ``input_scale="unit"`` is
+        :data:`coordjax.datasets.unit_inputs`.
       precision: ``jax.default_matmul_precision`` in force while the model is traced (forward,
         gradients, evaluation): ``"highest"`` (full float32, the default), ``"high"``,
         ``"default"`` (whatever the platform does; on A100/H100 GPUs and TPUs a reduced-precision
@@ -76,7 +74,7 @@ class TrainSetup:
     adam_b1: float = 0.9
     adam_b2: float = 0.99
     adam_eps: float = 1e-8
-    input_scale: str = "raw"
+    prepare: Any = None
     precision: str = "highest"
 
     def __post_init__(self):
@@ -84,7 +82,8 @@ class TrainSetup:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
-        check_input_scale(self.input_scale, self.task.input_field)
+        if self.prepare is not None and not callable(self.prepare):
+            raise ValueError(f"prepare must be callable or None; got {self.prepare!r}")
         check_precision(self.precision)
 
     def precision_context(self):
@@ -99,18 +98,7 @@ class TrainSetup:
         return optax.scale_by_adam(b1=self.adam_b1, b2=self.adam_b2, eps=self.adam_eps)
 
 
-INPUT_SCALES = ("raw", "unit")
 PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
-
-
-def check_input_scale(input_scale: str, input_field: str) -> None:
-    """Raises ValueError unless ``input_scale`` is known and applies to the task's input."""
-    check_choice("input_scale", input_scale, INPUT_SCALES)
-    if input_scale != "raw" and input_field != "centers":
-        raise ValueError(
-            f"input_scale={input_scale!r} applies to pixel-coordinate inputs (classification, "
-            f"rendering); this task's input is {input_field!r}: use 'raw'"
-        )
 
 
 def check_precision(precision: str) -> None:
@@ -118,16 +106,16 @@ def check_precision(precision: str) -> None:
 
 
 def model_inputs(setup: TrainSetup, x: jax.Array) -> jax.Array:
-    """The dataset's inputs ``x`` (B, ...) as the model receives them (``setup.input_scale``)."""
-    return scale_inputs(x, setup.input_scale)
+    """The dataset's inputs ``x`` (B, ...) as the model receives them (``setup.prepare``)."""
+    return x if setup.prepare is None else setup.prepare(x)
 
 
 class RunSpec(NamedTuple):
     """One model's per-run data; a sweep stacks these along a leading model axis.
 
     ``param_mask``: None, or a float32 tree shaped like the params when this model is a smaller
-    one embedded in the setup's larger model (:mod:`coordjax.train.padding`); the model then
-    computes with ``params * param_mask``.
+    one embedded in the setup's larger model (the sweep engine's padding); the model then
+    computes with ``params * param_mask`` (:func:`apply_mask`).
     """
 
     hparams: Hparams
@@ -188,9 +176,16 @@ def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
     )
 
 
+def apply_mask(params: Any, mask: Any | None) -> Any:
+    """``params * mask`` leaf by leaf (``params`` unchanged when ``mask`` is None)."""
+    if mask is None:
+        return params
+    return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, mask)
+
+
 def l2_penalty(params: Any, model: Any) -> jax.Array:
-    """``Σ w²`` over the kernels of ``model`` that carry the paper's L2 (``models.l2_mask``)."""
-    mask = models.l2_mask(params, model)
+    """``Σ w²`` over the kernels of ``model`` that carry the recipe's L2 (:func:`l2_mask`)."""
+    mask = l2_mask(params, model)
     pairs = zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
     return sum((jnp.sum(jnp.square(w)) for w, m in pairs if m), jnp.zeros((), jnp.float32))
 
@@ -210,7 +205,7 @@ def _variables(state: TrainState, params=None) -> dict:
 def loss_fn(setup, params, state, hparams, x, y, mask):
     """Training-mode loss on one masked batch: (total, (new_batch_stats, data_loss)).
 
-    ``x`` is the dataset's input (scaled here by ``setup.input_scale``).
+    ``x`` is the dataset's input (mapped here by ``setup.prepare``).
     """
     with setup.precision_context():
         outputs, updates = setup.model.apply(
@@ -289,7 +284,7 @@ def apply_update(
     # (used by our tests and by careful users) rejects; the promotion is exact here.
     with jax.numpy_dtype_promotion("standard"):
         moments, opt_state = setup.optimizer.update(grads, opt_state)
-    rest = scale_and_decay(hparams, epoch, models.l2_mask(params, setup.model))
+    rest = scale_and_decay(hparams, epoch, l2_mask(params, setup.model))
     updates, _ = rest.update(moments, rest.init(params), params)
     return optax.apply_updates(params, updates), opt_state
 

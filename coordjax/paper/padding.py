@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
 
 from coordjax import models
-
-if TYPE_CHECKING:  # the step applies the masks made here (it imports this module)
-    from coordjax.train.step import RunSpec, TrainSetup, TrainState
+from coordjax.train.step import RunSpec, TrainSetup, TrainState
 
 KernelOffset = Callable[[int, int], int] | None
 
@@ -121,13 +119,6 @@ def _path_names(path: Sequence[Any]) -> list[str]:
     """The names along a key path (``mu``, ``Conv_0``, ``kernel``): how two trees of one
     model's variables (its parameters and Adam's moments of them) are matched."""
     return jax.tree_util.keystr(tuple(path), simple=True, separator="/").split("/")
-
-
-def apply_mask(params: Any, mask: Any | None) -> Any:
-    """``params * mask`` leaf by leaf (``params`` unchanged when ``mask`` is None)."""
-    if mask is None:
-        return params
-    return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, mask)
 
 
 def init_padded(

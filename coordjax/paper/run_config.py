@@ -23,9 +23,10 @@ import numpy as np
 
 from coordjax import datasets, models, tasks
 from coordjax._checks import check_choice
+from coordjax.datasets.not_so_clevr import check_input_scale, input_transform
 from coordjax.train.data import SplitIndices, stack_splits
 from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
-from coordjax.train.step import RunSpec, TrainSetup, check_input_scale, check_precision
+from coordjax.train.step import RunSpec, TrainSetup, check_precision
 
 STATIC = "static"
 VMAPPED = "vmapped"
@@ -208,7 +209,7 @@ def make_setup(
         task=tasks.get(static["task"], **task_options),
         batch_size=static["batch_size"],
         steps_per_epoch=steps_per_epoch,
-        input_scale=static["input_scale"],
+        prepare=input_transform(static["input_scale"]),
         precision=static["precision"],
     )
 
