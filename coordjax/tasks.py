@@ -30,12 +30,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from coordjax.train.task import Task
+from coordjax.train.task import Task  # the type lives with the recipe: coordjax.train.Task
 
 __all__ = [
     "RENDERING_LOSSES",
     "TASKS",
-    "Task",
     "classification",
     "get",
     "regression",
