@@ -17,8 +17,8 @@ from tiny_sweeps import QUIET, assert_bitwise_equal
 
 from coordjax import datasets, models, report, tasks
 from coordjax import sweep as sw
-from coordjax.sweep import engine
 from coordjax.sweep import workdir as wd
+from coordjax.sweep.programs import Programs
 
 PUBLIC_MODULES = {"coordjax", "coordjax.sweep", "coordjax.train", "coordjax.linen", "coordjax.nnx"}
 KINDS = ("linen", "nnx", "pure")
@@ -39,7 +39,7 @@ def test_the_user_module_uses_public_names_only():
 def _interrupted_then_resumed(sweep, workdir, monkeypatch, after_chunks=3):
     """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end."""
     calls = {"n": 0}
-    build = engine.Programs.chunk
+    build = Programs.chunk
 
     def chunk(self, *args):
         program = build(self, *args)
@@ -53,7 +53,7 @@ def _interrupted_then_resumed(sweep, workdir, monkeypatch, after_chunks=3):
         return counted
 
     with monkeypatch.context() as patched:
-        patched.setattr(engine.Programs, "chunk", chunk)
+        patched.setattr(Programs, "chunk", chunk)
         with pytest.raises(KeyboardInterrupt):
             sw.run_sweep(sweep, workdir, options=QUIET)
     assert 0 < len(wd.read_results(workdir))

@@ -16,7 +16,7 @@ import pytest
 from tiny_sweeps import TINY, assert_bitwise_equal
 
 from coordjax.paper.summary import best_per_family
-from coordjax.sweep import EngineOptions, Grid, engine, load_run, run_sweep, union
+from coordjax.sweep import EngineOptions, Grid, load_run, run_sweep, trainer, union
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.checkpoints import (
     QUARANTINE,
@@ -38,7 +38,7 @@ def straight(tmp_path_factory):
     """An undamaged run that kept every checkpoint (to be damaged in copies)."""
     workdir = tmp_path_factory.mktemp("straight") / "w"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "_epochs_to_keep", lambda results, bucket, saved: set(saved))
+        patch.setattr(trainer, "_epochs_to_keep", lambda results, bucket, saved: set(saved))
         results = run_sweep(small_sweep(), workdir, options=OPTIONS)
     return workdir, results
 
@@ -132,7 +132,7 @@ def _empty(step):
 
 def _resume_keeping_all(workdir, caplog):
     with caplog.at_level(logging.INFO, logger="coordjax"), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "_epochs_to_keep", lambda results, bucket, saved: set(saved))
+        patch.setattr(trainer, "_epochs_to_keep", lambda results, bucket, saved: set(saved))
         resumed = run_sweep(small_sweep(), workdir, options=OPTIONS)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     return resumed, warnings

@@ -28,11 +28,11 @@ from coordjax.sweep import (
     LogUniform,
     Prune,
     Uniform,
-    engine,
     load_run,
     plan,
     pruning,
     run_sweep,
+    trainer,
     union,
 )
 from coordjax.sweep import workdir as wd
@@ -253,10 +253,10 @@ def _crash_at(monkeypatch, point):
         record = wd.record_pruning
         monkeypatch.setattr(wd, "record_pruning", lambda *a: (record(*a), once()))
     elif point == "during compaction":
-        gather = engine._gather
-        monkeypatch.setattr(engine, "_gather", lambda *a: (once(), gather(*a))[1])
+        gather = trainer._gather
+        monkeypatch.setattr(trainer, "_gather", lambda *a: (once(), gather(*a))[1])
     elif point == "after compaction":
-        gather, save = engine._gather, engine.BucketCheckpoints.save
+        gather, save = trainer._gather, trainer.BucketCheckpoints.save
         compacted = {"yes": False}
 
         def gathered(*a):
@@ -268,8 +268,8 @@ def _crash_at(monkeypatch, point):
             if compacted["yes"]:
                 once()
 
-        monkeypatch.setattr(engine, "_gather", gathered)
-        monkeypatch.setattr(engine.BucketCheckpoints, "save", saved)
+        monkeypatch.setattr(trainer, "_gather", gathered)
+        monkeypatch.setattr(trainer.BucketCheckpoints, "save", saved)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ _NAMES = {
     "export_run": "coordjax.sweep.workdir",
     "EngineOptions": "coordjax.sweep.options",
     "run_sweep": "coordjax.sweep.engine",
-    "SweepInterrupted": "coordjax.sweep.engine",
+    "SweepInterrupted": "coordjax.sweep.trainer",
     "Experiment": "coordjax.sweep.experiment",
     "Key": "coordjax.sweep.experiment",
     "Score": "coordjax.sweep.experiment",
