@@ -496,8 +496,10 @@ def _summary(definition, workdir, results, wall: float, report: str | None) -> s
     from coordjax.sweep import workdir as wd
     from coordjax.sweep.results import scores_of, summary_text
 
-    scores = scores_of(wd.read_config(workdir)["plan"])
-    return summary_text(results, scores, wall_seconds=wall, report=report)
+    config = wd.read_config(workdir)
+    groups = ["grid" if g == "family" else g for g in config.get("groups", ["grid"])]
+    scores = scores_of(config["plan"])
+    return summary_text(results, scores, by=groups, wall_seconds=wall, report=report)
 
 
 def _with_prune_flags(definition, args):

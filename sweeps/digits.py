@@ -14,9 +14,9 @@ quadrant of positions; ``uniform`` holds out a random 20 %.
 Presets:
   smoke  conv vs CoordConv (grids ``conv`` and ``coordconv``), width 8, pooling head, lr 3e-3,
          both variants, 20 epochs (4 models).
-  sweep  lr {1e-3, 3e-3, 1e-2} x weight decay {0, 1e-4} x width {8, 16} x coordconv on/off x
-         both variants, 30 epochs, halved at epochs 10 and 20 by train error within each
-         (coordconv, data) group (48 models).
+  sweep  conv vs CoordConv (grids) x lr {1e-3, 3e-3, 1e-2} x weight decay {0, 1e-4} x width
+         {8, 16} x both variants, 30 epochs, halved at epochs 10 and 20 by train pixel error
+         within each grid and variant (48 models).
 
 docs/guides/own-experiment.md walks through this file.
 """
@@ -112,16 +112,16 @@ def smoke():
                  experiment=EXPERIMENT)  # fmt: skip
 
 
-SWEEP_RULE = Prune(at=(10, 20), keep=1 / 2, group_by=("coordconv", "data"))
+SWEEP_RULE = Prune(at=(10, 20), keep=1 / 2)  # within each family (grid) and data variant
 
 
 def sweep():
-    grid = Grid("locator", base={"epochs": 30, "eval_every": 5},
-                axes={"coordconv": [False, True], "width": [8, 16], "lr": [1e-3, 3e-3, 1e-2],
-                      "weight_decay": [0.0, 1e-4], "data": ["uniform", "quadrant"]},
-                prune=SWEEP_RULE)  # fmt: skip
-    return union("digits", [grid], "lr x weight decay x width x CoordConv, pruned",
-                 experiment=EXPERIMENT)  # fmt: skip
+    grids = [Grid(name, base={"coordconv": name == "coordconv", "epochs": 30, "eval_every": 5},
+                  axes={"width": [8, 16], "lr": [1e-3, 3e-3, 1e-2], "weight_decay": [0.0, 1e-4],
+                        "data": ["uniform", "quadrant"]})
+             for name in ("conv", "coordconv")]  # fmt: skip
+    return union("digits", grids, "lr x weight decay x width, conv vs CoordConv, pruned",
+                 prune=SWEEP_RULE, experiment=EXPERIMENT)  # fmt: skip
 
 
 PRESETS = {"smoke": smoke, "sweep": sweep}

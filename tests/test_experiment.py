@@ -267,3 +267,19 @@ def test_a_user_sweep_file_fanned_out_over_two_processes_equals_one(tmp_path):
                             options=sw.EngineOptions(progress=False))  # fmt: skip
     assert_bitwise_equal(pd.read_csv(tmp_path / "w" / "results.csv"), straight)
     assert (tmp_path / "w" / "report" / "report.md").is_file()
+
+
+@pytest.mark.integration
+def test_the_digits_example_runs_from_the_command_line_and_writes_its_report(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "coordjax.cli", "sweep", "digits", "--preset", "smoke",
+               "--workdir", str(tmp_path / "w"), "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for family in ("conv", "coordconv"):
+        for variant in ("uniform", "quadrant"):
+            assert f"{family} {variant}: test_pixel_error" in done.stdout
+    report = (tmp_path / "w" / "report" / "report.md").read_text()
+    assert "## Best run per family and data" in report and "curves.png" in report

@@ -12,7 +12,7 @@ import pandas as pd
 
 from coordjax.report import tables
 from coordjax.report.source import SweepRecord
-from coordjax.sweep.results import best_runs, scores_of
+from coordjax.sweep.results import BEST_COLUMNS, best_runs, scores_of
 
 # Columns of the results table that are not run-config keys.
 RESULT_COLUMNS = {
@@ -74,23 +74,24 @@ def sections(record: SweepRecord, out: pathlib.Path) -> list[str]:
 
 
 def _best_section(record: SweepRecord, scores) -> str:
-    best = best_runs(record.results, scores, by="family")
+    best = best_runs(record.results, scores, by=record.config.get("groups", ["family"]))
     if best.empty:
-        return "## Best run per family\n\nNo run finished without diverging."
+        return "## Best runs\n\nNo run finished without diverging."
     keys = varied_keys(record)
     final = record.final.set_index("run_id")
+    groups = [c for c in best.columns if c not in BEST_COLUMNS]
     rows = []
     for _, row in best.iterrows():
         run = final.loc[row["best_run"]]
         rows.append({
-            "family": row["family"], "runs": row["models"], "best run": row["best_run"],
-            **{k: run[k] for k in keys if k != "grid"},
+            **{c: row[c] for c in groups}, "runs": row["models"], "best run": row["best_run"],
+            **{k: run[k] for k in keys if k not in ("grid", *groups)},
             row["metric"]: f"{row['final']:.4g}",
             "peak (epoch)": f"{row['peak']:.4g} ({row['peak_epoch']})",
         })  # fmt: skip
     return (
-        "## Best run per family\n\nBy the experiment's score at the last evaluation; 'peak' is "
-        "the run's best evaluation.\n\n" + tables.markdown(pd.DataFrame(rows))
+        f"## Best run per {' and '.join(groups)}\n\nBy the experiment's score at the last "
+        "evaluation; 'peak' is the run's best evaluation.\n\n" + tables.markdown(pd.DataFrame(rows))
     )
 
 

@@ -293,6 +293,7 @@ def supervised(
         score=lambda config: Score(score[0], DIRECTIONS[score[1]]),
         metrics=directions,
         count_params=spec.count_params,
+        group_by=("family", data_key),
         check_bucket=spec.check_bucket,
     )
 

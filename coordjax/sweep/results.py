@@ -6,11 +6,14 @@ The paper's summary, with its verdicts, is :mod:`coordjax.paper.summary`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from coordjax.sweep.durations import format_duration
 
 WIDTH = 100
+BEST_COLUMNS = ("models", "best_run", "metric", "final", "peak", "peak_epoch")
 
 
 def scores_of(plan: list[dict]) -> dict[str, tuple[str, bool]]:
@@ -31,19 +34,22 @@ def final_rows(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_runs(
-    results: pd.DataFrame, scores: dict[str, tuple[str, bool]], by: str = "grid"
+    results: pd.DataFrame, scores: dict[str, tuple[str, bool]], by: Sequence[str] = ("grid",)
 ) -> pd.DataFrame:
-    """The best finished run of each ``by`` group by its score at the last evaluation.
+    """The best finished run of each group (the columns ``by``) by its score at the last
+    evaluation.
 
-    Returns one row per group: ``by``, ``models`` (runs that trained to the end), ``best_run``,
-    ``metric``, ``final`` (its score at the end), ``peak`` and ``peak_epoch`` (its best
-    evaluation). Pruned and diverged runs are not candidates.
+    Returns one row per group: the ``by`` columns, ``models`` (runs that trained to the end),
+    ``best_run``, ``metric``, ``final`` (its score at the end), ``peak`` and ``peak_epoch`` (its
+    best evaluation). Pruned and diverged runs are not candidates.
     """
+    by = [c for c in by if c in results] or ["grid"]
     final = final_rows(results)
     if "status" in final:
         final = final.loc[final["status"] != "pruned"]
     rows = []
-    for group, runs in final.groupby(by, sort=True):
+    for key, runs in final.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
         ok = runs.loc[~runs["diverged"].astype(bool) & runs["run_id"].isin(scores)]
         if ok.empty:
             continue
@@ -54,7 +60,8 @@ def best_runs(
         best = ok.loc[ok[metric].idxmax() if larger else ok[metric].idxmin()]
         history = results.loc[results["run_id"] == best["run_id"]]
         peak = history.loc[history[metric].idxmax() if larger else history[metric].idxmin()]
-        rows.append({by: group, "models": len(runs), "best_run": best["run_id"],
+        rows.append({**dict(zip(by, key, strict=True)), "models": len(runs),
+                     "best_run": best["run_id"],
                      "metric": metric, "final": float(best[metric]),
                      "peak": float(peak[metric]), "peak_epoch": int(peak["epoch"])})  # fmt: skip
     return pd.DataFrame(rows)
@@ -64,18 +71,22 @@ def summary_text(
     results: pd.DataFrame,
     scores: dict[str, tuple[str, bool]],
     *,
+    by: Sequence[str] = ("grid",),
     wall_seconds: float | None = None,
     report: str | None = None,
 ) -> str:
-    """A few lines for the end of a sweep: the best run of each grid by the score."""
-    best = best_runs(results, scores)
+    """A few lines for the end of a sweep: the best run of each group (``by``; grids by
+    default) by the score."""
+    best = best_runs(results, scores, by)
     lines = []
     if best.empty:
         lines.append("no run finished without diverging (see results.csv)")
+    columns = [c for c in best.columns if c not in BEST_COLUMNS]
     for _, row in best.iterrows():
+        group = " ".join(str(row[c]) for c in columns)
         lines.append(
-            f"{row['grid']}: best {row['best_run']}  {row['metric']} {row['final']:.4g} at the "
-            f"end (peak {row['peak']:.4g} at epoch {row['peak_epoch']}; {row['models']} runs)"
+            f"{group}: {row['metric']} {row['final']:.4g}, peak {row['peak']:.4g} at epoch "
+            f"{row['peak_epoch']} ({row['best_run']}, best of {row['models']})"
         )
     runs = results["run_id"].nunique() if len(results) else 0
     diverged = int(final_rows(results)["diverged"].astype(bool).sum()) if len(results) else 0

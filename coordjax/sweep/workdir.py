@@ -398,7 +398,8 @@ def sweep_config(
     experiment = buckets[0].experiment if buckets else None
     return {
         "identity": identity,
-        **({"experiment": experiment.name} if experiment is not None else {}),
+        **({"experiment": experiment.name, "groups": list(experiment.group_by)}
+           if experiment is not None else {}),
         "engine": dataclasses.asdict(options),
         "lowering": options.lowering,  # resolved: "lax", "matmul" or "zero_insertion"
         "versions": {
