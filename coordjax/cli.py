@@ -265,11 +265,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    sub.add_parser(
+    listing = sub.add_parser(
         "list",
         help="list sweeps, their presets, model counts and grid names",
         description="List each sweep's presets: description, model count, grids for --only.",
     )
+    listing.add_argument(
+        "sweeps", nargs="*", metavar="NAME_OR_FILE",
+        help="catalog sweeps or sweep files (.py defining PRESETS) to list (default: the catalog)",
+    )  # fmt: skip
     return parser
 
 
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(format="%(message)s")
         logging.getLogger("coordjax").setLevel(logging.INFO)
         if args.command == "list":
-            print(_list_text())
+            print(_list_text(args.sweeps))
             return 0
         if args.command == "report":
             print(f"report: {_report(args.workdir)}")
@@ -303,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _list_text() -> str:
-    """Each catalog sweep's presets: description, model count, grid names for ``--only``."""
+def _list_text(names: list[str] | None = None) -> str:
+    """Each sweep's presets (the catalog's, or ``names``: catalog sweeps or sweep files):
+    description, model count, grid names for ``--only``."""
     lines = []
-    for name in catalog.SWEEPS:
+    for name in names or catalog.SWEEPS:
         module = _load_sweep_module(name)
         lines.append(f"{name}:")
         for preset in _by_purpose(module, lines):

@@ -3,6 +3,7 @@
 import importlib
 
 import pytest
+from tiny_sweeps import tiny_sweep_file
 
 from coordjax import catalog, cli
 from coordjax.sweep import Grid, plan, union
@@ -83,3 +84,11 @@ def test_durations():
     # One wording for estimates, ETAs and heartbeat ages.
     assert format_duration(59) == "59 s" and format_duration(3600 * 5 + 61) == "5.0 h"
     assert format_duration(86400 * 140) == "4.7 months"
+
+
+def test_list_shows_a_sweep_file(tmp_path, capsys):
+    sweep_file = tiny_sweep_file(tmp_path, '[Grid("mine", base=BASE, axes={"lr": [0.1, 0.2]})]')
+    assert cli.main(["list", str(sweep_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{sweep_file}:" and lines[1].split()[:3] == ["t", "2", "models"]
+    assert "--only: mine" in "\n".join(lines)
