@@ -1,28 +1,48 @@
-"""The supervised training recipe as pure, vmappable functions, and a single-model ``fit``."""
+"""The supervised training recipe as pure, vmappable functions, and a single-model ``fit``.
 
-from coordjax.train.adapters import LinenModel as LinenModel
-from coordjax.train.adapters import PureModel as PureModel
-from coordjax.train.adapters import as_model as as_model
-from coordjax.train.adapters import nnx_model as nnx_model
-from coordjax.train.data import DeviceData as DeviceData
-from coordjax.train.data import SplitIndices as SplitIndices
-from coordjax.train.data import sides_indices as sides_indices
-from coordjax.train.data import stack_splits as stack_splits
-from coordjax.train.fit import FitResult as FitResult
-from coordjax.train.fit import fit as fit
-from coordjax.train.hparams import Hparams as Hparams
-from coordjax.train.hparams import learning_rate as learning_rate
-from coordjax.train.hparams import make_hparams as make_hparams
-from coordjax.train.hparams import stack_hparams as stack_hparams
-from coordjax.train.step import RunSpec as RunSpec
-from coordjax.train.step import TrainSetup as TrainSetup
-from coordjax.train.step import TrainState as TrainState
-from coordjax.train.step import apply_mask as apply_mask
-from coordjax.train.step import chunk_lengths as chunk_lengths
-from coordjax.train.step import evaluate as evaluate
-from coordjax.train.step import init_state as init_state
-from coordjax.train.step import steps_per_epoch as steps_per_epoch
-from coordjax.train.step import train_chunk as train_chunk
-from coordjax.train.step import train_epoch as train_epoch
-from coordjax.train.step import train_step as train_step
-from coordjax.train.task import Task as Task
+Names load on first use (PEP 562): a module that needs one piece (the paper's models need the
+L2 mask, its tasks the ``Task`` type) does not import the training step, and reading a workdir
+never does.
+"""
+
+import importlib
+
+_NAMES = {
+    "LinenModel": "coordjax.train.adapters",
+    "PureModel": "coordjax.train.adapters",
+    "as_model": "coordjax.train.adapters",
+    "nnx_model": "coordjax.train.adapters",
+    "DeviceData": "coordjax.train.data",
+    "SplitIndices": "coordjax.train.data",
+    "sides_indices": "coordjax.train.data",
+    "stack_splits": "coordjax.train.data",
+    "FitResult": "coordjax.train.single",
+    "fit": "coordjax.train.single",
+    "Hparams": "coordjax.train.hparams",
+    "learning_rate": "coordjax.train.hparams",
+    "make_hparams": "coordjax.train.hparams",
+    "stack_hparams": "coordjax.train.hparams",
+    "RunSpec": "coordjax.train.step",
+    "TrainSetup": "coordjax.train.step",
+    "TrainState": "coordjax.train.step",
+    "apply_mask": "coordjax.train.step",
+    "chunk_lengths": "coordjax.train.step",
+    "evaluate": "coordjax.train.step",
+    "init_state": "coordjax.train.step",
+    "steps_per_epoch": "coordjax.train.step",
+    "train_chunk": "coordjax.train.step",
+    "train_epoch": "coordjax.train.step",
+    "train_step": "coordjax.train.step",
+    "Task": "coordjax.train.task",
+}
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'coordjax.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
