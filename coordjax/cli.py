@@ -26,7 +26,7 @@ import textwrap
 import time
 import traceback
 
-from coordjax import catalog
+from coordjax import __version__, catalog
 
 DESCRIPTION = """\
 Train and resume sweeps of CoordConv experiments (Liu et al., NeurIPS 2018): whole grids of
@@ -151,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks instead of one-line errors"
     )
+    parser.add_argument("--version", action="version", version=f"coordjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sweep = sub.add_parser(
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         if debug:
             raise
-        print(f"coordjax: {err or 'interrupted'}", file=sys.stderr)
+        print(f"coordjax: {str(err) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -58,6 +58,8 @@ def _normalise_axes(axes: Sequence[int] | None, spatial_ndim: int) -> tuple[int,
         return tuple(range(spatial_ndim))
     if _is_int(axes):
         axes = (axes,)
+    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
+        raise TypeError(f"axes must be an int or a sequence of ints; got {axes!r}")
     out = []
     for a in axes:
         if not _is_int(a):
@@ -189,7 +191,10 @@ def coord_channels(
 
 
 def _warn_if_unresolvable(shape, selected, coord_range, dtype) -> None:
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating dtype; got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
     if dtype.itemsize >= 4:

@@ -212,6 +212,7 @@ PLAIN_CASES = {
     ),
     "no workdir": (["sweep", "classification"], ["--workdir is required"]),
     "unknown command": (["train"], ["invalid choice: 'train'", "'sweep'"]),
+    "report of a file": (["report", "README.md"], ["README.md is not a directory"]),
     "no command": ([], ["required: command"]),
 }
 
@@ -389,9 +390,43 @@ LIBRARY_CASES = {
         lambda: cj.conv.conv_transpose_form((1, 4, 4, 1), (3, 3, 1, 1), strides=0),
         "strides",
     ),
+    "add_coords axes float": (lambda: cj.add_coords(jnp.zeros((2, 8, 8, 1)), axes=1.0), "axes"),
+    "add_coords dtype bogus": (
+        lambda: cj.add_coords(jnp.zeros((2, 8, 8, 1)), dtype="bogus"), "dtype must be"
+    ),
+    "union of one Grid": (
+        lambda: cj.sweep.union("x", cj.sweep.Grid("g")), "grids of sweep 'x' must be a list"
+    ),
+    "load_run missing workdir": (lambda: cj.sweep.load_run("/nonexistent", "r"), "no config"),
+    "make_hparams lr_max_decays 2.5": (
+        lambda: cj.train.make_hparams(0.01, schedule="step", lr_max_decays=2.5),
+        "lr_max_decays must be a whole number",
+    ),
+    **{
+        f"fit {what}": (lambda change=change: _fit(**change), message)
+        for what, change, message in (
+            ("negative lr", {"hparams": cj.train.make_hparams(0.01)._replace(lr=-1e-3)},
+             "lr must be finite and > 0"),
+            ("negative weight decay",
+             {"hparams": cj.train.make_hparams(0.01)._replace(weight_decay=-0.1)},
+             "weight_decay must be finite and >= 0"),
+            ("hparams float", {"hparams": 0.01}, "hparams must be coordjax.train.Hparams"),
+            ("task str", {"task": "classification"}, "task must be a coordjax.train.Task"),
+            ("data str", {"data": "uniform"}, "data must have .train and .test"),
+            ("eval_every True", {"eval_every": True}, "eval_every must be a positive int"),
+        )
+    },  # fmt: skip
     "build channel_mult 0": (lambda: models.build("deconv_painter", channel_mult=0), "channel"),
     "build channel_mult True": (lambda: models.build("tiny", channel_mult=True), "channel_mult"),
 }
+
+
+def _fit(**change):
+    """``fit`` of the tiny model with one argument changed (refused before any tracing)."""
+    arguments = dict(model=models.build("tiny"), task=tasks.get("classification"),
+                     data=datasets.not_so_clevr("uniform"), hparams=cj.train.make_hparams(0.01),
+                     seed=0, epochs=1, batch_size=16)  # fmt: skip
+    return cj.train.fit(**{**arguments, **change})
 
 
 @pytest.mark.parametrize("make, name", LIBRARY_CASES.values(), ids=LIBRARY_CASES.keys())
@@ -471,3 +506,19 @@ def test_an_empty_union_is_refused_before_a_workdir_is_written(tmp_path):
     with pytest.raises(ValueError, match="^sweep 'nothing' has no grids"):
         run_sweep(union("nothing", []), tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_report_folder_that_is_a_file_is_one_line(tmp_path, capsys, tiny_workdir):
+    import shutil
+
+    workdir = tmp_path / "w"
+    shutil.copytree(tiny_workdir[0], workdir)
+    (workdir / "report").write_text("not a folder")
+    status, out, err = run_cli(capsys, ["report", str(workdir)])
+    assert status == 2 and err.count("\n") == 1 and "report is a file" in err, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"coordjax {cj.__version__}"

@@ -36,8 +36,9 @@ def test_the_user_module_uses_public_names_only():
             assert not alias.name.startswith("_") and alias.name in dir(module), alias.name
 
 
-def _interrupted_then_resumed(sweep, workdir, monkeypatch, after_chunks=3):
-    """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end."""
+def _interrupted_then_resumed(sweep, workdir, monkeypatch, programs, after_chunks=3):
+    """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end
+    (with ``programs``, compiled once for the module)."""
     calls = {"n": 0}
     build = Programs.chunk
 
@@ -55,9 +56,9 @@ def _interrupted_then_resumed(sweep, workdir, monkeypatch, after_chunks=3):
     with monkeypatch.context() as patched:
         patched.setattr(Programs, "chunk", chunk)
         with pytest.raises(KeyboardInterrupt):
-            sw.run_sweep(sweep, workdir, options=QUIET)
+            sw.run_sweep(sweep, workdir, options=QUIET, programs=programs)
     assert 0 < len(wd.read_results(workdir))
-    return sw.run_sweep(sweep, workdir, options=QUIET)
+    return sw.run_sweep(sweep, workdir, options=QUIET, programs=programs)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -65,12 +66,13 @@ def trained(request, tmp_path_factory):
     kind = request.param
     experiment = ux.experiment(kind)
     workdir = tmp_path_factory.mktemp(f"user-{kind}") / "w"
-    results = sw.run_sweep(ux.sweep(kind, experiment), workdir, options=QUIET)
-    return kind, experiment, workdir, results
+    programs = Programs()
+    results = sw.run_sweep(ux.sweep(kind, experiment), workdir, options=QUIET, programs=programs)
+    return kind, experiment, workdir, results, programs
 
 
 def test_user_sweep_buckets_by_shape_and_prunes_on_its_score(trained):
-    kind, experiment, workdir, results = trained
+    kind, experiment, workdir, results, programs = trained
     plan = wd.read_config(workdir)["plan"]
     assert [len(b["run_ids"]) for b in plan] == [4, 4]  # one bucket per width
     assert {tuple(b["score"]) for b in plan} == {("test_pixel_error", False)}
@@ -86,13 +88,14 @@ def test_user_sweep_buckets_by_shape_and_prunes_on_its_score(trained):
 
 
 def test_user_sweep_resumed_equals_uninterrupted_bit_for_bit(trained, tmp_path, monkeypatch):
-    kind, experiment, workdir, results = trained
-    resumed = _interrupted_then_resumed(ux.sweep(kind, experiment), tmp_path / "w", monkeypatch)
+    kind, experiment, workdir, results, programs = trained
+    sweep = ux.sweep(kind, experiment)
+    resumed = _interrupted_then_resumed(sweep, tmp_path / "w", monkeypatch, programs)
     assert_bitwise_equal(resumed, results)
 
 
 def test_user_sweep_report_and_exported_run(trained):
-    kind, experiment, workdir, results = trained
+    kind, experiment, workdir, results, programs = trained
     text = report.write_report(workdir).read_text()
     assert "# Sweep report: bright" in text and "## Best run per family" in text
     assert "## Successive halving" in text and "**width**" in text

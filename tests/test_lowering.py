@@ -15,7 +15,7 @@ from tiny_sweeps import tiny_sweep
 from coordjax import cli, models, tasks
 from coordjax import linen as cjnn
 from coordjax.paper.data import device_data, split_indices
-from coordjax.sweep import EngineOptions, run_sweep
+from coordjax.sweep import EngineOptions, WorkdirError, run_sweep
 from coordjax.train import (
     RunSpec,
     TrainSetup,
@@ -168,6 +168,12 @@ def test_engine_records_resolved_lowering_and_reuses_it_on_resume(tmp_path, monk
     run_sweep(_tiny_sweep(), tmp_path / "lax", options=EngineOptions(**quiet))
     assert _recorded(tmp_path / "lax") == "lax"
     assert seen and set(seen) == {"lax"}
+    # Another lowering on resume would change the numbers: refused, the config untouched.
+    config = (tmp_path / "lax" / "config.json").read_text()
+    with pytest.raises(WorkdirError, match="lowering 'matmul' differs from 'lax'"):
+        run_sweep(_tiny_sweep(), tmp_path / "lax", options=EngineOptions(lowering="matmul",
+                                                                         **quiet))  # fmt: skip
+    assert (tmp_path / "lax" / "config.json").read_text() == config
 
 
 def test_zero_insertion_is_a_global_lowering():

@@ -88,6 +88,8 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
     """
     record = read(workdir)
     out = record.workdir / REPORT_DIR
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out} is a file: move it aside (the report is written there)")
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):  # figures of an earlier report may no longer apply
         old.unlink()

@@ -217,10 +217,20 @@ def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=F
 
 
 def _lowering(options: EngineOptions, workdir: pathlib.Path) -> str:
-    """The concrete lowering: as asked, else the one this workdir recorded, else the rule."""
-    if options.lowering != "auto":
-        return options.lowering
+    """The concrete lowering: the one this workdir recorded, else as asked, else the rule.
+
+    A lowering changes the numbers (float rounding), so a workdir keeps the one it started
+    with: asking for another on resume is refused (WorkdirError naming the recorded one).
+    """
     recorded = (wd.read_config(workdir) or {}).get("lowering")
     if recorded in conv.LOWERINGS and recorded != "auto":
+        if options.lowering not in ("auto", recorded):
+            raise wd.WorkdirError(
+                f"lowering {options.lowering!r} differs from {recorded!r}, which this workdir "
+                f"was started with (it changes the numbers); resume with {recorded!r} or 'auto', "
+                "or use another workdir"
+            )
         return recorded
+    if options.lowering != "auto":
+        return options.lowering
     return conv.resolve_lowering("auto", vmapped=True)  # the model axis is vmapped

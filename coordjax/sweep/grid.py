@@ -261,6 +261,8 @@ def union(
     experiment: Experiment | None = None,
 ) -> Sweep:
     """The sweep ``name``: the union of ``grids``, runs of ``experiment`` (None: the paper's)."""
+    if isinstance(grids, Grid) or not hasattr(grids, "__iter__"):
+        raise TypeError(f"grids of sweep {name!r} must be a list of Grid; got {grids!r}")
     return Sweep(name=name, grids=tuple(grids), description=description, prune=prune,
                  experiment=experiment)  # fmt: skip
 

@@ -457,6 +457,8 @@ def load_run(
       shapes.
     """
     workdir = pathlib.Path(workdir)
+    if not (workdir / CONFIG).is_file():
+        raise WorkdirError(f"{workdir} is not a sweep workdir (it has no {CONFIG})")
     plan = json.loads((workdir / CONFIG).read_text())["plan"]
     for bucket in plan:
         if run_id in bucket["run_ids"]:

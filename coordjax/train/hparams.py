@@ -50,13 +50,20 @@ def _decay_factor(name: str, value: Any) -> None:
         )
 
 
+def _count(name: str, value: Any) -> None:
+    """A whole number of times, >= 0 (2.0 is 2; 2.5 is refused)."""
+    AtLeast(0)(name, value)
+    if float(value) != int(value):
+        raise ValueError(f"{name} must be a whole number >= 0; got {value!r}")
+
+
 RANGES: dict[str, Callable[[str, Any], None]] = {
     "lr": AtLeast(0, strict=True),
     "l2": AtLeast(0),
     "weight_decay": AtLeast(0),
     "lr_decay": _decay_factor,
     "lr_decay_every": AtLeast(1, unit=" (epochs)"),
-    "lr_max_decays": AtLeast(0),
+    "lr_max_decays": _count,
 }
 """``{hyperparameter: check(name, value)}``: each :class:`Hparams` field but ``cosine_epochs``
 (set from the run's epochs) and its allowed values, declared here once; the check raises
@@ -152,6 +159,25 @@ def check_hparams(*, schedule, cosine_epochs=0, **values) -> None:
         raise ValueError(
             f"cosine_epochs must be >= 1 with schedule='cosine'; got {cosine_epochs!r}"
         )
+
+
+def check_concrete_hparams(hparams: Any) -> None:
+    """Raises ValueError naming the field when ``hparams`` is not :class:`Hparams` of scalars in
+    their ranges (as :func:`make_hparams` makes them; a ``_replace`` may have changed one)."""
+    if not isinstance(hparams, Hparams):
+        raise ValueError(
+            "hparams must be coordjax.train.Hparams (from coordjax.train.make_hparams); got "
+            f"{type(hparams).__name__}"
+        )
+    values = {}
+    for name, leaf in zip(Hparams._fields, hparams, strict=True):
+        array = np.asarray(leaf)
+        if array.shape != () or array.dtype.kind not in "fiu":
+            raise ValueError(f"hparams.{name} must be a real scalar; got {leaf!r}")
+        values[name] = float(array)
+    cosine = values.pop("cosine_epochs")
+    schedule = "cosine" if cosine > 0 else ("step" if values["lr_max_decays"] > 0 else "constant")
+    check_hparams(schedule=schedule, cosine_epochs=cosine, **values)
 
 
 def stack_hparams(hparams: list[Hparams]) -> Hparams:

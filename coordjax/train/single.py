@@ -12,7 +12,7 @@ import numpy as np
 
 from coordjax.train.adapters import as_model
 from coordjax.train.data import device_split_data, sides_indices
-from coordjax.train.hparams import Hparams
+from coordjax.train.hparams import Hparams, check_concrete_hparams
 from coordjax.train.step import (
     RunSpec,
     TrainSetup,
@@ -81,6 +81,16 @@ def fit(
     Returns:
       A :class:`FitResult`.
     """
+    if not isinstance(task, Task):
+        raise ValueError(
+            f"task must be a coordjax.train.Task (e.g. coordjax.tasks.get(name)); got {task!r}"
+        )
+    if not all(hasattr(getattr(data, side, None), "indices") for side in ("train", "test")):
+        raise ValueError(
+            "data must have .train and .test sides with indices and the task's fields (e.g. "
+            f"coordjax.datasets.not_so_clevr(split)); got {type(data).__name__}"
+        )
+    check_concrete_hparams(hparams)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs must be a positive int; got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -93,7 +103,7 @@ def fit(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     eval_every = epochs if eval_every is None else eval_every
-    if not isinstance(eval_every, int) or eval_every < 1:
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int; got {eval_every!r}")
     setup = TrainSetup(
         model=model if isinstance(model, nn.Module) else as_model(model),
