@@ -58,7 +58,6 @@ SLOWEST_FILES_FIRST = [
     "test_models.py",  # 177
     "test_conv.py",  # 161
     "test_padding.py",  # 149
-    "test_experiment.py",  # about 120 (added at 64d742f; not measured alone)
     "test_sweep.py",  # 138
     "test_layers.py",  # 115
     "test_faults.py",  # 114
@@ -67,6 +66,7 @@ SLOWEST_FILES_FIRST = [
     "test_coords.py",  # 57
     "test_recipe_options.py",  # 51
     "test_layers_nnx.py",  # 51
+    "test_experiment.py",  # 44 (alone, -n 0, at 1b659eb)
 ]
 
 

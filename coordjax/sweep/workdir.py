@@ -458,7 +458,7 @@ def load_run(
     """
     workdir = pathlib.Path(workdir)
     if not (workdir / CONFIG).is_file():
-        raise WorkdirError(f"{workdir} is not a sweep workdir (it has no {CONFIG})")
+        raise ValueError(f"workdir {workdir} is not a sweep workdir (it has no {CONFIG})")
     plan = json.loads((workdir / CONFIG).read_text())["plan"]
     for bucket in plan:
         if run_id in bucket["run_ids"]:
