@@ -266,6 +266,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    lower = sub.add_parser(
+        "lower",
+        help="list the convolutions and dots each bucket's program holds on another platform",
+        description="Lower each bucket's training chunk for --platform on this machine (shapes "
+        "only, nothing runs) and say, per bucket, how many convolutions are transposed by "
+        "lhs_dilate or grouped, and how many ops are not at full (HIGHEST) precision.",
+    )
+    lower.add_argument("name", help=f"one of {list(catalog.SWEEPS)}, or a .py file with PRESETS")
+    lower.add_argument("--preset", default="smoke", help="which grid of the sweep (default smoke)")
+    lower.add_argument("--platform", default="cuda", choices=("cpu", "cuda", "rocm", "tpu"),
+                       help="the platform to lower for (default cuda)")  # fmt: skip
+    lower.add_argument("--only", help="keep the grids whose name contains this string")
     listing = sub.add_parser(
         "list",
         help="list sweeps, their presets, model counts and grid names",
@@ -294,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             print(_status(args))
+            return 0
+        if args.command == "lower":
+            print(_lower(args))
             return 0
         return _sweep(args)
     except UsageError as err:
@@ -365,6 +380,27 @@ def _estimated_time(definition) -> str | None:
     buckets = plan(definition.expand(), experiment=definition.experiment)
     *_, pruned = pruned_estimate(definition, buckets, estimate)
     return f"{format_duration(pruned)} pruned ({format_duration(estimate.seconds)} unpruned)"
+
+
+def _lower(args) -> str:
+    """Per bucket of the preset: its program's convolutions and dots on ``--platform``."""
+    from coordjax import sweep as sw
+    from coordjax.sweep.target import lowered_chunk, ops_summary, program_ops, target_lowering
+
+    module = _load_sweep_module(args.name)
+    definition = _build_preset(module, args.name, args.preset)
+    try:
+        definition = sw.customize(definition, only=args.only)
+        buckets = sw.plan(definition.expand(), experiment=definition.experiment)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"preset {args.preset!r}: {_flag_names(err)}") from err
+    lines = [f"{args.name} --preset {args.preset} on {args.platform} (lowering "
+             f"{target_lowering(args.platform)}, 2 vmapped models per program; convs by "
+             "lhs_dilate are transposed):"]  # fmt: skip
+    for bucket in buckets:
+        ops = program_ops(lowered_chunk(bucket, args.platform).as_text())
+        lines.append(f"  {bucket.bucket_id:<34} {ops_summary(ops)}")
+    return "\n".join(lines)
 
 
 def _status(args) -> str:
