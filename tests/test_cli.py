@@ -92,3 +92,24 @@ def test_list_shows_a_sweep_file(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{sweep_file}:" and lines[1].split()[:3] == ["t", "2", "models"]
     assert "--only: mine" in "\n".join(lines)
+
+
+def test_a_log_line_under_the_bar_is_printed_once():
+    import io
+    import logging
+
+    from coordjax.sweep.progress import logs_through
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root, logger = logging.getLogger(), logging.getLogger("coordjax")
+    level = logger.level
+    root.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with logs_through(bar=object()):
+            logger.info("bucket b: finished, nothing to do")
+    finally:
+        root.removeHandler(handler)
+        logger.setLevel(level)
+    assert stream.getvalue().count("finished, nothing to do") == 1

@@ -104,5 +104,7 @@ def logs_through(bar):
         return
     from tqdm.contrib.logging import logging_redirect_tqdm  # only when the bar shows
 
-    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("coordjax")]):
+    # The root logger only: coordjax's records propagate to it (a handler on both printed each
+    # line twice).
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
         yield
