@@ -94,14 +94,13 @@ def test_list_shows_a_sweep_file(tmp_path, capsys):
     assert "--only: mine" in "\n".join(lines)
 
 
-def test_a_log_line_under_the_bar_is_printed_once():
-    import io
+def test_a_log_line_under_the_bar_is_printed_once(capsys):
     import logging
+    import sys
 
     from coordjax.sweep.progress import logs_through
 
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI's logging.basicConfig
     root, logger = logging.getLogger(), logging.getLogger("coordjax")
     level = logger.level
     root.addHandler(handler)
@@ -112,4 +111,5 @@ def test_a_log_line_under_the_bar_is_printed_once():
     finally:
         root.removeHandler(handler)
         logger.setLevel(level)
-    assert stream.getvalue().count("finished, nothing to do") == 1
+    printed = capsys.readouterr().err
+    assert printed.count("finished, nothing to do") == 1, printed
