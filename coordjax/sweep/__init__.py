@@ -4,7 +4,7 @@ Names load on first use (PEP 562): reading a workdir (``load_run``, ``summary_te
 import the engine or the training step.
 """
 
-import importlib
+from coordjax._lazy import lazy_names
 
 _NAMES = {
     "load_run": "coordjax.sweep.workdir",
@@ -42,12 +42,4 @@ _NAMES = {
 }
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'coordjax.sweep' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

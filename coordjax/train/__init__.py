@@ -5,7 +5,7 @@ L2 mask, its tasks the ``Task`` type) does not import the training step, and rea
 never does.
 """
 
-import importlib
+from coordjax._lazy import lazy_names
 
 _NAMES = {
     "LinenModel": "coordjax.train.adapters",
@@ -37,12 +37,4 @@ _NAMES = {
 }
 __all__ = list(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'coordjax.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())
