@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 STATIC = "static"
@@ -245,14 +245,3 @@ def default_experiment() -> Experiment:
     """The experiment of a sweep that names none: the paper's (:data:`DEFAULT_EXPERIMENT`)."""
     module, _, attribute = DEFAULT_EXPERIMENT.partition(":")
     return getattr(importlib.import_module(module), attribute)
-
-
-def fixed_score(metric: str, larger_is_better: bool = True) -> Callable[[Any], Score]:
-    """A score that is the same for every run."""
-    score = Score(metric, larger_is_better)
-    return lambda config: score
-
-
-def select(configs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Each config restricted to ``keys`` (in that order)."""
-    return [{k: c[k] for k in keys} for c in configs]
