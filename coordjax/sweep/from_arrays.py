@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax._checks import check_choice
+from coordjax._checks import check_choice, positive_int
 from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Recipe, Score
 from coordjax.train import step
 from coordjax.train.adapters import as_model
@@ -45,11 +45,6 @@ from coordjax.train.task import Task
 
 DIRECTIONS = {"max": True, "min": False}
 SIDES = ("train", "test")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def _seed(name: str, value: Any) -> None:
@@ -77,9 +72,9 @@ def recipe_keys(**defaults: Any) -> dict[str, Key]:
         raise ValueError(f"defaults may set {sorted(values)}; got {unknown}")
     values.update(defaults)
     return {
-        "batch_size": Key(STATIC, values["batch_size"], _positive_int),
-        "epochs": Key(STATIC, values["epochs"], _positive_int),
-        "eval_every": Key(STATIC, values["eval_every"], _positive_int),
+        "batch_size": Key(STATIC, values["batch_size"], positive_int),
+        "epochs": Key(STATIC, values["epochs"], positive_int),
+        "eval_every": Key(STATIC, values["eval_every"], positive_int),
         "precision": Key(STATIC, values["precision"], _one_of(step.PRECISIONS)),
         **{k: Key(VMAPPED, values[k], RANGES[k]) for k in
            ("lr", "l2", "weight_decay", "lr_decay", "lr_decay_every", "lr_max_decays")},
