@@ -16,7 +16,8 @@ from coordjax import datasets, models, paper
 from coordjax.paper import padding
 from coordjax.paper.data import device_data
 from coordjax.paper.run_config import RunConfig, make_setup, model_kwargs, stack_runs
-from coordjax.sweep.experiment import Experiment, Key, Padding, Recipe, Score
+from coordjax.sweep.experiment import Experiment, Key, Padding, Score
+from coordjax.sweep.programs import SUPERVISED
 from coordjax.train import step
 from coordjax.train.hparams import SCHEDULE_KEYS, SCHEDULES
 
@@ -123,7 +124,7 @@ EXPERIMENT = Experiment(
     steps_per_epoch=_steps_per_epoch,
     data=_data,
     stack=stack_runs,
-    recipe=Recipe(step.init_state, step.train_chunk, step.train_step, step.evaluate),
+    recipe=SUPERVISED,
     score=_score,
     metrics=METRIC_LARGER_IS_BETTER,
     count_params=_count_params,

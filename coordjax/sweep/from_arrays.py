@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from coordjax._checks import check_choice, positive_int
-from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Recipe, Score
+from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Score
+from coordjax.sweep.programs import SUPERVISED
 from coordjax.train import step
 from coordjax.train.adapters import as_model
 from coordjax.train.data import DeviceData, SplitIndices, stack_splits
@@ -284,7 +285,7 @@ def supervised(
         steps_per_epoch=spec.steps_per_epoch,
         data=spec.device_data,
         stack=spec.stack,
-        recipe=Recipe(step.init_state, step.train_chunk, step.train_step, step.evaluate),
+        recipe=SUPERVISED,
         score=lambda config: Score(score[0], DIRECTIONS[score[1]]),
         metrics=directions,
         count_params=spec.count_params,
