@@ -21,7 +21,11 @@ from coordjax.sweep import workdir as wd
 from coordjax.sweep.programs import Programs
 
 PUBLIC_MODULES = {"coordjax", "coordjax.sweep", "coordjax.train", "coordjax.linen", "coordjax.nnx"}
-KINDS = ("linen", "nnx", "pure")
+# The Linen model covers the engine's path in the default suite; the NNX and pure-pair models
+# take the same path through their adapters (tests/test_adapters.py), so their full sweeps run
+# with -m slow.
+KINDS = ("linen", pytest.param("nnx", marks=pytest.mark.slow),
+         pytest.param("pure", marks=pytest.mark.slow))
 
 
 def test_the_user_module_uses_public_names_only():
