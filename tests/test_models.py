@@ -111,6 +111,7 @@ def test_deconv_painter_param_table(fs, c):
 @pytest.mark.parametrize(
     ("name", "kwargs", "expected"),
     [
+        ("deconv_painter_nobn", {"filter_size": 2, "channel_mult": 3}, 408_193),  # no BN: -512 c
         ("coordconv_classifier", {}, 7_553),
         ("coordconv_classifier", {"channel_mult": 1}, 7_553),
         ("coordconv_classifier", {"channel_mult": 2}, 29_441),
@@ -151,6 +152,7 @@ def test_count_params_ignores_batch_stats_and_accepts_params():
 def test_registry_entries():
     assert set(models.MODELS) == {
         "deconv_painter",
+        "deconv_painter_nobn",
         "coordconv_classifier",
         "coordconv_renderer",
         "conv_regressor_uniform",
@@ -196,7 +198,7 @@ def test_input_shape_errors(getkey):
 # Shapes, train/eval, BatchNorm
 
 
-SMALL_KW = {"deconv_painter": {"filter_size": 2}}
+SMALL_KW = {"deconv_painter": {"filter_size": 2}, "deconv_painter_nobn": {"filter_size": 2}}
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
@@ -355,6 +357,7 @@ def test_he_normal_equals_flax_variance_scaling(shape):
     ("name", "n_kernels"),
     [
         ("deconv_painter", 6),
+        ("deconv_painter_nobn", 6),
         ("coordconv_classifier", 5),
         ("coordconv_renderer", 10),
         ("conv_regressor_uniform", 4),
@@ -396,6 +399,7 @@ def _l2_mask_by_the_old_name_rule(params):
 
 L2_SHAPES = {
     "deconv_painter": [{}, {"filter_size": 4, "channel_mult": 2}],
+    "deconv_painter_nobn": [{"filter_size": 2, "channel_mult": 3}],
     "coordconv_classifier": [{}, {"channel_mult": 3}],
     "coordconv_renderer": [{}, {"filter_size": 2, "channel_mult": 1}],
     "conv_regressor_uniform": [{}, {"channel_mult": 2}],

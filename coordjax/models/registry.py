@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -102,6 +103,13 @@ MODELS: dict[str, ModelSpec] = {
             ("filter_size", "channel_mult"),
             paddable=("filter_size", "channel_mult"),
             kernel_offset=same_transposed_s2_offset,
+        ),
+        ModelSpec(
+            "deconv_painter_nobn",
+            functools.partial(DeconvPainter, batch_norm=False),
+            "coords",
+            "map",
+            ("filter_size", "channel_mult"),
         ),
         ModelSpec(
             "coordconv_classifier",

@@ -242,6 +242,7 @@ TRAIN_ACCURACY_NOTE = (
 
 FAMILY_OF_MODEL: dict[str, str] = {
     "deconv_painter": "deconv",
+    "deconv_painter_nobn": "deconv",
     "coordconv_classifier": "coordconv",
     "coordconv_renderer": "coordconv",
     "coordconv_regressor": "coordconv",

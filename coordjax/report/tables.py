@@ -14,6 +14,7 @@ SPLIT_ORDER = {"uniform": 0, "quadrant": 1}
 # here so that tables need not import the models (and JAX).
 SHAPE_ARGS = {
     "deconv_painter": ("filter_size", "channel_mult"),
+    "deconv_painter_nobn": ("filter_size", "channel_mult"),
     "coordconv_classifier": ("channel_mult",),
     "coordconv_renderer": ("filter_size", "channel_mult"),
     "conv_regressor_uniform": ("channel_mult",),
