@@ -88,7 +88,6 @@ class TensorBoard(Callback):
         self._marks: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._tags: list[str] = []
-        self._metrics: list[str] = []
         self._written_here: dict[str, int] = {}  # run_id -> last epoch this process wrote
         self._shared = False
 
@@ -98,7 +97,6 @@ class TensorBoard(Callback):
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._configs = {r["run_id"]: hparams_of(r, start.keys) for r in start.runs}
         self._tags = metric_tags(start)
-        self._metrics = [*start.metrics, "pruned"]
         self._shared = start.shared
         if start.shared or start.results.empty:
             return
@@ -180,11 +178,11 @@ class TensorBoard(Callback):
         if not mark.get("hparams"):
             from tensorboardX.summary import hparams
 
-            experiment, start, _ = hparams(self._configs.get(run_id, {}),
-                                           {m: 0.0 for m in self._metrics})  # fmt: skip
-            for summary in (experiment, start):
-                writer.write_event(self._event(summary, 0))
-            mark["hparams"] = True
+            # The session's hparams alone: TensorBoard infers the experiment from all sessions
+            # (which hparams differ, every scalar tag as a metric).
+            _, start, _ = hparams(self._configs.get(run_id, {}), {})
+            writer.write_event(self._event(start, 0))
+            mark.update(hparams=True, dirty=True)
         while len(self._writers) > MAX_OPEN_WRITERS:
             _, oldest = self._writers.popitem(last=False)
             oldest.close()
