@@ -7,10 +7,10 @@ these split it, one run per model, named by its run id, its config keys as hyper
   ``logdir/<run_id>/`` holds the run's scalars (every ``train_*`` / ``test_*`` metric and
   ``epoch_train_loss`` at every evaluation, the step being the epoch), its config as hparams for
   the HParams tab, a ``pruned`` scalar (1 pruned, 0 kept) at each rung that ranked it, and the
-  session's end (failure when diverged, else success). It writes
-  what ``results.csv`` holds and it has not written yet (a small ``coordjax.json`` beside the
-  events remembers how far it got), so a resumed sweep adds no duplicate points, and pointing
-  it at a finished workdir writes the whole history.
+  session's end (failure when diverged, else success). It writes what ``results.csv`` holds
+  and it has not written yet (a small ``coordjax.json`` beside the events remembers how far it
+  got), so a resumed sweep adds no duplicate points, and pointing it at a finished workdir
+  writes the whole history.
 * :class:`WandB` ``(project)`` (``pip install 'coordjax[wandb]'``): one W&B run per model
   (``reinit="create_new"``), grouped by the sweep, ``config`` = the run's keys; evaluations
   already in ``results.csv`` when the process starts are not logged again.
