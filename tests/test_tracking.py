@@ -24,6 +24,7 @@ from tiny_sweeps import QUIET, assert_bitwise_equal, sweep_of_file
 
 from coordjax import cli
 from coordjax import sweep as sw
+from coordjax.sweep import trackers
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.programs import Programs
 
@@ -205,6 +206,19 @@ def test_tensorboard_resume_adds_nothing_and_a_finished_workdir_backfills(sweeps
             str(fresh), "--no-progress", "--no-report"]  # fmt: skip
     assert cli.main(argv) == 0
     _assert_events_equal_results(fresh, wd.read_results(plain))
+
+
+def test_tensorboard_with_one_open_file_at_a_time(sweeps, tmp_path, monkeypatch):
+    """Past its limit of open event files the tracker closes the least recent and later opens a
+    new file for that run: the points are the same."""
+    path, plain, *_ = sweeps
+    monkeypatch.setattr(trackers, "MAX_OPEN_WRITERS", 1)
+    copy, fresh = tmp_path / "w", tmp_path / "tb"
+    shutil.copytree(plain, copy)
+    sw.run_sweep(sweep_of_file(path), copy, preset="t", options=QUIET,
+                 callbacks=[sw.TensorBoard(fresh)])  # fmt: skip
+    _assert_events_equal_results(fresh, wd.read_results(plain))
+    assert max(len(list(d.glob("events*"))) for d in fresh.iterdir()) == 2  # reopened
 
 
 def test_a_tensorboard_dir_that_is_a_file_is_refused(sweeps, tmp_path, capsys):
