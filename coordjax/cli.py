@@ -4,6 +4,7 @@ coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--see
 coordjax sweep NAME ... --task-index I --task-count N   one of N processes sharing a workdir
 coordjax status WORKDIR [--json]
 coordjax report WORKDIR
+coordjax export WORKDIR (RUN_ID | --best METRIC) --out PATH
 coordjax list
 
 Every mistake in the user's input (flags, sweep names, presets, grid values, sweep files,
@@ -38,6 +39,8 @@ examples:
   coordjax sweep classification --preset smoke --workdir runs/smoke
   coordjax sweep classification --preset paper --dry-run   the plan, without training
   coordjax sweep my_sweep.py --preset mine --workdir runs/mine   your own grid file
+  coordjax sweep classification --preset smoke --workdir runs/smoke --tensorboard runs/tb
+  coordjax export runs/smoke --best test_accuracy --out best     one model, to load and apply
 
 Rerunning the same command resumes an interrupted sweep; finished buckets are skipped."""
 
@@ -246,6 +249,36 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--no-report", action="store_true", help="do not write WORKDIR/report at the end"
     )
+    sweep.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write one TensorBoard run per model to DIR/<run_id> while the sweep runs (scalars "
+        "at every evaluation, hparams, pruned runs marked; a resume adds no duplicates); needs "
+        "`pip install 'coordjax[tensorboard]'`",
+    )
+    sweep.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log one W&B run per model to PROJECT, grouped by the sweep ($WANDB_MODE=offline "
+        "works); needs `pip install 'coordjax[wandb]'`",
+    )
+
+    export = sub.add_parser(
+        "export",
+        help="write one run's model (Flax msgpack) and its config (JSON) to a new directory",
+        description="Write one run's un-padded Flax variables (variables.msgpack) and its config "
+        "and metrics (config.json) to --out; coordjax.sweep.load_export reads them back.",
+    )
+    export.add_argument("workdir", help="a sweep's workdir")
+    export.add_argument("run_id", nargs="?", help="the run (a run_id of results.csv)")
+    export.add_argument(
+        "--best",
+        metavar="METRIC",
+        help="instead of RUN_ID: the best finished run by METRIC (a results column, e.g. "
+        "test_accuracy), larger or smaller as the experiment says",
+    )
+    export.add_argument("--out", required=True, help="the directory to write (must not exist)")
+    export.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     report = sub.add_parser("report", help="write WORKDIR/report/report.md and its figures")
     report.add_argument("workdir", help="a sweep's workdir")
@@ -309,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "lower":
             print(_lower(args))
+            return 0
+        if args.command == "export":
+            print(f"exported: {_export(args)}")
             return 0
         return _sweep(args)
     except UsageError as err:
@@ -450,6 +486,42 @@ def _task_slot(args):
     return slot
 
 
+def _export(args) -> str:
+    """Writes one run's model (``coordjax.sweep.export``); returns what it wrote."""
+    from coordjax.sweep import export
+
+    if (args.run_id is None) == (args.best is None):
+        raise UsageError("export takes a RUN_ID or --best METRIC (one of them)")
+    try:
+        if args.best is not None:
+            run_id = export.best_finished_run(args.workdir, args.best)
+        else:
+            run_id = args.run_id
+        out = export.export_model(args.workdir, run_id, args.out)
+    except ValueError as err:
+        message = str(err)
+        if message.startswith("metric "):
+            message = "--best " + message
+        raise UsageError(message) from err
+    return f"{run_id} -> {out}"
+
+
+def _callbacks(args) -> list:
+    """The trackers the flags ask for (checked before the workdir is touched)."""
+    from coordjax import sweep as sw
+
+    callbacks = []
+    try:
+        if args.tensorboard:
+            callbacks.append(sw.TensorBoard(args.tensorboard))
+        if args.wandb:
+            callbacks.append(sw.WandB(args.wandb))
+    except (ImportError, ValueError) as err:
+        flag = "--wandb" if "wandb" in str(err) else "--tensorboard"
+        raise UsageError(f"{flag}: {err}") from err
+    return callbacks
+
+
 def _report(workdir: str) -> str:
     from coordjax import report
 
@@ -496,6 +568,7 @@ def _sweep(args) -> int:
         return 0
     if not args.workdir:
         raise UsageError("--workdir is required (unless --dry-run)")
+    callbacks = _callbacks(args)
     fanned = {}
     if slot is not None:
         fanned = {"task": slot, "stale_after": _stale_after(args)}
@@ -505,7 +578,7 @@ def _sweep(args) -> int:
     try:
         results = sw.run_sweep(
             definition, args.workdir, preset=args.preset, options=options, restart=args.restart,
-            **fanned,
+            callbacks=callbacks, **fanned,
         )  # fmt: skip
     except sw.WorkdirError as err:
         raise UsageError(str(err)) from err

@@ -39,6 +39,15 @@ _NAMES = {
     "TaskSlot": "coordjax.sweep.fanout",
     "task_slot": "coordjax.sweep.fanout",
     "sweep_status": "coordjax.sweep.status",
+    "Callback": "coordjax.sweep.callbacks",
+    "SweepStart": "coordjax.sweep.callbacks",
+    "Evaluation": "coordjax.sweep.callbacks",
+    "Rung": "coordjax.sweep.callbacks",
+    "TensorBoard": "coordjax.sweep.trackers",
+    "WandB": "coordjax.sweep.trackers",
+    "export_model": "coordjax.sweep.export",
+    "load_export": "coordjax.sweep.export",
+    "best_finished_run": "coordjax.sweep.export",
 }
 __all__ = list(_NAMES)
 

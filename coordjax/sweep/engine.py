@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import pathlib
+from collections.abc import Sequence
 
 import jax
 import pandas as pd
@@ -32,6 +33,8 @@ import pandas as pd
 from coordjax import conv
 from coordjax.sweep import fanout, pruning
 from coordjax.sweep import workdir as wd
+from coordjax.sweep.callbacks import Callback, SweepStart, check_callbacks, notify
+from coordjax.sweep.callbacks import rung as rung_event
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import plan
@@ -53,6 +56,7 @@ def run_sweep(
     programs: Programs | None = None,
     task: fanout.TaskSlot | None = None,
     stale_after: float = fanout.DEFAULT_STALE_AFTER_S,
+    callbacks: Sequence[Callback] = (),
 ) -> pd.DataFrame:
     """Trains every run of ``sweep``, resumably, and returns the results table.
 
@@ -74,6 +78,10 @@ def run_sweep(
         bucket (with ``jax.distributed``, all processes together).
       stale_after: with ``task``, seconds after which another process's claim on a bucket may
         be taken over (its heartbeat stopped: the process died or hangs).
+      callbacks: host hooks (:class:`~coordjax.sweep.Callback`: TensorBoard, W&B, your own)
+        called between compiled chunks: at the start, after each evaluation and each rung's
+        decision, at the end; they never change what is trained. With several processes
+        (``jax.distributed``), process 0 alone calls them.
 
     Returns:
       The results table (also in ``workdir/results.csv``): one row per model per evaluation,
@@ -82,6 +90,7 @@ def run_sweep(
     """
     options = options or EngineOptions()
     workdir = pathlib.Path(workdir)
+    callbacks = check_callbacks(callbacks)
     if task is not None and jax.process_count() > 1:
         raise ValueError(
             "task (a fan-out over independent processes) cannot be combined with "
@@ -106,6 +115,7 @@ def run_sweep(
     # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
     # coordinates the checkpoint writes of all processes itself.
     lead = jax.process_index() == 0
+    callbacks = callbacks if lead else ()
     with contextlib.ExitStack() as owning:
         if lead:
             owning.enter_context(wd.locked(workdir, shared=task is not None))
@@ -124,10 +134,13 @@ def run_sweep(
             order = _work_order(sweep, options, buckets, task)
         programs = Programs() if programs is None else programs
         trainer = BucketTrainer(workdir, options, make_mesh(options.shard), programs,
-                                make_progress(buckets, options.progress), buckets)  # fmt: skip
+                                make_progress(buckets, options.progress), buckets,
+                                callbacks)  # fmt: skip
         progress = trainer.progress
         with logs_through(progress.bar):
             try:
+                if callbacks:
+                    notify(callbacks, "on_start", _start(sweep, workdir, runs, results, task))
                 # Without rungs this is one pass over the buckets, each trained to its end.
                 for stop in [*pruning.rung_epochs(rules, runs), None]:
                     if claims is None:
@@ -150,15 +163,18 @@ def run_sweep(
                         before = set(pruned)
                         results, pruned = _take_rung(
                             workdir, results, stop, rules, runs, pruned, experiment,
-                            shared=task is not None,
+                            shared=task is not None, callbacks=callbacks,
                         )  # fmt: skip
                         for bucket in buckets:
                             gone = [r for r in bucket.runs
                                     if r["run_id"] in pruned and r["run_id"] not in before]
                             progress.pruned(bucket, len(gone), stop)  # fmt: skip
+                notify(callbacks, "on_end", results)
             finally:
                 if progress.bar is not None:
                     progress.bar.close()
+                for callback in callbacks:
+                    callback.close()
         if not progress.trained_model_steps:
             logger.info("nothing to do: every bucket of this sweep is finished in %s", workdir)
     return results
@@ -189,14 +205,26 @@ def _work_order(sweep, options, buckets, task) -> list[int]:
     return fanout.work_order(owners, task.index)
 
 
-def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False):
+def _start(sweep, workdir, runs, results, task) -> SweepStart:
+    experiment = sweep.experiment
+    metrics = {f"{side}_{m}": larger for side in ("train", "test")
+               for m, larger in experiment.metrics.items()}  # fmt: skip
+    return SweepStart(sweep=sweep.name, workdir=workdir, experiment=experiment.name,
+                      runs=tuple(runs), keys=tuple(experiment.keys), metrics=metrics,
+                      results=results.copy(), shared=task is not None)  # fmt: skip
+
+
+def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False,
+               callbacks=()):  # fmt: skip
     """The rung's decision: replayed if recorded, else taken from the results and recorded
     before anything acts on it. Returns the results with their status, and who is pruned.
 
     ``shared``: other processes (a fan-out) write the workdir too; the first decision recorded
-    is the one every process takes (they compute the same one from the same rows)."""
+    is the one every process takes (they compute the same one from the same rows).
+    ``callbacks`` hear of the decision once it is recorded."""
     recorded = {d["epoch"]: d for d in wd.read_pruning(workdir)}
     decision = recorded.get(rung)
+    replayed = decision is not None
     if decision is None:
         decision = pruning.decide(results, rung, rules, runs, pruned, experiment)
         if jax.process_index() == 0:
@@ -209,10 +237,12 @@ def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=F
         )  # fmt: skip
     pruned = {**pruned, **pruning.pruned_epochs([decision])}
     if shared:
-        return wd.restatus_results(workdir, pruned), pruned
-    results = wd.with_status(results, pruned)
-    if jax.process_index() == 0:
-        wd.write_results(workdir, results)
+        results = wd.restatus_results(workdir, pruned)
+    else:
+        results = wd.with_status(results, pruned)
+        if jax.process_index() == 0:
+            wd.write_results(workdir, results)
+    notify(callbacks, "on_rung", rung_event(decision, replayed))
     return results, pruned
 
 

@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from coordjax.sweep import pruning
 from coordjax.sweep import workdir as wd
+from coordjax.sweep.callbacks import Callback, evaluation, notify
 from coordjax.sweep.checkpoints import BucketCheckpoints, CheckpointDamaged
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import Bucket
@@ -44,7 +45,8 @@ logger = logging.getLogger("coordjax.sweep")
 class BucketTrainer:
     """Trains buckets of one :func:`run_sweep` call, chunk by chunk: what they share (workdir,
     options, mesh, compiled programs, progress) and one method per phase of a bucket's run
-    (resume, lowering, train, record, checkpoint)."""
+    (resume, lowering, train, record, checkpoint). ``callbacks`` hear of each evaluation once it
+    is recorded and checkpointed (:mod:`coordjax.sweep.callbacks`)."""
 
     workdir: pathlib.Path
     options: EngineOptions
@@ -52,6 +54,7 @@ class BucketTrainer:
     programs: Programs
     progress: Progress
     buckets: list[Bucket]
+    callbacks: tuple[Callback, ...] = ()
 
     @property
     def devices(self) -> int:
@@ -147,6 +150,10 @@ class BucketTrainer:
             rungs = {pruned[r] for r in run_ids if r in pruned}
             checkpoints.prune(_epochs_to_keep(results, bucket, checkpoints.epochs()) | rungs)
             self.progress.trained(bucket, num_epochs, seconds, len(set(axis)))
+            if self.callbacks:  # host numbers already recorded: nothing flows back
+                recorded = wd.with_status(pd.DataFrame(rows), pruned).to_dict("records")
+                event = evaluation(bucket.bucket_id, recorded, list(metrics))
+                notify(self.callbacks, "on_evaluation", event)
         return results
 
     def _compile(self, program, models: int, data, runs, state) -> None:

@@ -109,7 +109,7 @@ def records_lock(workdir: pathlib.Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask, read without changing it where the OS allows."""
     try:
         for line in pathlib.Path("/proc/self/status").read_text().splitlines():
@@ -127,7 +127,7 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         f.write(text)
         f.flush()
-        os.fchmod(f.fileno(), 0o666 & ~_umask())  # temporary files are created 0600
+        os.fchmod(f.fileno(), 0o666 & ~current_umask())  # temporary files are created 0600
         os.fsync(f.fileno())
     os.replace(f.name, path)
 
@@ -398,7 +398,10 @@ def sweep_config(
     experiment = buckets[0].experiment if buckets else None
     return {
         "identity": identity,
-        **({"experiment": experiment.name, "groups": list(experiment.group_by)}
+        **({"experiment": experiment.name, "groups": list(experiment.group_by),
+            "keys": list(experiment.keys),
+            "metrics": {f"{side}_{m}": bool(larger) for side in ("train", "test")
+                        for m, larger in experiment.metrics.items()}}
            if experiment is not None else {}),
         "engine": dataclasses.asdict(options),
         "lowering": options.lowering,  # resolved: "lax", "matmul" or "zero_insertion"
