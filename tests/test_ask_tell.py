@@ -22,7 +22,7 @@ from coordjax.sweep.programs import Programs
 
 EXPERIMENT = ux.experiment("linen")
 SPACE = {"lr": sw.LogUniform(1e-3, 1e-1)}
-BASE = {"epochs": 2, "eval_every": 1}
+BASE = {"epochs": 4, "eval_every": 1}  # test_experiment.py's: its compiled programs are cached
 BATCHES, BATCH = 2, 4
 
 
@@ -137,6 +137,7 @@ def test_an_interrupted_loop_resumes_tells_each_trial_once_and_ends_as_an_uninte
         ({"lr": sw.LogUniform(1e-3, 1e-1)}, {"lr": 0.01}, "both in space and in base"),
         ({"lr": [0.01, 0.1]}, {}, "space['lr'] must be"),
         ({}, {}, "space must be a non-empty dict"),
+        (SPACE, {"batch_size": 500}, "batch_size"),
     ],
 )
 def test_a_bad_loop_is_refused_before_anything_is_written(tmp_path, space, base, error):

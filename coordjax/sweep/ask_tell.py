@@ -57,6 +57,7 @@ from coordjax.sweep.engine import run_sweep
 from coordjax.sweep.experiment import Experiment, Score, check_experiment
 from coordjax.sweep.grid import Grid, run_id, union
 from coordjax.sweep.options import EngineOptions
+from coordjax.sweep.planner import plan
 from coordjax.sweep.programs import Programs
 from coordjax.sweep.results import final_rows
 from coordjax.sweep.space import Choice, LogUniform, Uniform
@@ -116,7 +117,7 @@ def run_study(
     Raises:
       ValueError: (one line, before anything is written) a key the experiment lacks, a
         distribution whose bounds or values the key refuses, a key both in ``space`` and in
-        ``base``, or bad counts.
+        ``base``, a base config the experiment cannot train, or bad counts.
       WorkdirError: the workdir holds another loop (its ``study.json`` differs) or is in use.
     """
     optuna = _optuna()
@@ -133,6 +134,9 @@ def run_study(
     for key in base:
         experiment.check_key(key, base[key])
     score = experiment.score(fixed)
+    # A base that cannot train (a model that does not build, a batch larger than the data) is
+    # refused now, not once a batch has been asked.
+    plan(Grid("base", base=base).expand(experiment), experiment=experiment)
     make_sampler = sampler or (lambda s: optuna.samplers.TPESampler(seed=s))
     workdir = pathlib.Path(workdir)
     wd.check_usable(workdir)
