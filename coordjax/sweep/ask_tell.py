@@ -36,8 +36,9 @@ trials are told, the workdir which trials form which batch. At each crash point:
 * after the tells: the batch is done; the rerun goes on with the next one.
 
 The study belongs to the loop: a running trial that no batch lists is taken for one asked before
-an interruption and failed. Trials told elsewhere (``study.enqueue_trial`` followed by asks, or
-finished trials added by hand) only inform the sampler.
+an interruption and failed. Finished trials added by hand (``study.add_trial``) inform the
+sampler; trials queued with ``study.enqueue_trial`` are asked first, into the next batch (an
+interruption while that batch is asked fails them: queue them again).
 """
 
 from __future__ import annotations
