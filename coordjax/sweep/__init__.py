@@ -11,6 +11,7 @@ _NAMES = {
     "export_run": "coordjax.sweep.workdir",
     "EngineOptions": "coordjax.sweep.options",
     "run_sweep": "coordjax.sweep.engine",
+    "run_study": "coordjax.sweep.ask_tell",
     "SweepInterrupted": "coordjax.sweep.trainer",
     "Experiment": "coordjax.sweep.experiment",
     "Key": "coordjax.sweep.experiment",
