@@ -48,9 +48,9 @@ def straight(tmp_path_factory):
     return root / "w", results
 
 
-def _launch(sweep_file, workdir, index, count, *extra) -> subprocess.Popen:
+def _launch(sweep_file, workdir, index, count, *extra, report=False) -> subprocess.Popen:
     command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",
-               "--workdir", str(workdir), "--no-progress", "--no-report",
+               "--workdir", str(workdir), "--no-progress", *([] if report else ["--no-report"]),
                "--task-index", str(index), "--task-count", str(count), *extra]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -121,10 +121,10 @@ def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     status = sweep_status(tmp_path / "w")
-    assert status["counts"]["running"] == 1  # its heartbeat is fresh: not stale yet
-    held = [b for b in status["buckets"] if b["state"] == "running"][0]
+    assert status["counts"]["dead"] == 1  # its heartbeat is fresh, its process gone
+    held = [b for b in status["buckets"] if b["state"] == "dead"][0]
     assert held["task"] == 0 and held["pid"] == victim.pid
-    assert "running" in status_text(status)
+    assert "dead     " in status_text(status)
 
     # The same task's command takes its own dead claim at once (it holds the task's lock now);
     # task 1 trains its share meanwhile.
@@ -137,25 +137,25 @@ def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
 
 
 @pytest.mark.integration
-def test_a_stale_claim_is_taken_over_only_after_the_timeout(tmp_path, sweep_file, straight):
-    victim = _launch(sweep_file, tmp_path / "w", 0, 2)
-    _wait_for(lambda: _mid_bucket(tmp_path / "w"), victim)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.communicate()
-    stale_after = 4.0
-    time.sleep(0.1)
-    assert sweep_status(tmp_path / "w", stale_after=0.05)["counts"]["stale"] == 1
-    taker = _launch(sweep_file, tmp_path / "w", 1, 2, "--stale-after", str(stale_after))
-    output = taker.communicate(timeout=600)[0]
-    assert taker.returncode == 0, output
-    assert "took over from task 0" in output
-    for directory in (tmp_path / "w" / fanout.CLAIMS).iterdir():
-        dead = directory.glob("*.0.json")  # the killed process's claim, left as it was
-        for old in dead:
+def test_a_killed_process_is_taken_over_at_once_and_a_survivor_writes_the_report(
+    tmp_path, sweep_file, straight
+):
+    # Task 0 (which wrote the report before) is killed; task 1, on the same machine, takes its
+    # bucket over as soon as it looks (not after --stale-after, 600 s), and writes the report.
+    workers = [_launch(sweep_file, tmp_path / "w", i, 2, report=True) for i in (0, 1)]
+    _wait_for(lambda: _mid_bucket(tmp_path / "w"), workers[0])
+    os.kill(workers[0].pid, signal.SIGKILL)
+    workers[0].communicate()
+    output = workers[1].communicate(timeout=600)[0]
+    assert workers[1].returncode == 0, output
+    assert "took over from task 0" in output and "its process is gone" in output, output
+    for directory in (tmp_path / "w" / fanout.CLAIMS).glob("*/"):
+        for old in directory.glob("*.0.json"):  # the killed process's claim, left as it was
             last_beat = json.loads(old.read_text())["heartbeat"]
             done = json.loads(next(directory.glob(f"{old.name.split('.')[0]}.done")).read_text())
-            assert done["task_index"] == 1
-            assert done["claimed"] - last_beat > stale_after
+            assert done["task_index"] == 1 and done["claimed"] - last_beat < 120
+    assert (tmp_path / "w" / "report" / "report.md").is_file()
+    assert "report: " in output
     _same_as_straight(tmp_path / "w", straight)
 
 
