@@ -245,8 +245,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-after",
         type=float,
         default=None,
-        help="fan-out: seconds after which a bucket whose process stopped heartbeating may be "
-        "taken over (default 600)",
+        help="fan-out: seconds without this process's heartbeat after which another machine's "
+        "process may take its buckets over (default 600; recorded in its claims, which are judged "
+        "by it; a dead process on the same machine is taken over at once)",
     )
     sweep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
@@ -269,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-after",
         type=float,
         default=None,
-        help="seconds without a heartbeat after which a claim counts as stale (default 600)",
+        help="seconds without a heartbeat after which a claim that records no period of its own "
+        "(an older version's) counts as stale (default 600)",
     )
     status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 

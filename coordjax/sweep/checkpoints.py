@@ -8,6 +8,11 @@ others (a fresh manager per attempt), so one bad step never condemns the rest. A
 refuses access (permissions, no space, a read-only mount, an I/O error) is not damage: it raises
 :class:`CheckpointAccessError` naming the path and the cause, and nothing is moved.
 
+Routine deletion (:meth:`BucketCheckpoints.prune`) renames a step into ``<bucket>/discarded``
+before removing it, so a kill part-way never leaves a half-deleted step among the saved ones; a
+step half-deleted in place by an earlier version (an older step lacking files the newest holds)
+is deleted when the bucket's checkpoints are opened, the newest step never.
+
 Where they live in a workdir, and how one model is read back (``load_run``), is
 :mod:`coordjax.sweep.workdir`'s business.
 """

@@ -16,7 +16,9 @@ Checkpoints kept per bucket: the latest two, each run's best evaluation and each
 last (its rung's). With a pruning rule the buckets advance rung by rung (:func:`run_sweep`).
 
 With a task slot (``task=``, ``coordjax sweep --task-index I --task-count N``) the buckets are
-shared by independent processes over one workdir (:mod:`coordjax.sweep.fanout`).
+shared by independent processes over one workdir (:mod:`coordjax.sweep.fanout`). With
+``extend=True`` (``--extend``) an edited sweep that adds runs trains them next to the workdir's,
+which stay untouched (:mod:`coordjax.sweep.growth`).
 """
 
 from __future__ import annotations

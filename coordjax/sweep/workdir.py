@@ -15,7 +15,8 @@ Layout::
 The records are written here (results rows, ``config.json``, strategies) and read back here
 (:func:`load_run`: one model's state out of its bucket's checkpoint). Every file is replaced
 atomically (write to a temporary file, then ``os.replace``), so a process
-killed at any moment leaves readable files.
+killed at any moment leaves readable files; the temporary file of a process killed before its
+rename is removed by the next process that holds the workdir alone (:func:`remove_debris`).
 """
 
 from __future__ import annotations
