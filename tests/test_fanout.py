@@ -205,6 +205,32 @@ def test_a_single_process_run_and_a_task_exclude_each_other(tmp_path, sweep_file
                 pass
 
 
+def test_tasks_starting_together_are_not_refused_while_one_removes_debris(tmp_path, monkeypatch):
+    # The first task holds the lock alone while it removes debris, then shares it.
+    cleaning, done = threading.Event(), threading.Event()
+
+    def slow_removal(workdir):
+        cleaning.set()
+        time.sleep(0.3)
+        return []
+
+    monkeypatch.setattr(wd, "remove_debris", slow_removal)
+
+    def first():
+        with wd.locked(tmp_path, shared=True):
+            done.wait(5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert cleaning.wait(5)
+        with wd.locked(tmp_path, shared=True):  # waits the 0.3 s, not refused
+            pass
+    finally:
+        done.set()
+        thread.join()
+
+
 # -- the task slot -------------------------------------------------------------------------------
 
 

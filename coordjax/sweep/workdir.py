@@ -30,6 +30,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,21 @@ def check_usable(workdir: pathlib.Path) -> None:
         )
 
 
+def _shared_soon(handle, wait_s: float = 1.0) -> None:
+    """Takes the lock shared, waiting up to ``wait_s`` while another task of the fan-out holds
+    it alone for the milliseconds it removes debris (BlockingIOError after that: a single-process
+    run holds it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def locked(workdir: pathlib.Path, *, shared: bool = False):
     """Holds the workdir's lock; refuses at once if it cannot.
@@ -94,7 +110,7 @@ def locked(workdir: pathlib.Path, *, shared: bool = False):
             try:
                 if not shared:
                     raise
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                _shared_soon(handle)
             except BlockingIOError as err:
                 raise WorkdirError(
                     f"workdir {workdir} is in use by another sweep (its lock is held"
