@@ -19,8 +19,8 @@ environment). The processes never talk to each other; the shared workdir is the 
   claims of a task whose lock a new process holds are known dead at once.
 - **Who is dead** (:func:`holder_state`). A claim made on this machine (same host name, same pid
   namespace) is dead as soon as its pid no longer runs, or runs a process started at another time
-  (the pid was reused): no waiting. A claim from another machine is dead once its heartbeat is
-  older than the ``stale_after`` its holder recorded (whatever the reader's own setting: a reader
+  (the pid was reused): no waiting. A claim from another machine is taken over once its heartbeat
+  is older than the ``stale_after`` its holder recorded (whatever the reader's own setting: a reader
   with a short ``--stale-after`` never takes a bucket from a live process that beats slowly); so
   is a process of this machine that still runs but stopped beating (it hangs).
 - **Stages.** With successive halving, a claim covers a bucket up to the next rung; the processes
