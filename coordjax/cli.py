@@ -1,6 +1,6 @@
 """The ``coordjax`` command line. It parses arguments and calls the library; no logic lives here.
 
-coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart] [--seeds N] ...
+coordjax sweep NAME --preset PRESET --workdir DIR [--dry-run] [--restart | --extend] ...
 coordjax sweep NAME ... --task-index I --task-count N   one of N processes sharing a workdir
 coordjax status WORKDIR [--json]
 coordjax report WORKDIR
@@ -171,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move a workdir holding a different sweep aside and start over",
     )
+    sweep.add_argument(
+        "--extend",
+        action="store_true",
+        help="the sweep was edited to add runs (more seeds, values or grids): train the new runs "
+        "into the workdir; its recorded runs, rows, checkpoints and pruning decisions stay as "
+        "they are (a change to what they depend on is refused)",
+    )
     sweep.add_argument("--seeds", type=int, help="replace the seed axis by seeds 0..N-1")
     sweep.add_argument(
         "--only", help="keep the grids whose name contains this string (see `coordjax list`)"
@@ -241,8 +248,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-after",
         type=float,
         default=None,
-        help="fan-out: seconds after which a bucket whose process stopped heartbeating may be "
-        "taken over (default 600)",
+        help="fan-out: seconds without this process's heartbeat after which another machine's "
+        "process may take its buckets over (default 600; recorded in its claims, which are judged "
+        "by it; a dead process on the same machine is taken over at once)",
     )
     sweep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
@@ -295,7 +303,8 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-after",
         type=float,
         default=None,
-        help="seconds without a heartbeat after which a claim counts as stale (default 600)",
+        help="seconds without a heartbeat after which a claim that records no period of its own "
+        "(an older version's) counts as stale (default 600)",
     )
     status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
@@ -480,6 +489,9 @@ def _task_slot(args):
     if args.stale_after is not None and slot is None:
         raise UsageError("--stale-after applies to a fanned-out sweep: pass --task-index and "
                          "--task-count")  # fmt: skip
+    if args.extend and args.restart:
+        raise UsageError("--extend (keep the workdir's runs, add the new ones) cannot be combined "
+                         "with --restart (move the workdir aside)")  # fmt: skip
     if slot is not None and args.restart:
         raise UsageError("--restart cannot be combined with a task index: other processes may be "
                          "using the workdir; move it aside yourself")  # fmt: skip
@@ -578,7 +590,7 @@ def _sweep(args) -> int:
     try:
         results = sw.run_sweep(
             definition, args.workdir, preset=args.preset, options=options, restart=args.restart,
-            callbacks=callbacks, **fanned,
+            callbacks=callbacks, extend=args.extend, **fanned,
         )  # fmt: skip
     except sw.WorkdirError as err:
         raise UsageError(str(err)) from err
@@ -587,12 +599,21 @@ def _sweep(args) -> int:
     if jax.process_index() == 0:
         wall = time.perf_counter() - start
         path = None
-        # Of a fanned-out sweep's processes, task 0 writes the report (they finish together).
-        if not args.no_report and (slot is None or slot.index == 0):
+        # Of a fanned-out sweep's processes (they finish together), the first to finish writes
+        # the report; the others wait for it, and one of them writes it if that one dies.
+        if not args.no_report:
             from coordjax import report
+            from coordjax.sweep import fanout
+
+            def write() -> str:
+                return str(report.write_report(args.workdir))
 
             try:
-                path = str(report.write_report(args.workdir))
+                if slot is None:
+                    path = write()
+                else:
+                    present = pathlib.Path(args.workdir, "report").is_dir
+                    path = fanout.once_per_results(args.workdir, "report", write, present=present)
             except Exception as err:  # the results are saved; the report can be rerun alone
                 print(f"coordjax: the report failed ({type(err).__name__}: {err}); rerun "
                       f"`coordjax report {args.workdir}`", file=sys.stderr)  # fmt: skip

@@ -48,9 +48,9 @@ def straight(tmp_path_factory):
     return root / "w", results
 
 
-def _launch(sweep_file, workdir, index, count, *extra) -> subprocess.Popen:
+def _launch(sweep_file, workdir, index, count, *extra, report=False) -> subprocess.Popen:
     command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset", "t",
-               "--workdir", str(workdir), "--no-progress", "--no-report",
+               "--workdir", str(workdir), "--no-progress", *([] if report else ["--no-report"]),
                "--task-index", str(index), "--task-count", str(count), *extra]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -121,10 +121,10 @@ def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     status = sweep_status(tmp_path / "w")
-    assert status["counts"]["running"] == 1  # its heartbeat is fresh: not stale yet
-    held = [b for b in status["buckets"] if b["state"] == "running"][0]
+    assert status["counts"]["dead"] == 1  # its heartbeat is fresh, its process gone
+    held = [b for b in status["buckets"] if b["state"] == "dead"][0]
     assert held["task"] == 0 and held["pid"] == victim.pid
-    assert "running" in status_text(status)
+    assert "dead     " in status_text(status)
 
     # The same task's command takes its own dead claim at once (it holds the task's lock now);
     # task 1 trains its share meanwhile.
@@ -137,25 +137,25 @@ def test_sigkill_one_process_then_rerun_its_command_equals_uninterrupted(
 
 
 @pytest.mark.integration
-def test_a_stale_claim_is_taken_over_only_after_the_timeout(tmp_path, sweep_file, straight):
-    victim = _launch(sweep_file, tmp_path / "w", 0, 2)
-    _wait_for(lambda: _mid_bucket(tmp_path / "w"), victim)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.communicate()
-    stale_after = 4.0
-    time.sleep(0.1)
-    assert sweep_status(tmp_path / "w", stale_after=0.05)["counts"]["stale"] == 1
-    taker = _launch(sweep_file, tmp_path / "w", 1, 2, "--stale-after", str(stale_after))
-    output = taker.communicate(timeout=600)[0]
-    assert taker.returncode == 0, output
-    assert "took over from task 0" in output
-    for directory in (tmp_path / "w" / fanout.CLAIMS).iterdir():
-        dead = directory.glob("*.0.json")  # the killed process's claim, left as it was
-        for old in dead:
+def test_a_killed_process_is_taken_over_at_once_and_a_survivor_writes_the_report(
+    tmp_path, sweep_file, straight
+):
+    # Task 0 (which wrote the report before) is killed; task 1, on the same machine, takes its
+    # bucket over as soon as it looks (not after --stale-after, 600 s), and writes the report.
+    workers = [_launch(sweep_file, tmp_path / "w", i, 2, report=True) for i in (0, 1)]
+    _wait_for(lambda: _mid_bucket(tmp_path / "w"), workers[0])
+    os.kill(workers[0].pid, signal.SIGKILL)
+    workers[0].communicate()
+    output = workers[1].communicate(timeout=600)[0]
+    assert workers[1].returncode == 0, output
+    assert "took over from task 0" in output and "its process is gone" in output, output
+    for directory in (tmp_path / "w" / fanout.CLAIMS).glob("*/"):
+        for old in directory.glob("*.0.json"):  # the killed process's claim, left as it was
             last_beat = json.loads(old.read_text())["heartbeat"]
             done = json.loads(next(directory.glob(f"{old.name.split('.')[0]}.done")).read_text())
-            assert done["task_index"] == 1
-            assert done["claimed"] - last_beat > stale_after
+            assert done["task_index"] == 1 and done["claimed"] - last_beat < 120
+    assert (tmp_path / "w" / "report" / "report.md").is_file()
+    assert "report: " in output
     _same_as_straight(tmp_path / "w", straight)
 
 
@@ -205,6 +205,32 @@ def test_a_single_process_run_and_a_task_exclude_each_other(tmp_path, sweep_file
                 pass
 
 
+def test_tasks_starting_together_are_not_refused_while_one_removes_debris(tmp_path, monkeypatch):
+    # The first task holds the lock alone while it removes debris, then shares it.
+    cleaning, done = threading.Event(), threading.Event()
+
+    def slow_removal(workdir):
+        cleaning.set()
+        time.sleep(0.3)
+        return []
+
+    monkeypatch.setattr(wd, "remove_debris", slow_removal)
+
+    def first():
+        with wd.locked(tmp_path, shared=True):
+            done.wait(5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert cleaning.wait(5)
+        with wd.locked(tmp_path, shared=True):  # waits the 0.3 s, not refused
+            pass
+    finally:
+        done.set()
+        thread.join()
+
+
 # -- the task slot -------------------------------------------------------------------------------
 
 
@@ -237,10 +263,17 @@ def test_task_slot_from_flags_or_the_scheduler(index, count, environ, expected):
         (None, 2, {}, "--task-count needs --task-index"),
         (None, None, {"SLURM_ARRAY_TASK_ID": "1"}, "SLURM_ARRAY_TASK_COUNT is not"),
         (None, None, {"JOB_COMPLETION_INDEX": "1"}, "pass --task-count"),
-        (None, 2, {"JOB_COMPLETION_INDEX": "2"}, "task_index must be in 0..1"),
+        (None, 2, {"JOB_COMPLETION_INDEX": "2"}, r"^JOB_COMPLETION_INDEX=2 is outside 0..1"),
         (None, 2, {"JOB_COMPLETION_INDEX": "one"}, "JOB_COMPLETION_INDEX must be an integer"),
+        # The scheduler's variables are named, never a flag nobody passed.
+        (None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "2"},
+         r"^SLURM_ARRAY_TASK_ID=3 is task 3, outside 0..1 \(SLURM_ARRAY_TASK_COUNT=2\)"),
+        (None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1",
+                      "SLURM_ARRAY_TASK_COUNT": "2"},
+         r"^SLURM_ARRAY_TASK_ID=3 minus SLURM_ARRAY_TASK_MIN=1 is task 2, outside 0..1"),
+        (None, 2, {"SLURM_ARRAY_TASK_ID": "2"}, r"outside 0..1 \(--task-count=2\)"),
     ],
-)
+)  # fmt: skip
 def test_task_slot_errors_name_what_is_allowed(index, count, environ, message):
     with pytest.raises(fanout.FanOutError, match=message):
         fanout.task_slot(index, count, environ)
@@ -252,6 +285,7 @@ def test_cli_rejects_fan_out_flags_in_one_line(sweep_file, tmp_path, capsys, mon
     common = ["sweep", str(sweep_file), "--preset", "t", "--workdir", str(tmp_path / "w")]
     cases = {
         ("--task-index", "3", "--task-count", "3"): "--task-index must be in 0..2",
+        ("--extend", "--restart"): "--extend (keep the workdir's runs",
         ("--task-index", "0", "--task-count", "2", "--distributed"): "--distributed",
         ("--task-index", "0", "--task-count", "2", "--restart"): "--restart cannot",
         ("--stale-after", "5"): "--stale-after applies to a fanned-out sweep",
@@ -261,6 +295,11 @@ def test_cli_rejects_fan_out_flags_in_one_line(sweep_file, tmp_path, capsys, mon
         assert cli.main([*common, *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (flags, err)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    assert cli.main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SLURM_ARRAY_TASK_ID=3" in err[0] and "--task-index" not in err[0]
     assert not (tmp_path / "w").exists()
 
 
@@ -331,6 +370,118 @@ def test_a_beat_in_flight_does_not_write_back_a_released_claim(tmp_path, monkeyp
     assert not claim.path.exists()
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _edit(claim, **changes):
+    payload = {**json.loads(claim.path.read_text()), **changes}
+    claim.path.write_text(json.dumps(payload))
+    return payload
+
+
+def test_a_claim_records_its_holder_and_the_period_it_promises(tmp_path):
+    claims = fanout.Claims(tmp_path, fanout.TaskSlot(0, 2), stale_after=42)
+    payload = json.loads(claims.try_claim("bucket", 2).path.read_text())
+    assert payload["pid"] == os.getpid() and payload["stale_after"] == 42
+    assert payload["heartbeat_s"] == pytest.approx(4.2)
+    if sys.platform.startswith("linux"):  # the start time, from /proc/<pid>/stat
+        fields = pathlib.Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+        assert payload["process_start"] == int(fields[19])
+    assert fanout.holder_state(payload) == "alive"
+
+
+def test_a_dead_process_on_this_machine_is_known_at_once(tmp_path):
+    holder = fanout.Claims(tmp_path, fanout.TaskSlot(0, 2), stale_after=600)
+    taker = fanout.Claims(tmp_path, fanout.TaskSlot(1, 2), stale_after=600)
+    held = holder.try_claim("bucket", 2)
+    assert taker.try_claim("bucket", 2) is None  # alive, heartbeat fresh
+    _edit(held, pid=_dead_pid())  # its heartbeat is fresh, its process gone
+    taken = taker.try_claim("bucket", 2)
+    assert taken is not None and taken.generation == 1
+    # A live pid that started at another time is another process (the pid was reused).
+    other = taker.try_claim("other", 2)
+    _edit(other, process_start=(other.payload["process_start"] or 0) + 1)
+    assert holder.try_claim("other", 2) is not None or not sys.platform.startswith("linux")
+
+
+def test_staleness_is_judged_by_the_holders_period_not_the_readers(tmp_path):
+    # Another machine's claim: only its heartbeat speaks, against the stale_after it recorded.
+    holder = fanout.Claims(tmp_path, fanout.TaskSlot(0, 2), stale_after=600)
+    impatient = fanout.Claims(tmp_path, fanout.TaskSlot(1, 2), stale_after=8)
+    held = holder.try_claim("bucket", 2)
+    payload = _edit(held, host="elsewhere", heartbeat=time.time() - 29)  # beats every 30 s
+    assert fanout.holder_state(payload) == "alive" and impatient.try_claim("bucket", 2) is None
+    payload = _edit(held, heartbeat=time.time() - 601)
+    assert fanout.holder_state(payload) == "stale"
+    assert impatient.try_claim("bucket", 2) is not None
+    # A claim of an older version records no period: the reader's applies.
+    old = holder.try_claim("old", 2)
+    payload = _edit(old, host="elsewhere", stale_after=None, heartbeat=time.time() - 20)
+    assert fanout.holder_state(payload, default_stale_after=8) == "stale"
+    # A process of this machine that runs but stopped beating (it hangs) goes stale too.
+    hung = holder.try_claim("hung", 2)
+    assert fanout.holder_state(_edit(hung, heartbeat=time.time() - 601)) == "stale"
+
+
+def test_a_requeued_task_takes_back_its_own_claims_first(tmp_path):
+    ids, stages = ["b0", "b1", "b2"], [2, 2, 2]
+    dead = fanout.Claims(tmp_path, fanout.TaskSlot(1, 2))
+    _edit(dead.try_claim("b2", 2), pid=_dead_pid())  # task 1 died holding b2
+    requeued = fanout.Claims(tmp_path, fanout.TaskSlot(1, 2))
+    trained = []
+    count = fanout.run_stage(requeued, ids, stages, [1, 0, 2],
+                             lambda position, claim: trained.append(position))  # fmt: skip
+    assert count == 3 and trained == [2, 1, 0]
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def test_status_says_dead_for_a_claim_whose_process_is_gone_and_starting_early(
+    tiny_workdir, tmp_path, capsys
+):
+    workdir = tmp_path / "w"
+    shutil.copytree(tiny_workdir[0], workdir)
+    (workdir / wd.RESULTS).unlink()  # nothing trained yet
+    (bucket,) = [b["bucket_id"] for b in wd.read_config(workdir)["plan"]]
+    claims = fanout.Claims(workdir, fanout.TaskSlot(0, 2))
+    _edit(claims.try_claim(bucket, 2), pid=_dead_pid())
+    status = sweep_status(workdir)
+    assert [b["state"] for b in status["buckets"]] == ["dead"] and status["counts"]["dead"] == 1
+    assert " dead " in status_text(status)
+    # A fan-out's first seconds: its lock is held, config.json not written yet.
+    starting = tmp_path / "starting"
+    with wd.locked(starting, shared=True):
+        assert cli.main(["status", str(starting)]) == 0
+        assert "a sweep is starting" in capsys.readouterr().out
+    assert cli.main(["status", str(starting)]) == 2  # nothing runs there: not a sweep workdir
+    assert "is not a sweep workdir" in capsys.readouterr().err
+
+
+def test_one_process_of_a_fan_out_writes_the_report_and_another_if_it_fails(tmp_path):
+    (tmp_path / "results.csv").write_text("a\n1\n")
+    written = []
+
+    def write(fail=False):
+        if fail:
+            raise RuntimeError("killed mid-report")
+        written.append(1)
+        return "report.md"
+
+    with pytest.raises(RuntimeError):
+        fanout.once_per_results(tmp_path, "report", lambda: write(fail=True))
+    assert fanout.once_per_results(tmp_path, "report", write) == "report.md"
+    assert fanout.once_per_results(tmp_path, "report", write) is None  # done for these records
+    assert fanout.once_per_results(tmp_path, "report", write, present=lambda: False)
+    (tmp_path / "results.csv").write_text("a\n1\n2\n")  # the records changed (a grown sweep)
+    assert fanout.once_per_results(tmp_path, "report", write) == "report.md"
+    assert len(written) == 3
+
+
 # -- status --------------------------------------------------------------------------------------
 
 
@@ -338,7 +489,7 @@ def test_status_of_a_finished_sweep_text_and_json(tiny_workdir, capsys):
     root, results = tiny_workdir
     assert cli.main(["status", str(root)]) == 0
     text = capsys.readouterr().out
-    assert "1 bucket: 1 done, 0 running, 0 stale, 0 pending" in text
+    assert "1 bucket: 1 done, 0 running, 0 stale, 0 dead, 0 pending" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     assert cli.main(["status", str(root), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

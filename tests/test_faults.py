@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -281,3 +282,76 @@ def test_a_crash_between_quarantine_and_retraining_loses_no_rows(straight, tmp_p
     assert _files(bucket / "1") == good
     resumed, _ = _resume_keeping_all(tmp_path / "w", caplog)
     _assert_same_as_straight(straight, tmp_path / "w", resumed, epochs=range(1, 5))
+
+
+# -- debris of killed processes -------------------------------------------------------------------
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(straight, tmp_path):
+    # Killed between writing a temporary file and renaming it into place.
+    workdir = tmp_path / "w"
+    shutil.copytree(straight[0], workdir)
+    (workdir / "claims" / "bucket").mkdir(parents=True)
+    debris = [workdir / "tmpk1ll3d.tmp", workdir / "claims" / "bucket" / "tmpx7.tmp"]
+    for path in debris:
+        path.write_text("{")
+    with wd.locked(workdir, shared=True):  # a task of a fan-out, alone on the workdir
+        assert not any(path.exists() for path in debris)
+        # Another process joining the fan-out never removes what a live one may be writing.
+        debris[0].write_text("{")
+        with wd.locked(workdir, shared=True):
+            assert debris[0].exists()
+    with wd.locked(workdir):  # a single process
+        assert not debris[0].exists()
+    assert (workdir / wd.CONFIG).exists() and (workdir / wd.RESULTS).exists()
+
+
+def test_a_half_deleted_old_step_is_deleted_and_the_newest_never(straight, tmp_path, caplog):
+    # Killed while orbax deleted an old step: some of its files gone, the step still listed.
+    workdir = tmp_path / "w"
+    shutil.copytree(straight[0], workdir)
+    bucket = _bucket_dir(workdir)
+    kept = {epoch: _files(bucket / str(epoch)) for epoch in (1, 3, 4)}
+    for name in ("_CHECKPOINT_METADATA", "default/_METADATA", "default/manifest.ocdbt"):
+        (bucket / "2" / name).unlink()
+    with caplog.at_level(logging.WARNING, logger="coordjax"):
+        checkpoints = BucketCheckpoints(bucket)
+    assert checkpoints.epochs() == [1, 3, 4] and not (bucket / "2").exists()
+    assert any("half deleted" in r.getMessage() and str(bucket / "2") in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert {epoch: _files(bucket / str(epoch)) for epoch in (1, 3, 4)} == kept
+    # The newest step lacking files is damage, for the restore to find: it is not deleted.
+    (bucket / "4" / "default" / "_METADATA").unlink()
+    assert BucketCheckpoints(bucket).epochs() == [1, 3, 4]
+    # Routine deletion renames a step out of orbax's sight first: nothing half-deleted is listed.
+    checkpoints.delete(1)
+    assert checkpoints.epochs() == [3, 4] and sorted(p.name for p in bucket.iterdir()) == ["3", "4"]
+
+
+def test_the_closed_event_loop_reports_of_a_failed_restore_are_dropped(capsys):
+    from coordjax.sweep.checkpoints import _quiet_closed_loops
+
+    class Report:  # what the array store's threads do: an error nobody can catch
+        def __init__(self, message):
+            self.message = message
+
+        def __del__(self):
+            raise RuntimeError(self.message)
+
+    seen = []
+
+    def hook(unraisable):
+        seen.append(unraisable)
+
+    before = sys.unraisablehook
+    sys.unraisablehook = hook
+    try:
+        with pytest.raises(ValueError), _quiet_closed_loops(settle_s=0.05):
+            Report("Event loop is closed")
+            Report("something else")
+            raise ValueError("DATA_LOSS: a damaged step")
+        Report("Event loop is closed")  # after the restore: the next one reaches the hook
+        assert sys.unraisablehook is hook
+    finally:
+        sys.unraisablehook = before
+    assert [str(u.exc_value) for u in seen] == ["something else", "Event loop is closed"]

@@ -8,17 +8,26 @@ others (a fresh manager per attempt), so one bad step never condemns the rest. A
 refuses access (permissions, no space, a read-only mount, an I/O error) is not damage: it raises
 :class:`CheckpointAccessError` naming the path and the cause, and nothing is moved.
 
+Routine deletion (:meth:`BucketCheckpoints.prune`) renames a step into ``<bucket>/discarded``
+before removing it, so a kill part-way never leaves a half-deleted step among the saved ones; a
+step half-deleted in place by an earlier version (an older step lacking files the newest holds)
+is deleted when the bucket's checkpoints are opened, the newest step never.
+
 Where they live in a workdir, and how one model is read back (``load_run``), is
 :mod:`coordjax.sweep.workdir`'s business.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import pathlib
 import re
+import shutil
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +35,8 @@ import jax
 import orbax.checkpoint as ocp
 
 QUARANTINE = "quarantine"
+# Steps being deleted are renamed here first, so that a kill never leaves one half-deleted.
+DISCARDED = "discarded"
 logger = logging.getLogger("coordjax.sweep")
 
 # errno values that say the filesystem refused, not that a checkpoint's content is bad.
@@ -72,7 +83,46 @@ def environment_cause(err: BaseException) -> BaseException | None:
 
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    # tensorstore appends the whole JSON spec of the array it failed to open
+    first = text.splitlines()[0].split(" [tensorstore_spec=")[0]
+    return f"{type(err).__name__}: {first}"
+
+
+@contextlib.contextmanager
+def _quiet_closed_loops(settle_s: float = 0.25, wait_s: float = 2.0):
+    """Drops the "Event loop is closed" reports of a failed orbax restore.
+
+    orbax restores in an event loop of its own and closes it at the first error; the array
+    store's reads still in flight then complete on its threads, find the loop closed and each
+    report it to ``sys.unraisablehook`` (a bare traceback, 40-odd per damaged step). Those
+    reports, and only those, are dropped while the restore runs and, after a failure, until
+    none has arrived for ``settle_s`` (at most ``wait_s``); the previous hook is put back.
+    """
+    previous = sys.unraisablehook
+    last = [time.monotonic()]
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            last[0] = time.monotonic()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        if failed:
+            last[0] = time.monotonic()
+            deadline = last[0] + wait_s
+            while time.monotonic() < deadline and time.monotonic() - last[0] < settle_s:
+                time.sleep(settle_s / 5)
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 def _access_error(path: pathlib.Path, action: str, cause: BaseException) -> CheckpointAccessError:
@@ -101,6 +151,19 @@ def _check_readable(step: pathlib.Path) -> None:
                 files += 1
     if not files:
         raise CheckpointDamaged(step, "the step directory holds no files")
+
+
+def _skeleton(step: pathlib.Path) -> frozenset[str]:
+    """The step's files as relative paths, the array store's content-named data files (under a
+    ``d`` directory) counted as one ``d/*``: what every complete step of a bucket holds."""
+    found = set()
+    for path in step.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(step)
+            if relative.parent.name == "d":
+                relative = relative.parent / "*"
+            found.add(str(relative))
+    return frozenset(found)
 
 
 def _manager(directory: pathlib.Path, **options) -> ocp.CheckpointManager:
@@ -133,16 +196,42 @@ class BucketCheckpoints:
                 create=True,
                 cleanup_tmp_directories=True,
                 enable_async_checkpointing=False,
+                todelete_subdir=DISCARDED,
             )
         except Exception as err:
             if (cause := environment_cause(err)) is None:
                 raise
             raise _access_error(self.directory, "open the checkpoint directory", cause) from err
+        self._empty_discarded()  # what a kill left mid-deletion
         for epoch in self.epochs():  # emptied steps: nothing to restore, and never to be pruned
             step = self.directory / str(epoch)
             if step.is_dir() and not any(path.is_file() for path in step.rglob("*")):
                 moved = self.quarantine(epoch, "empty")
                 logger.warning("checkpoint %s holds no files; moved it to %s", step, moved)
+        self._finish_half_deleted()
+
+    def _empty_discarded(self) -> None:
+        if jax.process_index() == 0:
+            shutil.rmtree(self.directory / DISCARDED, ignore_errors=True)
+
+    def _finish_half_deleted(self) -> None:
+        """Deletes the older steps that lack files the newest step holds: a kill while an
+        earlier version deleted them in place (routine pruning had decided to) left them
+        half-deleted and unreadable. The newest step is never touched."""
+        saved = self.epochs()
+        if len(saved) < 2:
+            return
+        newest = _skeleton(self.directory / str(saved[-1]))
+        for epoch in saved[:-1]:
+            step = self.directory / str(epoch)
+            held = _skeleton(step)
+            if held < newest:
+                logger.warning(
+                    "checkpoint %s was half deleted (it lacks %d of the %d kinds of file the "
+                    "newest step %d holds; a kill during routine pruning); finishing its deletion",
+                    step, len(newest - held), len(newest), saved[-1],
+                )  # fmt: skip
+                self.delete(epoch)
 
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
@@ -165,10 +254,13 @@ class BucketCheckpoints:
         """Deletes every saved epoch not in ``keep`` (routine pruning of good checkpoints)."""
         for epoch in self.epochs():
             if epoch not in keep:
-                self._manager.delete(epoch)
+                self.delete(epoch)
 
     def delete(self, epoch: int) -> None:
+        """Deletes a step: renamed out of orbax's sight first (``discarded/``), then removed,
+        so a kill part-way never leaves a half-deleted step among the saved ones."""
         self._manager.delete(epoch)
+        self._empty_discarded()
 
     def quarantine(self, epoch: int, reason: str) -> pathlib.Path:
         """Moves ``epoch``'s step directory to ``quarantine/<epoch>-<reason>`` and returns where.
@@ -215,7 +307,8 @@ class BucketCheckpoints:
             _check_readable(step)
             manager = _manager(self.directory, create=False)
             try:
-                return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+                with _quiet_closed_loops():
+                    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
             finally:
                 manager.close()
         except CheckpointDamaged:
@@ -248,6 +341,7 @@ def restore_to_host(directory: pathlib.Path, choose: Callable[[list[int]], int])
             lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
             manager.item_metadata(epoch),
         )
-        return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        with _quiet_closed_loops():
+            return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
     finally:
         manager.close()

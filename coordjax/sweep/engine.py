@@ -16,13 +16,16 @@ Checkpoints kept per bucket: the latest two, each run's best evaluation and each
 last (its rung's). With a pruning rule the buckets advance rung by rung (:func:`run_sweep`).
 
 With a task slot (``task=``, ``coordjax sweep --task-index I --task-count N``) the buckets are
-shared by independent processes over one workdir (:mod:`coordjax.sweep.fanout`).
+shared by independent processes over one workdir (:mod:`coordjax.sweep.fanout`). With
+``extend=True`` (``--extend``) an edited sweep that adds runs trains them next to the workdir's,
+which stay untouched (:mod:`coordjax.sweep.growth`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import pathlib
 from collections.abc import Sequence
@@ -31,7 +34,7 @@ import jax
 import pandas as pd
 
 from coordjax import conv
-from coordjax.sweep import fanout, pruning
+from coordjax.sweep import fanout, growth, pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.callbacks import Callback, SweepStart, check_callbacks, notify
 from coordjax.sweep.callbacks import rung as rung_event
@@ -53,6 +56,7 @@ def run_sweep(
     preset: str = "",
     options: EngineOptions | None = None,
     restart: bool = False,
+    extend: bool = False,
     programs: Programs | None = None,
     task: fanout.TaskSlot | None = None,
     stale_after: float = fanout.DEFAULT_STALE_AFTER_S,
@@ -71,6 +75,9 @@ def run_sweep(
       preset: the preset's name (recorded; part of the workdir's identity).
       options: execution options.
       restart: move a workdir holding a different sweep aside and start over.
+      extend: the sweep was edited to add runs (more seeds, values, grids): train the new runs
+        next to the workdir's, which stay untouched (:mod:`coordjax.sweep.growth`); an edit that
+        changes what recorded runs depend on is refused (WorkdirError naming it).
       programs: compiled programs to reuse and add to (e.g. across the sweeps of one process);
         by default this call builds its own and drops them when it returns.
       task: this process's share of a sweep fanned out over independent processes sharing
@@ -101,6 +108,10 @@ def run_sweep(
             "restart cannot be combined with a task index: other processes may be using the "
             "workdir; move it aside yourself"
         )
+    if extend and restart:
+        raise ValueError("extend (keep the workdir's runs) cannot be combined with restart")
+    if extend and jax.process_count() > 1:
+        raise ValueError("extend is not supported with jax.distributed; extend in one process")
     claims = None if task is None else fanout.Claims(workdir, task, stale_after)
     # Everything is validated before anything is written: a bad grid never leaves a workdir.
     runs = sweep.expand()
@@ -117,10 +128,29 @@ def run_sweep(
     lead = jax.process_index() == 0
     callbacks = callbacks if lead else ()
     with contextlib.ExitStack() as owning:
+        held = None
         if lead:
             owning.enter_context(wd.locked(workdir, shared=task is not None))
             with wd.records_lock(workdir):
-                wd.check_same_sweep(workdir, identity, restart=restart)
+                held = wd.read_config(workdir)
+                same = held is None or held.get("identity") == json.loads(
+                    json.dumps(identity, default=str)
+                )
+                if extend and not same:
+                    growth.check_growth(workdir, held, identity, runs)
+                else:
+                    wd.check_same_sweep(workdir, identity, restart=restart)
+                    held = wd.read_config(workdir)  # None once moved aside
+        elif workdir.joinpath(wd.CONFIG).exists():  # its plan never changes under these
+            held = wd.read_config(workdir)
+        buckets = growth.layout(held, runs, buckets, experiment=experiment,
+                                max_models=options.max_models, pad=options.pad)  # fmt: skip
+        added = growth.added_runs(held, runs) if held is not None else 0
+        if extend and added:
+            logger.info(
+                "extending %s: %d new runs; its %d recorded runs stay as they are",
+                workdir, added, len(runs) - added,
+            )  # fmt: skip
         if task is not None:  # refused before anything is written if the index is taken
             owning.enter_context(fanout.task_lock(workdir, task))
         with wd.records_lock(workdir) if lead else contextlib.nullcontext():
@@ -163,7 +193,7 @@ def run_sweep(
                         before = set(pruned)
                         results, pruned = _take_rung(
                             workdir, results, stop, rules, runs, pruned, experiment,
-                            shared=task is not None, callbacks=callbacks,
+                            shared=task is not None, buckets=buckets, callbacks=callbacks,
                         )  # fmt: skip
                         for bucket in buckets:
                             gone = [r for r in bucket.runs
@@ -196,7 +226,8 @@ def check_rules(sweep: Sweep, runs: list[dict]) -> dict[str, pruning.Prune]:
 def _work_order(sweep, options, buckets, task) -> list[int]:
     """The bucket positions in the order task ``task`` tries them: the assignment by the dry
     run's estimate (every process computes the same one), its own buckets first."""
-    seconds = {b.bucket_id: b.train_s + b.eval_s for b in estimate_seconds(sweep, options).buckets}
+    estimate = estimate_seconds(sweep, options, buckets=buckets)
+    seconds = {b.bucket_id: b.train_s + b.eval_s for b in estimate.buckets}
     owners = fanout.assign([seconds[b.bucket_id] for b in buckets], task.count)
     logger.info(
         "task %d of %d: %d of %d buckets assigned",
@@ -214,35 +245,46 @@ def _start(sweep, workdir, runs, results, task) -> SweepStart:
                       results=results.copy(), shared=task is not None)  # fmt: skip
 
 
-def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False,
+def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False, buckets=(),
                callbacks=()):  # fmt: skip
-    """The rung's decision: replayed if recorded, else taken from the results and recorded
-    before anything acts on it. Returns the results with their status, and who is pruned.
+    """The rung's decisions: replayed where recorded, else taken from the results and recorded
+    before anything acts on them. Returns the results with their status, and who is pruned.
 
+    One decision per extension of the sweep (:mod:`coordjax.sweep.growth`: the runs a growth
+    added are ranked among themselves; a decision recorded for earlier runs is never retaken).
     ``shared``: other processes (a fan-out) write the workdir too; the first decision recorded
     is the one every process takes (they compute the same one from the same rows).
-    ``callbacks`` hear of the decision once it is recorded."""
-    recorded = {d["epoch"]: d for d in wd.read_pruning(workdir)}
-    decision = recorded.get(rung)
-    replayed = decision is not None
-    if decision is None:
-        decision = pruning.decide(results, rung, rules, runs, pruned, experiment)
-        if jax.process_index() == 0:
-            decision = wd.record_pruning(workdir, decision)
-        kept = sum(r["kept"] for g in decision["groups"] for r in g["runs"])
-        total = sum(g["n"] for g in decision["groups"])
-        logger.info(
-            "rung at epoch %d: %d of %d runs train on (%d groups; decision in %s)",
-            rung, kept, total, len(decision["groups"]), workdir / wd.PRUNING,
-        )  # fmt: skip
-    pruned = {**pruned, **pruning.pruned_epochs([decision])}
+    ``callbacks`` hear of each decision once it is recorded."""
+    cohort = {r["run_id"]: b.extension for b in buckets for r in b.runs}
+    recorded = {(d["epoch"], d.get("extension", 0)): d for d in wd.read_pruning(workdir)}
+    events = []
+    for extension in sorted(set(cohort.values()) or {0}):
+        decision = recorded.get((rung, extension))
+        replayed = decision is not None
+        if decision is None:
+            members = [r for r in runs if cohort.get(r["run_id"], 0) == extension]
+            decision = pruning.decide(results, rung, rules, members, pruned, experiment)
+            if extension:
+                decision["extension"] = extension
+            if jax.process_index() == 0:
+                decision = wd.record_pruning(workdir, decision)
+            kept = sum(r["kept"] for g in decision["groups"] for r in g["runs"])
+            total = sum(g["n"] for g in decision["groups"])
+            logger.info(
+                "rung at epoch %d%s: %d of %d runs train on (%d groups; decision in %s)",
+                rung, f" (runs of extension {extension})" if extension else "", kept, total,
+                len(decision["groups"]), workdir / wd.PRUNING,
+            )  # fmt: skip
+        pruned = {**pruned, **pruning.pruned_epochs([decision])}
+        events.append(rung_event(decision, replayed))
     if shared:
         results = wd.restatus_results(workdir, pruned)
     else:
         results = wd.with_status(results, pruned)
         if jax.process_index() == 0:
             wd.write_results(workdir, results)
-    notify(callbacks, "on_rung", rung_event(decision, replayed))
+    for event in events:
+        notify(callbacks, "on_rung", event)
     return results, pruned
 
 

@@ -5,17 +5,24 @@ each with a task index ``i`` in ``0..N-1`` (:func:`task_slot`: flags or the sche
 environment). The processes never talk to each other; the shared workdir is the only contract:
 
 - **Assignment.** Each process computes the same plan and the same assignment of buckets to
-  tasks (:func:`assign`: longest first, by the dry run's cost estimate), trains its own buckets
-  first, then any bucket no live process holds (unclaimed, or claimed by a process whose heartbeat
-  is older than ``stale_after``).
+  tasks (:func:`assign`: longest first, by the dry run's cost estimate), takes back the claims its
+  own task index held (a requeued task resumes where it was), trains its own buckets, then any
+  bucket no live process holds (unclaimed, or claimed by a process known dead).
 - **Ownership.** A process trains a bucket only while it holds the bucket's claim
   (:class:`Claims`): a file created atomically (``os.link`` of a complete temporary file, which
-  fails if the name exists) naming host, pid and task index, with a heartbeat a thread refreshes
-  every ``heartbeat_s``. Taking over a stale claim creates the next *generation* of the claim the
-  same way, so of two processes that find a claim stale exactly one wins; the old owner sees the
-  newer generation and stops before writing anything more. A process holds ``tasks/<i>.lock``
-  (flock, released by the kernel when it dies) for its life: a second process with the same index
-  is refused, and the claims of a task whose lock a new process holds are known dead at once.
+  fails if the name exists) naming host, pid, the process's start time and task index, with a
+  heartbeat a thread refreshes every ``heartbeat_s`` and the ``stale_after`` its holder promises.
+  Taking over a dead claim creates the next *generation* of the claim the same way, so of two
+  processes that find a claim dead exactly one wins; the old owner sees the newer generation and
+  stops before writing anything more. A process holds ``tasks/<i>.lock`` (flock, released by the
+  kernel when it dies) for its life: a second process with the same index is refused, and the
+  claims of a task whose lock a new process holds are known dead at once.
+- **Who is dead** (:func:`holder_state`). A claim made on this machine (same host name, same pid
+  namespace) is dead as soon as its pid no longer runs, or runs a process started at another time
+  (the pid was reused): no waiting. A claim from another machine is taken over once its heartbeat
+  is older than the ``stale_after`` its holder recorded (whatever the reader's own setting: a reader
+  with a short ``--stale-after`` never takes a bucket from a live process that beats slowly); so
+  is a process of this machine that still runs but stopped beating (it hangs).
 - **Stages.** With successive halving, a claim covers a bucket up to the next rung; the processes
   meet at each rung (whoever is idle waits, polling) and every one of them replays the same
   recorded decision (:mod:`coordjax.sweep.pruning`).
@@ -92,6 +99,10 @@ def _env_int(environ: Mapping[str, str], name: str) -> int:
         raise FanOutError(f"{name} must be an integer; got {environ[name]!r}") from None
 
 
+def _is_count(count) -> bool:
+    return isinstance(count, int) and not isinstance(count, bool) and count >= 1
+
+
 def task_slot(
     index: int | None = None, count: int | None = None, environ: Mapping[str, str] | None = None
 ) -> TaskSlot | None:
@@ -104,7 +115,8 @@ def task_slot(
       the job's completions: pass ``--task-count``).
 
     Raises:
-      FanOutError: an index without a count, a count without an index, an index >= count.
+      FanOutError: an index without a count, a count without an index, an index >= count
+        (naming the variable or flag it came from).
     """
     environ = os.environ if environ is None else environ
     if index is not None:
@@ -122,7 +134,19 @@ def task_slot(
                     "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass "
                     "--task-count"
                 )
-            count = _env_int(environ, "SLURM_ARRAY_TASK_COUNT")
+            count_from = "SLURM_ARRAY_TASK_COUNT"
+            count = _env_int(environ, count_from)
+        else:
+            count_from = "--task-count"
+        if count_from == "SLURM_ARRAY_TASK_COUNT" and count < 1:
+            raise FanOutError(f"SLURM_ARRAY_TASK_COUNT must be >= 1; got {count}")
+        if _is_count(count) and not 0 <= task - first < count:
+            offset = f" minus SLURM_ARRAY_TASK_MIN={first}" if first else ""
+            raise FanOutError(
+                f"SLURM_ARRAY_TASK_ID={task}{offset} is task {task - first}, outside "
+                f"0..{count - 1} ({count_from}={count}); the array's ids must run from "
+                "SLURM_ARRAY_TASK_MIN over the task count"
+            )
         return TaskSlot(task - first, count, "SLURM_ARRAY_TASK_ID")
     if "JOB_COMPLETION_INDEX" in environ:
         if count is None:
@@ -130,7 +154,13 @@ def task_slot(
                 "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but the task count is "
                 "not known; pass --task-count (the Job's completions)"
             )
-        return TaskSlot(_env_int(environ, "JOB_COMPLETION_INDEX"), count, "JOB_COMPLETION_INDEX")
+        index = _env_int(environ, "JOB_COMPLETION_INDEX")
+        if _is_count(count) and not 0 <= index < count:
+            raise FanOutError(
+                f"JOB_COMPLETION_INDEX={index} is outside 0..{count - 1} (--task-count {count}); "
+                "pass the Job's completions as --task-count"
+            )
+        return TaskSlot(index, count, "JOB_COMPLETION_INDEX")
     if count is not None:
         raise FanOutError(
             "--task-count needs --task-index (or SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX in "
@@ -198,6 +228,93 @@ def task_lock(workdir: pathlib.Path, slot: TaskSlot):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# -- who is alive --------------------------------------------------------------------------------
+
+HOLDER_STATES = ("alive", "stale", "dead")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> tuple[str, int] | None:
+    """``(state, start)`` of process ``pid`` from ``/proc/<pid>/stat`` (Linux): its state letter
+    and its start time in clock ticks since boot; None where it does not exist or there is no
+    ``/proc``."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after its last ")".
+    fields = text[text.rfind(")") + 2 :].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def this_machine() -> dict[str, Any]:
+    """What a claim records to say where its process runs: host name, the pid namespace (two
+    containers on one host share a name but not their pids) and the boot (None where unknown)."""
+    namespace = None
+    with contextlib.suppress(OSError):
+        namespace = os.readlink("/proc/self/ns/pid")
+    return {
+        "host": socket.gethostname(),
+        "pid_namespace": namespace,
+        "boot_id": _read("/proc/sys/kernel/random/boot_id"),
+    }
+
+
+def _pid_runs(pid: int, start: int | None) -> bool:
+    """Whether ``pid`` runs on this machine and, where ``start`` is known, is the process that
+    started then (not a later one that reuses the pid)."""
+    found = process_start(pid)
+    if found is not None:
+        state, started = found
+        return state not in ("Z", "X") and (start is None or started == start)
+    try:  # no /proc entry we may read: signal 0 asks whether the pid exists, nothing more
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_state(
+    payload: dict[str, Any] | None,
+    now: float | None = None,
+    *,
+    default_stale_after: float = DEFAULT_STALE_AFTER_S,
+    machine: dict[str, Any] | None = None,
+) -> str:
+    """Whether a claim's holder is ``"alive"``, ``"dead"`` (a claim made on this machine whose
+    process no longer runs, or an unreadable claim) or ``"stale"`` (its heartbeat is older than
+    the ``stale_after`` its holder recorded: a process on another machine died, or one hangs).
+
+    ``default_stale_after`` serves claims that record no ``stale_after`` (older versions).
+    """
+    if payload is None:
+        return "dead"
+    machine = this_machine() if machine is None else machine
+    pid = payload.get("pid")
+    if payload.get("host") == machine["host"] and isinstance(pid, int):
+        same_space = payload.get("pid_namespace") == machine["pid_namespace"]
+        if same_space and payload.get("boot_id") and machine["boot_id"]:
+            if payload["boot_id"] != machine["boot_id"]:
+                return "dead"  # the machine rebooted since
+        if same_space and not _pid_runs(pid, payload.get("process_start")):
+            return "dead"
+    # A live process on this machine is judged by its heartbeat too (it may hang).
+    now = time.time() if now is None else now
+    stale_after = float(payload.get("stale_after") or default_stale_after)
+    return "stale" if now - float(payload.get("heartbeat", 0.0)) > stale_after else "alive"
+
+
 # -- claims ---------------------------------------------------------------------------------------
 
 
@@ -258,8 +375,8 @@ class Claim:
         if self.lost or self.newer_exists():
             self.lost = True
             raise ClaimLost(
-                f"bucket {self.path.parent.name}: another process took it over (this process's "
-                "heartbeat went stale); leaving it to that process"
+                f"bucket {self.path.parent.name}: another process took it over (it found this "
+                "process's claim dead or its heartbeat stale); leaving it to that process"
             )
 
 
@@ -270,7 +387,9 @@ class Claims:
     Args:
       workdir: the sweep's workdir.
       slot: this process's task.
-      stale_after: seconds after which another process's claim may be taken over.
+      stale_after: what this process's claims promise: seconds without a heartbeat after which
+        another machine's process may take them over (recorded in each claim; a claim is judged
+        by its holder's value). Also the limit for claims that record none (older versions).
       heartbeat_s: seconds between heartbeats (default: a tenth of ``stale_after``, at most 30).
     """
 
@@ -285,6 +404,8 @@ class Claims:
             raise FanOutError(f"stale_after must be > 0 seconds; got {self.stale_after!r}")
         if self.heartbeat_s is None:
             self.heartbeat_s = min(30.0, self.stale_after / 10)
+        self._machine = this_machine()
+        self._start = process_start(os.getpid())
 
     def _dir(self, bucket_id: str) -> pathlib.Path:
         return self.workdir / CLAIMS / bucket_id
@@ -312,16 +433,43 @@ class Claims:
             return newest, None
 
     def is_stale(self, payload: dict[str, Any] | None, now: float | None = None) -> bool:
-        """Whether a claim may be taken over: its heartbeat is older than ``stale_after``, or it
-        is this task's own (we hold the task's lock, so its previous holder is dead)."""
+        """Whether a claim may be taken over: its holder is dead or stale (:func:`holder_state`:
+        judged by the holder's recorded ``stale_after``, not ours), or it is this task's own (we
+        hold the task's lock, so its previous holder is dead)."""
+        return self.why_free(payload, now) is not None
+
+    def why_free(self, payload: dict[str, Any] | None, now: float | None = None) -> str | None:
+        """Why a claim may be taken over (a phrase for the log), or None while its holder lives."""
         if payload is None:
-            return True
+            return "its claim is unreadable"
         if payload.get("task_index") == self.slot.index and payload.get("task_count") == (
             self.slot.count
         ):
-            return True
+            return "it is this task's own"
         now = time.time() if now is None else now
-        return now - float(payload.get("heartbeat", 0.0)) > self.stale_after
+        state = holder_state(payload, now, default_stale_after=self.stale_after,
+                             machine=self._machine)  # fmt: skip
+        if state == "dead":
+            return "its process is gone"
+        if state == "stale":
+            age = now - float(payload.get("heartbeat", 0.0))
+            limit = float(payload.get("stale_after") or self.stale_after)
+            return f"heartbeat {age:.0f} s old, past its {limit:g} s"
+        return None
+
+    def own_claims(self, bucket_ids: Sequence[str], stages: Sequence[int]) -> list[int]:
+        """The bucket positions whose newest claim (of a stage not done) names this task index:
+        a requeued task takes them back first."""
+        mine = []
+        for position, (bucket_id, stage) in enumerate(zip(bucket_ids, stages, strict=True)):
+            if self.done(bucket_id, stage):
+                continue
+            _, payload = self.holder(bucket_id, stage)
+            held_by = None if payload is None else (payload.get("task_index"),
+                                                    payload.get("task_count"))  # fmt: skip
+            if held_by == (self.slot.index, self.slot.count):
+                mine.append(position)
+        return mine
 
     def try_claim(self, bucket_id: str, stage: int) -> Claim | None:
         """The stage's claim if this process gets it; None if it is done or a live process
@@ -331,27 +479,30 @@ class Claims:
         directory = self._dir(bucket_id)
         directory.mkdir(parents=True, exist_ok=True)
         generation, payload = self.holder(bucket_id, stage)
-        if generation >= 0 and not self.is_stale(payload):
-            return None
         now = time.time()
+        why = self.why_free(payload, now) if generation >= 0 else None
+        if generation >= 0 and why is None:
+            return None
         mine = {
             "bucket_id": bucket_id,
             "stage": stage,
             "task_index": self.slot.index,
             "task_count": self.slot.count,
-            "host": socket.gethostname(),
+            **self._machine,
             "pid": os.getpid(),
+            "process_start": None if self._start is None else self._start[1],
+            "heartbeat_s": self.heartbeat_s,
+            "stale_after": self.stale_after,
             "claimed": now,
             "heartbeat": now,
         }
         path = directory / f"{stage}.{generation + 1}.json"
         if not _write_new(path, mine):
             return None
-        if generation >= 0:
+        if generation >= 0 and payload is not None:
             logger.warning(
-                "bucket %s: took over from task %s (host %s, pid %s; heartbeat %.0f s old)",
-                bucket_id, payload.get("task_index"), payload.get("host"), payload.get("pid"),
-                now - float(payload.get("heartbeat", 0.0)),
+                "bucket %s: took over from task %s (host %s, pid %s: %s)",
+                bucket_id, payload.get("task_index"), payload.get("host"), payload.get("pid"), why,
             )  # fmt: skip
         if self.done(bucket_id, stage):  # finished while we looked: nothing to do
             with contextlib.suppress(FileNotFoundError):
@@ -411,7 +562,10 @@ def run_stage(
     trained = 0
     waiting_logged = False
     while True:
-        pending = [i for i in order if not claims.done(bucket_ids[i], stages[i])]
+        # The claims this task index held (a requeued task's) first, then the work order.
+        own = claims.own_claims(bucket_ids, stages)
+        order_now = [*own, *(i for i in order if i not in own)]
+        pending = [i for i in order_now if not claims.done(bucket_ids[i], stages[i])]
         if not pending:
             return trained
         progressed = False
@@ -436,3 +590,51 @@ def run_stage(
                 )  # fmt: skip
                 waiting_logged = True
             sleep(poll_s)
+
+
+# -- once per sweep -------------------------------------------------------------------------------
+
+ONCE_LOCK = "once.lock"
+
+
+def _records_state(workdir: pathlib.Path, name: str) -> str:
+    """What ``name``'s output depends on: the results and config as they are now."""
+    parts = [name]
+    for record in ("config.json", "results.csv", "pruning.json"):
+        with contextlib.suppress(OSError):
+            stat = (workdir / record).stat()
+            parts.append(f"{record}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def once_per_results(workdir: str | pathlib.Path, name: str, write, *, present=None):
+    """Runs ``write()`` in one process of a finished fan-out and returns its value (None in the
+    others).
+
+    The processes finish together (each waits until every bucket is done): the first to get
+    ``claims/once.lock`` runs ``write``; the others wait for it, then see that it ran for the
+    records as they are now (``claims/<name>.written``) and return None. If the writer dies or
+    ``write`` raises, the next one runs it; so whichever tasks survive, one writes.
+
+    Args:
+      workdir: the sweep's workdir.
+      name: what is written (``"report"``); names the marker.
+      write: a callable; raises to leave the marker unwritten.
+      present: a callable saying whether the output still exists (default: always): a marker
+        whose output was removed since does not count.
+    """
+    directory = pathlib.Path(workdir) / CLAIMS
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f"{name}.written"
+    with open(directory / ONCE_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if the writer dies
+        try:
+            state = _records_state(pathlib.Path(workdir), name)
+            done = marker.exists() and marker.read_text() == state
+            if done and (present is None or present()):
+                return None
+            value = write()
+            atomic_write_text(marker, state)
+            return value
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -41,6 +41,8 @@ class Bucket:
       padded: the static keys on which the runs may differ (then ``static`` holds their maxima:
         the superset model the program trains; each run's own values are in its config).
       experiment: the experiment the runs belong to.
+      extension: which growth of the sweep added the bucket's runs (0: the original sweep;
+        :mod:`coordjax.sweep.growth`); rungs are decided per extension.
     """
 
     bucket_id: str
@@ -48,6 +50,7 @@ class Bucket:
     runs: tuple[dict[str, Any], ...]
     steps_per_epoch: int
     padded: tuple[str, ...] = ()
+    extension: int = 0
     experiment: Experiment | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property

@@ -362,6 +362,7 @@ def estimate_seconds(
     platform: str | None = None,
     num_devices: int | None = None,
     rates: dict[str, list[Rate]] | None = None,
+    buckets=None,
 ) -> SweepEstimate:
     """Estimated wall time of a sweep, from measured rates (see the module docstring).
 
@@ -375,6 +376,8 @@ def estimate_seconds(
       num_devices: devices the model axis is sharded over; default: the local devices when
         ``options.shard``, else 1.
       rates: ``{device_kind: [Rate, ...]}``; default: the shipped table (:func:`load_rates`).
+      buckets: the buckets to estimate (default: the sweep's plan under ``options``; a grown
+        workdir's differ, :mod:`coordjax.sweep.growth`).
 
     Returns:
       A :class:`SweepEstimate` (``.seconds``, ``.buckets``, ``.warning``).
@@ -396,9 +399,10 @@ def estimate_seconds(
     measured_compiles = [r.compile_s for r in table if r.compile_s is not None]
     default_compile = float(np.median(measured_compiles)) if measured_compiles else assumed_compile
     experiment = sweep.experiment
-    buckets = plan(
-        sweep.expand(), experiment=experiment, max_models=options.max_models, pad=options.pad
-    )
+    if buckets is None:
+        buckets = plan(
+            sweep.expand(), experiment=experiment, max_models=options.max_models, pad=options.pad
+        )
     compiled: set[tuple] = set()
     estimates = []
     for bucket in buckets:

@@ -1,10 +1,12 @@
 """Where a sweep stands, read from its workdir alone: ``coordjax status WORKDIR``.
 
 Per bucket: ``done``, ``running`` (which task, host and pid, and how old its heartbeat is),
-``stale`` (a claim whose heartbeat is older than ``stale_after``: its process died or hangs;
-any task's rerun takes it over), or ``pending``; and for the sweep: model-steps trained against
-planned, and an ETA at the rate measured so far. Works while a sweep runs, in one process or
-fanned out over many (:mod:`coordjax.sweep.fanout`); reads files only (no JAX).
+``stale`` (a claim whose heartbeat is older than the ``stale_after`` its holder recorded: its
+process, on another machine, died or hangs), ``dead`` (a claim made on this machine whose process
+no longer runs: any task takes it over at once), or ``pending``; and for the sweep: model-steps
+trained against planned, and an ETA at the rate measured so far. Works while a sweep runs, in one
+process or fanned out over many (:mod:`coordjax.sweep.fanout`), and in its first seconds (its
+lock is held, ``config.json`` not written yet: ``starting``); reads files only (no JAX).
 """
 
 from __future__ import annotations
@@ -21,7 +23,22 @@ from coordjax.sweep import fanout
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.durations import format_duration
 
-STATES = ("done", "running", "stale", "pending")
+STATES = ("done", "running", "stale", "dead", "pending")
+
+
+def _lock_held(workdir: pathlib.Path) -> bool:
+    """Whether any sweep process (one alone, or the tasks of a fan-out) holds the workdir's
+    lock now."""
+    path = workdir / wd.LOCK
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _single_process_running(workdir: pathlib.Path) -> bool:
@@ -63,8 +80,12 @@ def sweep_status(
 ) -> dict[str, Any]:
     """The sweep's state (see the module docstring) as a JSON-ready dict.
 
+    ``stale_after`` judges the claims that record no ``stale_after`` of their own (older
+    versions); the others are judged by their holder's. A sweep whose lock is held but whose
+    ``config.json`` is not written yet (its first seconds) has ``"starting": True`` and no buckets.
+
     Raises:
-      wd.WorkdirError: not a sweep workdir (no readable ``config.json``).
+      wd.WorkdirError: not a sweep workdir (no readable ``config.json``, no sweep starting).
     """
     workdir = pathlib.Path(workdir)
     try:
@@ -72,8 +93,11 @@ def sweep_status(
     except (OSError, json.JSONDecodeError) as err:
         raise wd.WorkdirError(f"{workdir / wd.CONFIG} is not readable ({err})") from None
     if not config or "plan" not in config:
+        if workdir.is_dir() and _lock_held(workdir):
+            return _starting(workdir, stale_after)
         raise wd.WorkdirError(f"{workdir} is not a sweep workdir (it has no {wd.CONFIG})")
     now = time.time() if now is None else now
+    machine = fanout.this_machine()
     try:
         results = wd.read_results(workdir)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
@@ -95,7 +119,9 @@ def sweep_status(
         if (claims_dir / f"{epochs}.done").exists() or finished:
             state = "done"
         elif claim is not None:
-            state = "stale" if age > stale_after else "running"
+            holder = fanout.holder_state(claim, now, default_stale_after=stale_after,
+                                         machine=machine)  # fmt: skip
+            state = {"alive": "running", "stale": "stale", "dead": "dead"}[holder]
         else:
             state = "pending"
         # Models' own steps (the stack's padding copies are not counted).
@@ -130,6 +156,7 @@ def sweep_status(
     eta = left / (rate * workers) if rate and workers and left > 0 else None
     return {
         "workdir": str(workdir),
+        "starting": False,
         "sweep": config.get("identity", {}).get("sweep"),
         "preset": config.get("identity", {}).get("preset"),
         "single_process_running": single,
@@ -144,6 +171,24 @@ def sweep_status(
     }
 
 
+def _starting(workdir: pathlib.Path, stale_after: float) -> dict[str, Any]:
+    return {
+        "workdir": str(workdir),
+        "starting": True,
+        "sweep": None,
+        "preset": None,
+        "single_process_running": _single_process_running(workdir),
+        "counts": dict.fromkeys(STATES, 0),
+        "model_steps": 0,
+        "planned_model_steps": 0,
+        "model_steps_per_s": None,
+        "eta_s": None,
+        "pruned_runs": 0,
+        "stale_after_s": stale_after,
+        "buckets": [],
+    }
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -152,6 +197,11 @@ def _age(seconds: float | None) -> str:
 
 def status_text(status: dict[str, Any]) -> str:
     """The status as a table within 100 columns."""
+    if status.get("starting"):
+        return (
+            f"{status['workdir']}: a sweep is starting (its lock is held; config.json is not "
+            "written yet); ask again in a few seconds"
+        )
     counts = status["counts"]
     head = f"{status['sweep']} (preset {status['preset']}) in {status['workdir']}"
     lines = [head if len(head) <= 100 else head[:97] + "..."]
@@ -163,7 +213,7 @@ def status_text(status: dict[str, Any]) -> str:
     lines.append(f"{'bucket':<34} {'state':<8} {'models':>6} {'epoch':>11}  task/host/heartbeat")
     for b in status["buckets"]:
         who = ""
-        if b["state"] in ("running", "stale"):
+        if b["state"] in ("running", "stale", "dead"):
             who = f"task {b['task']} {b['host']}:{b['pid']} {_age(b['heartbeat_age_s'])} ago"
         progress = f"{b['epoch']}/{b['epochs']}"
         line = f"{b['bucket_id']:<34} {b['state']:<8} {b['models']:>6} {progress:>11}  {who}"

@@ -15,7 +15,8 @@ Layout::
 The records are written here (results rows, ``config.json``, strategies) and read back here
 (:func:`load_run`: one model's state out of its bucket's checkpoint). Every file is replaced
 atomically (write to a temporary file, then ``os.replace``), so a process
-killed at any moment leaves readable files.
+killed at any moment leaves readable files; the temporary file of a process killed before its
+rename is removed by the next process that holds the workdir alone (:func:`remove_debris`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +74,21 @@ def check_usable(workdir: pathlib.Path) -> None:
         )
 
 
+def _shared_soon(handle, wait_s: float = 1.0) -> None:
+    """Takes the lock shared, waiting up to ``wait_s`` while another task of the fan-out holds
+    it alone for the milliseconds it removes debris (BlockingIOError after that: a single-process
+    run holds it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def locked(workdir: pathlib.Path, *, shared: bool = False):
     """Holds the workdir's lock; refuses at once if it cannot.
@@ -84,17 +101,42 @@ def locked(workdir: pathlib.Path, *, shared: bool = False):
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / LOCK, "a") as handle:
         try:
-            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise WorkdirError(
-                f"workdir {workdir} is in use by another sweep (its lock is held"
-                + ("; a single-process run holds it" if shared else "")
-                + "); wait for it to finish or choose another --workdir"
-            ) from err
+            # Alone (no other process holds it): debris of killed writers is safe to remove.
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            remove_debris(workdir)
+            if shared:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                if not shared:
+                    raise
+                _shared_soon(handle)
+            except BlockingIOError as err:
+                raise WorkdirError(
+                    f"workdir {workdir} is in use by another sweep (its lock is held"
+                    + ("; a single-process run holds it" if shared else "")
+                    + "); wait for it to finish or choose another --workdir"
+                ) from err
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+TEMPORARY = "tmp*.tmp"  # atomic_write_text's temporary files
+
+
+def remove_debris(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """Removes the temporary files a process killed between writing and renaming left in the
+    workdir and its claims (only while no other process can be writing: under the workdir's
+    lock, held alone); returns them."""
+    workdir = pathlib.Path(workdir)
+    found = [*workdir.glob(TEMPORARY), *workdir.glob(f"claims/{TEMPORARY}"),
+             *workdir.glob(f"claims/*/{TEMPORARY}")]  # fmt: skip
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return found
 
 
 @contextlib.contextmanager
@@ -159,8 +201,9 @@ def check_same_sweep(workdir: pathlib.Path, identity: dict[str, Any], *, restart
         )
         raise WorkdirError(
             f"workdir {workdir} holds a different sweep ({held.get('sweep')}, preset "
-            f"{held.get('preset')}; differs in {shown}); pass --restart to move it aside and "
-            "start over, or choose another --workdir"
+            f"{held.get('preset')}; differs in {shown}); pass --extend to train the runs it "
+            "adds next to the recorded ones, --restart to move it aside and start over, or "
+            "choose another --workdir"
         )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     backup = workdir.with_name(f"{workdir.name}.old-{stamp}")
@@ -244,13 +287,18 @@ def read_pruning(workdir: pathlib.Path) -> list[dict[str, Any]]:
 
 def record_pruning(workdir: pathlib.Path, decision: dict[str, Any]) -> dict[str, Any]:
     """Appends a rung's decision (before the engine acts on it) and returns the recorded one:
-    a decision already recorded for that rung (by another process of a fanned-out sweep) wins."""
+    a decision already recorded for that rung and extension (by another process of a
+    fanned-out sweep) wins."""
+
+    def key(d):
+        return d["epoch"], d.get("extension", 0)
+
     with records_lock(workdir):
         recorded = read_pruning(workdir)
         for existing in recorded:
-            if existing["epoch"] == decision["epoch"]:
+            if key(existing) == key(decision):
                 return existing
-        decisions = sorted([*recorded, decision], key=lambda d: d["epoch"])
+        decisions = sorted([*recorded, decision], key=key)
         text = json.dumps({"decisions": decisions}, indent=1)
         atomic_write_text(pathlib.Path(workdir) / PRUNING, text)
     return decision
@@ -423,6 +471,7 @@ def sweep_config(
                 "run_ids": [r["run_id"] for r in b.runs],
                 "score": list(b.experiment.score(b.runs[0])),
                 **(_padding_plan(b) if b.padded else {}),
+                **({"extension": b.extension} if b.extension else {}),
             }
             for b in buckets
         ],
