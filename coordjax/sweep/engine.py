@@ -30,7 +30,7 @@ import jax
 import pandas as pd
 
 from coordjax import conv
-from coordjax.sweep import fanout, pruning
+from coordjax.sweep import fanout, memory, pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.grid import Sweep
 from coordjax.sweep.options import EngineOptions
@@ -99,10 +99,19 @@ def run_sweep(
     buckets = plan(runs, experiment=experiment, max_models=options.max_models, pad=options.pad)
     rules = check_rules(sweep, runs)
     wd.check_usable(workdir)
+    map_batch_sizes = {}
+    if options.device_memory is not None:  # compiles each bucket's program twice to measure it
+        devices = len(jax.devices()) if options.shard else 1
+        fits = memory.fit(plan(runs, experiment=experiment, pad=options.pad),
+                          options.device_memory, options, devices=devices)  # fmt: skip
+        buckets = memory.fitted_buckets(fits)
+        map_batch_sizes = {b.bucket_id: f.map_batch_size for f in fits for b in f.buckets()}
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
-    if options.max_models is not None or options.pad:
+    if options.max_models is not None or options.pad or options.device_memory is not None:
         # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
         identity["planning"] = {"max_models": options.max_models, "pad": list(options.pad)}
+        if options.device_memory is not None:
+            identity["planning"]["device_memory"] = options.device_memory
     # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
     # coordinates the checkpoint writes of all processes itself.
     lead = jax.process_index() == 0
@@ -124,7 +133,8 @@ def run_sweep(
             order = _work_order(sweep, options, buckets, task)
         programs = Programs() if programs is None else programs
         trainer = BucketTrainer(workdir, options, make_mesh(options.shard), programs,
-                                make_progress(buckets, options.progress), buckets)  # fmt: skip
+                                make_progress(buckets, options.progress), buckets,
+                                map_batch_sizes)  # fmt: skip
         progress = trainer.progress
         with logs_through(progress.bar):
             try:
@@ -153,8 +163,11 @@ def run_sweep(
                             shared=task is not None,
                         )  # fmt: skip
                         for bucket in buckets:
-                            gone = [r for r in bucket.runs
-                                    if r["run_id"] in pruned and r["run_id"] not in before]
+                            gone = [
+                                r
+                                for r in bucket.runs
+                                if r["run_id"] in pruned and r["run_id"] not in before
+                            ]
                             progress.pruned(bucket, len(gone), stop)  # fmt: skip
             finally:
                 if progress.bar is not None:
@@ -181,12 +194,22 @@ def _work_order(sweep, options, buckets, task) -> list[int]:
     """The bucket positions in the order task ``task`` tries them: the assignment by the dry
     run's estimate (every process computes the same one), its own buckets first."""
     seconds = {b.bucket_id: b.train_s + b.eval_s for b in estimate_seconds(sweep, options).buckets}
-    owners = fanout.assign([seconds[b.bucket_id] for b in buckets], task.count)
+    owners = fanout.assign([_bucket_seconds(seconds, b, buckets) for b in buckets], task.count)
     logger.info(
         "task %d of %d: %d of %d buckets assigned",
         task.index, task.count, owners.count(task.index), len(buckets),
     )  # fmt: skip
     return fanout.work_order(owners, task.index)
+
+
+def _bucket_seconds(seconds: dict[str, float], bucket, buckets) -> float:
+    """The estimate of ``bucket``; a part of a bucket split to fit the device memory gets its
+    share of the whole bucket's estimate (by models)."""
+    if bucket.bucket_id in seconds:
+        return seconds[bucket.bucket_id]
+    whole = bucket.bucket_id.rsplit("-p", 1)[0]
+    models = sum(b.num_models for b in buckets if b.bucket_id.rsplit("-p", 1)[0] == whole)
+    return seconds.get(whole, 0.0) * bucket.num_models / max(models, 1)
 
 
 def _take_rung(workdir, results, rung, rules, runs, pruned, experiment, shared=False):
