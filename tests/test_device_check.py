@@ -48,8 +48,21 @@ def test_device_check_smoke_writes_its_report(tmp_path):
     assert "seconds" in result["estimates"][0], result["estimates"]
     # (the default-precision rate can be skipped by the time budget on a loaded machine)
     assert all("seconds" in e or e.get("skipped") for e in result["estimates"])
+    assert {e["preset"] for e in result["estimates"]} == {"paper", "paper-halving"}
+    halving = [e for e in result["estimates"] if e["preset"] == "paper-halving" and "seconds" in e]
+    assert all(e["pruned_seconds"] < e["seconds"] for e in halving)
+    # The programs lowered for this platform, cuda and tpu: on the matmul rule's fast path.
+    checked = result["lowering_check"]
+    assert {r["platform"] for r in checked} == {"cpu", "cuda", "tpu"}
+    assert all(r.get("ok") for r in checked), checked
+    # Memory: the host's estimate (the device's own analysis on CPU is the same), the chunk run.
+    (mem,) = result["memory"]
+    assert mem["host_bytes"] == mem["device_analysis_bytes"] > 0 and mem["run_s"] > 0
+    assert [r["num_models"] for r in result["scale"] if "rate" in r] == [1, 2]
+    assert result["torch"]  # measured, or skipped because torch is not installed
     report = stems[".md"].read_text()
     for heading in ("## 1. Lowerings", "## 2. Fig S2", "## 3. Engine vs", "## 4. Precision",
-                    "## 5. Estimated time"):  # fmt: skip
+                    "## 5. Estimated time", "## 6. The programs", "## 7. Memory",
+                    "## 8. The model axis", "## 9. The zoo against torch"):  # fmt: skip
         assert heading in report
     assert "- command:" in report and "- versions:" in report
