@@ -657,7 +657,9 @@ def bench_torch(fam, settings: Settings, budget: Budget) -> dict:
         inputs = programs.bucket_inputs(family_bucket(fam, 1), None, "lax")
         x, y = np.asarray(inputs.data.inputs), np.asarray(inputs.data.targets)
         idx = np.arange(batch) % x.shape[0]
-        x, y = x[idx].transpose(0, 3, 1, 2), y[idx].reshape(batch, -1).argmax(axis=1)
+        x, y = x[idx], y[idx].reshape(batch, -1).argmax(axis=1)
+        if x.ndim == 4:  # NHWC -> NCHW
+            x = x.transpose(0, 3, 1, 2)
         x = torch.from_numpy(np.ascontiguousarray(x)).to(where)
         y = torch.from_numpy(np.ascontiguousarray(y)).to(where)
         torch.manual_seed(0)
