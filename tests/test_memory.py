@@ -35,10 +35,39 @@ def test_bad_device_memory_flag_is_one_line(capsys):
     assert err.count("\n") == 1 and "--device-memory must be a size with a unit" in err
 
 
-def test_a_sweep_split_to_fit_a_tiny_memory_equals_the_unsplit_sweep(tmp_path):
+def _sweep():
     grid = sw.Grid("net", base={"epochs": 1, "width": 3},
                    axes={"lr": [0.01, 0.03], "seed": [0, 1, 2]})  # fmt: skip
-    sweep = sw.union("bright", [grid], experiment=ux.experiment("pure"))  # one bucket of 6
+    return sw.union("bright", [grid], experiment=ux.experiment("pure"))  # one bucket of 6
+
+
+def test_a_bucket_is_split_like_max_models_until_it_fits_or_refused():
+    sweep = _sweep()
+    buckets = plan(sweep.expand(), experiment=sweep.experiment)
+    # A program of 2 models needs 1000 + 2 * 300 bytes, one of 4 needs 1000 + 4 * 300.
+    measured = (
+        memory.ChunkMemory(2, 1200, 400, 300, 300),
+        memory.ChunkMemory(4, 1800, 700, 600, 300),
+    )
+    model = memory.MemoryModel("map", 1, measured)
+    assert (model.fixed, model.per_model, model.peak(6)) == (1000, 300, 2800)
+    (whole,) = memory.fit(buckets, 2800, OPTIONS, models=[model])
+    assert whole.parts == 1 and whole.buckets() == buckets
+    (fit,) = memory.fit(buckets, 1700, OPTIONS, models=[model])
+    assert (fit.parts, fit.models_per_program, fit.peak) == (3, 2, 1600)
+    assert memory.fitted_buckets([fit]) == plan(sweep.expand(), experiment=sweep.experiment,
+                                                max_models=2)  # fmt: skip
+    assert "3 programs of <= 2 models" in memory.memory_text([fit], 1700, "cpu", "cpu")
+    # Sharded over 2 devices, a program holds 2 models per device.
+    (fit,) = memory.fit(buckets, 1700, OPTIONS, models=[model], devices=2)
+    assert (fit.parts, fit.models_per_program) == (2, 4)
+    with pytest.raises(memory.DoesNotFit, match="bucket bright-.*one model needs 1.3 KiB"):
+        memory.fit(buckets, 1200, OPTIONS, models=[model])
+
+
+@pytest.mark.slow
+def test_a_sweep_split_to_fit_a_tiny_memory_equals_the_unsplit_sweep(tmp_path):
+    sweep = _sweep()
     buckets = plan(sweep.expand(), experiment=sweep.experiment)
     (model,) = memory.measure(buckets, OPTIONS)
     # The analysis grows with the model axis (states are arguments and outputs).
