@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ from coordjax import conv
 from coordjax.sweep.options import EngineOptions
 from coordjax.sweep.planner import Bucket
 from coordjax.sweep.programs import compiled_chunk, default_strategy
+
+logger = logging.getLogger("coordjax.sweep")
 
 MEASURED_SIZES = (2, 4)
 """The model-axis sizes (in map slices for ``"map"``) at which a bucket's program is compiled."""
@@ -287,6 +290,11 @@ def measure(
     ]
     keys = [(_shape_key(b), choice) for b, choice in zip(buckets, chosen, strict=True)]
     distinct = {key: (b, choice) for key, b, choice in zip(keys, buckets, chosen, strict=True)}
+    logger.info(
+        "measuring memory: compiling %d programs (%d bucket shapes at %s models) on %s",
+        2 * len(distinct), len(distinct), " and ".join(map(str, MEASURED_SIZES)),
+        device.device_kind,
+    )  # fmt: skip
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         futures = {
             key: pool.submit(memory_model, b, *choice, lowering, device=device)
