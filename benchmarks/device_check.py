@@ -1,13 +1,22 @@
 """One device check: is every platform on its fast path? (at most 8 min on one GPU).
 
-    PYTHONPATH=. python benchmarks/device_check.py --out DIR      # GPU/TPU: about 7 minutes
-    PYTHONPATH=. python benchmarks/device_check.py --smoke        # CPU: a tiny run, < 2 minutes
+    PYTHONPATH=. python benchmarks/device_check.py --out DIR      # GPU/TPU: about 8 minutes
+    PYTHONPATH=. python benchmarks/device_check.py --smoke        # CPU: a tiny run, < 3 minutes
 
 No install step: it needs jax, flax, optax, orbax-checkpoint, pandas and matplotlib, and reads
 the sweeps from this checkout. Writes ``DIR/device-<device_kind>.{md,json,png}`` (default DIR
 ``benchmarks/results``), after every section, so a run cut short still leaves its results.
 Measured, in this order (what matters most first; an item that would not fit the time budget
-``--budget-s`` is skipped and listed as such):
+``--budget-s`` is skipped and listed as such). First, before anything else fills the device:
+
+7. **Memory**: for three (family, M), XLA's analysis of the engine's one-epoch chunk by the
+   host's CPU compiler (what ``coordjax sweep --dry-run --device-memory`` plans with on a CPU
+   host) and by the device's compiler, and the device's ``peak_bytes_in_use`` after running it.
+6. **The programs the device gets**: every family's training chunk (M = 2) lowered for this
+   device's platform, ``cuda`` and ``tpu``: convolutions by ``lhs_dilate`` (transposed) or
+   grouped where the rule promises the matmul forms, ops below HIGHEST precision.
+
+Then:
 
 1. **Lowerings**: ``coordjax.conv.conv`` (3x3, stride 1) and ``conv_transpose`` (4x4, stride 2:
    a painter layer) with every lowering (``lax``, ``matmul``, ``zero_insertion``; for plain
@@ -25,8 +34,12 @@ Measured, in this order (what matters most first; an item that would not fit the
 4. **Precision**: ``precision="default"`` (TF32 on recent NVIDIA GPUs, bf16 passes on TPU)
    against ``"highest"``, same programs, M = 64.
 5. **Model-level lowerings**: two families at M = 64 with every other lowering.
-6. **Estimate**: the paper classification grid (``sweeps/classification.py``, preset ``paper``,
-   444 models) from these rates (``coordjax.sweep.rates.estimate_seconds``).
+8. **The model axis** (``benchmarks/scale.py``): the classifier at M = 1 .. 4096, the smallest
+   and largest painters at M = 1 .. 1024 (model-steps/s, compile, memory).
+9. **The zoo against torch**: PyTorch eager on the same device at M = 1 per family (where torch
+   is installed), beside the engine at M = 1 and 256.
+5. **Estimate**: the classification presets ``paper`` and ``paper-halving`` (444 models; the
+   latter pruned and unpruned) from these rates (``coordjax.sweep.rates.estimate_seconds``).
 
 Timing as in ``benchmarks/zoo.py``: each program is compiled ahead of time
 (``lower(...).compile()``, timed apart), called once to warm up, then called until
@@ -135,7 +148,7 @@ FULL = Settings(
     max_repeats=10,
     max_call_s=10.0,
     compile_guess_s=10.0,
-    budget_s=450.0,
+    budget_s=420.0,
     lowering_check_families=FAMILY_ORDER,
     memory_items=((_deconv(2, 1), 64), (COORDCONV, 16), (_deconv(4, 3), 64)),
     scale_families=scale.FAMILIES,
@@ -160,7 +173,7 @@ SMOKE = Settings(
     max_repeats=2,
     max_call_s=5.0,
     compile_guess_s=2.0,
-    budget_s=150.0,
+    budget_s=200.0,
     lowering_check_families=(_deconv(2, 1, batch=4),),
     memory_items=((("tiny", (), 8), 2),),
     scale_families=scale.SMOKE_FAMILIES,

@@ -18,7 +18,7 @@ def test_device_check_smoke_writes_its_report(tmp_path):
     env["JAX_NUM_CPU_DEVICES"] = "1"  # the suite's fake devices would shard the model axis
     command = [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--smoke"]
     done = subprocess.run(
-        [*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=240
+        [*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=400
     )
     assert done.returncode == 0, done.stderr[-3000:]
     stems = {p.suffix: p for p in tmp_path.glob("device-*")}
