@@ -1,13 +1,22 @@
 """One device check: is every platform on its fast path? (at most 8 min on one GPU).
 
-    PYTHONPATH=. python benchmarks/device_check.py --out DIR      # GPU/TPU: about 7 minutes
-    PYTHONPATH=. python benchmarks/device_check.py --smoke        # CPU: a tiny run, < 2 minutes
+    PYTHONPATH=. python benchmarks/device_check.py --out DIR      # GPU/TPU: about 8 minutes
+    PYTHONPATH=. python benchmarks/device_check.py --smoke        # CPU: a tiny run, < 3 minutes
 
 No install step: it needs jax, flax, optax, orbax-checkpoint, pandas and matplotlib, and reads
 the sweeps from this checkout. Writes ``DIR/device-<device_kind>.{md,json,png}`` (default DIR
 ``benchmarks/results``), after every section, so a run cut short still leaves its results.
 Measured, in this order (what matters most first; an item that would not fit the time budget
-``--budget-s`` is skipped and listed as such):
+``--budget-s`` is skipped and listed as such). First, before anything else fills the device:
+
+7. **Memory**: for three (family, M), XLA's analysis of the engine's one-epoch chunk by the
+   host's CPU compiler (what ``coordjax sweep --dry-run --device-memory`` plans with on a CPU
+   host) and by the device's compiler, and the device's ``peak_bytes_in_use`` after running it.
+6. **The programs the device gets**: every family's training chunk (M = 2) lowered for this
+   device's platform, ``cuda`` and ``tpu``: convolutions by ``lhs_dilate`` (transposed) or
+   grouped where the rule promises the matmul forms, ops below HIGHEST precision.
+
+Then:
 
 1. **Lowerings**: ``coordjax.conv.conv`` (3x3, stride 1) and ``conv_transpose`` (4x4, stride 2:
    a painter layer) with every lowering (``lax``, ``matmul``, ``zero_insertion``; for plain
@@ -25,8 +34,12 @@ Measured, in this order (what matters most first; an item that would not fit the
 4. **Precision**: ``precision="default"`` (TF32 on recent NVIDIA GPUs, bf16 passes on TPU)
    against ``"highest"``, same programs, M = 64.
 5. **Model-level lowerings**: two families at M = 64 with every other lowering.
-6. **Estimate**: the paper classification grid (``sweeps/classification.py``, preset ``paper``,
-   444 models) from these rates (``coordjax.sweep.rates.estimate_seconds``).
+8. **The model axis** (``benchmarks/scale.py``): the classifier at M = 1 .. 4096, the smallest
+   and largest painters at M = 1 .. 1024 (model-steps/s, compile, memory).
+9. **The zoo against torch**: PyTorch eager on the same device at M = 1 per family (where torch
+   is installed), beside the engine at M = 1 and 256.
+5. **Estimate**: the classification presets ``paper`` and ``paper-halving`` (444 models; the
+   latter pruned and unpruned) from these rates (``coordjax.sweep.rates.estimate_seconds``).
 
 Timing as in ``benchmarks/zoo.py``: each program is compiled ahead of time
 (``lower(...).compile()``, timed apart), called once to warm up, then called until
@@ -53,9 +66,11 @@ from typing import Any
 import benchlib
 import jax
 import jax.numpy as jnp
+import scale
 
 from coordjax import conv, models
-from coordjax.sweep import EngineOptions, Grid, plan, programs, rates, union
+from coordjax.sweep import EngineOptions, Grid, memory, plan, programs, rates, target, union
+from coordjax.sweep.dry_run import pruned_estimate
 from coordjax.sweep.durations import format_duration
 from coordjax.train import train_step
 
@@ -98,6 +113,10 @@ class Settings:
     max_call_s: float
     compile_guess_s: float  # until one is measured
     budget_s: float
+    lowering_check_families: tuple  # lowered for the device's platform, cuda and tpu (M = 2)
+    memory_items: tuple[tuple[Any, int], ...]  # (family, M): estimate vs measured, smallest first
+    scale_families: tuple  # scale.Family
+    scale_sizes: dict[str, tuple[int, ...]]  # model -> M of its scale curve
 
 
 def _deconv(fs: int, c: int, batch: int = 32):
@@ -129,7 +148,14 @@ FULL = Settings(
     max_repeats=10,
     max_call_s=10.0,
     compile_guess_s=10.0,
-    budget_s=400.0,
+    budget_s=420.0,
+    lowering_check_families=FAMILY_ORDER,
+    memory_items=((_deconv(2, 1), 64), (COORDCONV, 16), (_deconv(4, 3), 64)),
+    scale_families=scale.FAMILIES,
+    scale_sizes={
+        "coordconv_classifier": (1, 8, 64, 256, 1024, 4096),
+        "deconv_painter": (1, 8, 64, 256, 1024),
+    },
 )
 SMOKE = Settings(
     op_sizes=(2,),
@@ -147,7 +173,11 @@ SMOKE = Settings(
     max_repeats=2,
     max_call_s=5.0,
     compile_guess_s=2.0,
-    budget_s=90.0,
+    budget_s=200.0,
+    lowering_check_families=(_deconv(2, 1, batch=4),),
+    memory_items=((("tiny", (), 8), 2),),
+    scale_families=scale.SMOKE_FAMILIES,
+    scale_sizes={"tiny": (1, 2)},
 )
 
 
@@ -370,7 +400,8 @@ def lowering_verdicts(rows: list[dict]) -> list[dict]:
 def family_label(family) -> str:
     model, shape, batch = family
     short = {"filter_size": "fs", "channel_mult": "c"}
-    return f"{model} " + ",".join(f"{short.get(k, k)}{v}" for k, v in shape) + f" b{batch}"
+    keys = ",".join(f"{short.get(k, k)}{v}" for k, v in shape)
+    return " ".join(part for part in (model, keys, f"b{batch}") if part)
 
 
 def family_bucket(family, num_models: int, precision: str = "highest"):
@@ -522,20 +553,161 @@ def bench_loop(family, settings: Settings, budget: Budget) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# 0. The programs this device gets, lowered (and for cuda and tpu from here)
+
+
+def target_platform() -> str:
+    """The lowering platform of the first device (``cuda`` / ``rocm`` for a GPU)."""
+    device = jax.devices()[0]
+    if device.platform == "gpu":
+        version = str(getattr(device.client, "platform_version", "")).lower()
+        return "rocm" if "rocm" in version else "cuda"
+    return device.platform
+
+
+def check_lowerings(settings: Settings, budget: Budget, out: list) -> None:
+    """Each family's training chunk (M = 2) lowered for this device's platform, cuda and tpu:
+    its convolutions by ``lhs_dilate`` (transposed) or grouped (a vmapped convolution), where
+    the rule promises the matmul forms, and ops below HIGHEST precision (TF32 on a GPU)."""
+    platforms = list(dict.fromkeys([target_platform(), "cuda", "tpu"]))
+    for fam in settings.lowering_check_families:
+        bucket = family_bucket(fam, 2)
+        for platform in platforms:
+            item = {"family": family_label(fam), "platform": platform,
+                    "lowering": target.target_lowering(platform)}  # fmt: skip
+            if not budget.allows(compiles=0, extra_s=5.0):
+                out.append({**item, "skipped": "time budget"})
+                continue
+
+            def run(bucket=bucket, platform=platform):
+                ops = target.program_ops(target.lowered_chunk(bucket, platform).as_text())
+                convs = [op for op in ops if op.kind == "convolution"]
+                return {"convs": len(convs), "dots": len(ops) - len(convs),
+                        "transposed": sum(op.transposed for op in convs),
+                        "grouped": sum(op.grouped for op in convs),
+                        "below_highest": sum(not op.full_precision for op in ops)}  # fmt: skip
+
+            guarded(item, run)
+            if "convs" in item:
+                matmul = item["lowering"] == "matmul"
+                item["ok"] = item["below_highest"] == 0 and not (
+                    matmul and (item["transposed"] or item["grouped"])
+                )
+            out.append(item)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Memory: the host's estimate against the device's own analysis and its measured peak
+
+
+def check_memory(settings: Settings, budget: Budget, out: list) -> None:
+    """For each (family, M): XLA's analysis of the engine's one-epoch chunk by the host's CPU
+    compiler (what ``coordjax sweep --dry-run --device-memory`` reports on a CPU host) and by
+    this device's compiler, and the device's peak after running the chunk once. Run first and
+    smallest first: ``peak_bytes_in_use`` is the process's running peak."""
+    try:
+        host = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS leaves the CPU backend out: no host estimate
+        host = None
+    device = jax.devices()[0]
+    for fam, m in settings.memory_items:
+        strategy, map_size, lowering = engine_choice(m)
+        item = {"family": family_label(fam), "num_models": m, "strategy": strategy,
+                "lowering": lowering}  # fmt: skip
+        if not budget.allows(compiles=3):
+            out.append({**item, "skipped": "time budget"})
+            continue
+
+        def run(fam=fam, m=m, strategy=strategy, map_size=map_size, lowering=lowering):
+            bucket = family_bucket(fam, m)
+            own = memory.chunk_memory(bucket, m, strategy, map_size, lowering, device)
+            estimate_ = (
+                own
+                if device.platform == "cpu" or host is None
+                else memory.chunk_memory(bucket, m, strategy, map_size, lowering, host)
+            )
+            result = {"device_analysis_bytes": own.peak}
+            if host is not None:
+                result["host_bytes"] = estimate_.peak
+            limit = device_memory()[1]
+            if limit and own.peak > MEMORY_FRACTION * limit:
+                return {**result, "note": f"not run: > {MEMORY_FRACTION:.0%} of the device"}
+            inputs = programs.bucket_inputs(bucket, None, lowering)
+            program = programs.compiled_chunk(inputs.setup, 1, strategy, map_size, None)
+            tick = time.perf_counter()
+            jax.block_until_ready(program(inputs.data, inputs.runs, inputs.states))
+            return {
+                **result,
+                "run_s": time.perf_counter() - tick,
+                "peak_bytes": device_memory()[0],
+                "peak_rss_bytes": scale.peak_rss_bytes(),
+            }
+
+        out.append(guarded(item, run))
+
+
+# --------------------------------------------------------------------------------------------
+# 9. The zoo against torch on this device (M = 1)
+
+
+def bench_torch(fam, settings: Settings, budget: Budget) -> dict:
+    """PyTorch eager on this device (CUDA when torch sees one), one model, the engine's first
+    batch, Adam: model-steps/s (``benchmarks/torch_zoo.py``)."""
+    item = {"family": family_label(fam), "contender": "torch"}
+    try:
+        import torch
+        import torch_zoo
+    except ImportError:
+        return {**item, "skipped": "torch is not installed"}
+    if not budget.allows(compiles=1):
+        return {**item, "skipped": "time budget"}
+    model_name, shape, batch = fam
+    where = "cuda" if torch.cuda.is_available() and jax.devices()[0].platform == "gpu" else "cpu"
+
+    def run():
+        import numpy as np
+
+        inputs = programs.bucket_inputs(family_bucket(fam, 1), None, "lax")
+        x, y = np.asarray(inputs.data.inputs), np.asarray(inputs.data.targets)
+        idx = np.arange(batch) % x.shape[0]
+        x, y = x[idx], y[idx].reshape(batch, -1).argmax(axis=1)
+        if x.ndim == 4:  # NHWC -> NCHW
+            x = x.transpose(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(where)
+        y = torch.from_numpy(np.ascontiguousarray(y)).to(where)
+        torch.manual_seed(0)
+        model = torch_zoo.build(model_name, **dict(shape)).to(where)
+        step = torch_zoo.make_step(model, "classification", 2e-3, 1e-3)
+
+        def call():
+            for _ in range(settings.steps):
+                loss = step(x, y)
+            return float(loss)  # waits for the device
+
+        call()
+        times = [benchlib.timed(call) for _ in range(3)]
+        return {"rate": settings.steps / statistics.median(times), "device": where,
+                "torch": torch.__version__}  # fmt: skip
+
+    return guarded(item, run)
+
+
+# --------------------------------------------------------------------------------------------
 # 6. The paper grid's estimate
 
 
-def paper_sweep():
-    """``sweeps/classification.py``'s ``paper`` preset, loaded from this checkout."""
+def paper_sweep(preset: str = "paper"):
+    """A preset of ``sweeps/classification.py``, loaded from this checkout."""
     path = REPO / "sweeps" / "classification.py"
     spec = importlib.util.spec_from_file_location("device_check_classification", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.PRESETS["paper"]()
+    return module.PRESETS[preset]()
 
 
-def estimate(family_rows: list[dict], precision: str) -> dict:
-    """The paper grid's estimated time from the rates measured at ``precision``."""
+def estimate(family_rows: list[dict], precision: str, preset: str = "paper") -> dict:
+    """A classification preset's estimated time from the rates measured at ``precision``
+    (with its pruning rule, the time pruned as well)."""
     kind, platform = jax.devices()[0].device_kind, jax.devices()[0].platform
     devices = len(jax.local_devices())
     table = []
@@ -557,9 +729,10 @@ def estimate(family_rows: list[dict], precision: str) -> dict:
             )
         )
     if not table:
-        return {"precision": precision, "skipped": "no rates measured"}
+        return {"precision": precision, "preset": preset, "skipped": "no rates measured"}
+    sweep = paper_sweep(preset)
     est = rates.estimate_seconds(
-        paper_sweep(),
+        sweep,
         EngineOptions(progress=False),
         device_kind=kind,
         platform=platform,
@@ -568,7 +741,15 @@ def estimate(family_rows: list[dict], precision: str) -> dict:
     bases: dict[str, int] = {}
     for b in est.buckets:
         bases[b.basis] = bases.get(b.basis, 0) + 1
+    pruned = {}
+    if sweep.rules():
+        buckets = plan(sweep.expand(), experiment=sweep.experiment)
+        *_, seconds = pruned_estimate(sweep, buckets, est)
+        pruned = {"pruned_seconds": seconds, "pruned_duration": format_duration(seconds)}
     return {
+        "preset": preset,
+        "models": len(sweep.expand()),
+        **pruned,
         "precision": precision,
         "seconds": est.seconds,
         "duration": format_duration(est.seconds),
@@ -688,16 +869,85 @@ def markdown(result: dict) -> str:
             f"| {r['family']} | {r['num_models']} | {_fmt(twin and twin['rate'])} | "
             f"{_fmt(r.get('rate'))} | {_fmt(ratio, '.2f')} |"
         )
-    lines += ["", "## 5. Estimated time of the paper classification grid (444 models)", ""]
+    lines += ["", "## 5. Estimated time of the classification presets on this device", ""]
     for e in result["estimates"]:
+        name = f"`{e.get('preset', 'paper')}`"
         if "seconds" in e:
+            pruned = (f"; **{e['pruned_duration']} with its successive halving** (if no run "
+                      "diverges)" if "pruned_duration" in e else "")  # fmt: skip
             lines.append(
-                f"- precision {e['precision']}: **{e['duration']}** ({e['buckets']} buckets; "
-                f"bases {e['bases']}; compiles {e['compile_s']:.0f} s; from {e['rates_used']} "
+                f"- {name} ({e['models']} models), precision {e['precision']}: "
+                f"**{e['duration']}** unpruned{pruned} ({e['buckets']} buckets; bases "
+                f"{e['bases']}; compiles {e['compile_s']:.0f} s; from {e['rates_used']} "
                 "measured rates)"
             )
         else:
-            lines.append(f"- precision {e['precision']}: {e.get('skipped') or e.get('error')}")
+            lines.append(f"- {name}, precision {e['precision']}: "
+                         f"{e.get('skipped') or e.get('error')}")  # fmt: skip
+    lines += [
+        "",
+        "## 6. The programs the device gets (training chunk at M = 2, lowered)",
+        "",
+        "Convolutions by `lhs_dilate` are transposed, grouped ones are vmapped convolutions; "
+        "with the `matmul` lowering neither should appear. Every op should request HIGHEST "
+        "precision (no TF32).",
+        "",
+        "| family | platform | lowering | convs | dots | lhs_dilate | grouped | below HIGHEST "
+        "| ok |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["lowering_check"]:
+        if "convs" not in r:
+            lines.append(f"| {r['family']} | {r['platform']} | {r['lowering']} | | | | | | "
+                         f"{_status(r)} |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {r['family']} | {r['platform']} | {r['lowering']} | {r['convs']} | {r['dots']} "
+            f"| {r['transposed']} | {r['grouped']} | {r['below_highest']} | "
+            f"{'yes' if r['ok'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        "## 7. Memory: the host's estimate against the device",
+        "",
+        "XLA's analysis (arguments + outputs not aliased + temporaries) of the engine's one-epoch "
+        "chunk compiled by the host's CPU compiler (what `coordjax sweep --dry-run "
+        "--device-memory` plans with on a CPU host) and by this device's compiler, and the "
+        "device's `peak_bytes_in_use` after running it (a running peak: the items run first, "
+        "smallest first).",
+        "",
+        "| family | M | strategy | host estimate MiB | device analysis MiB | device peak MiB "
+        "| peak / estimate | note |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in result["memory"]:
+        ratio = (r["peak_bytes"] / r["host_bytes"]
+                 if r.get("peak_bytes") and r.get("host_bytes") else None)  # fmt: skip
+        lines.append(
+            f"| {r['family']} | {r['num_models']} | {r['strategy']} | "
+            f"{_fmt(r.get('host_bytes') and r['host_bytes'] / 2**20, '.0f')} | "
+            f"{_fmt(r.get('device_analysis_bytes') and r['device_analysis_bytes'] / 2**20, '.0f')}"
+            f" | {_fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '.0f')} | "
+            f"{_fmt(ratio, '.2f')} | {r.get('note') or _status(r)} |"
+        )
+    lines += ["", "## 8. The model axis: the engine's cost from 1 model to thousands", ""]
+    lines += scale.table_lines(result["scale"])
+    lines += [
+        "",
+        "## 9. The zoo against torch on this device",
+        "",
+        "| family | torch model-steps/s (M = 1) | engine M = 1 | engine M = 256 | "
+        "engine 256 / torch | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for t in result["torch"]:
+        mine = {r["num_models"]: r.get("rate") for r in engine_rows if r["family"] == t["family"]}
+        ratio = mine.get(256) / t["rate"] if mine.get(256) and t.get("rate") else None
+        lines.append(
+            f"| {t['family']} | {_fmt(t.get('rate'))} | {_fmt(mine.get(1))} | "
+            f"{_fmt(mine.get(256))} | {_fmt(ratio, '.2f')} | "
+            f"{t.get('device', '')} {_status(t)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -799,10 +1049,25 @@ def main(argv: list[str] | None = None) -> None:
         "families": [],
         "loop": [],
         "estimates": [],
+        "lowering_check": [],
+        "memory": [],
+        "scale": [],
+        "torch": [],
     }
 
     def log(message: str) -> None:
         print(f"[{budget.elapsed():6.1f} s] {message}", flush=True)
+
+    log("7. memory: the host's estimate against the device (first: the peak is running)")
+    check_memory(settings, budget, result["memory"])
+    for r in result["memory"]:
+        log(f"{r['family']} M={r['num_models']}: host {_fmt(r.get('host_bytes'))} B, "
+            f"device peak {_fmt(r.get('peak_bytes'))} B {_status(r)}")  # fmt: skip
+    log("6. the programs the device gets, lowered")
+    check_lowerings(settings, budget, result["lowering_check"])
+    bad = [r for r in result["lowering_check"] if r.get("ok") is False]
+    log(f"{len(result['lowering_check'])} lowered, {len(bad)} off the fast path")
+    write(result, out_dir, final=False)
 
     log(f"1. lowerings on {result['device_kind']}")
     bench_lowerings(settings, budget, platform, result["lowerings"])
@@ -861,18 +1126,38 @@ def main(argv: list[str] | None = None) -> None:
                 family(fam, settings.compare_size, lowering=low)
     write(result, out_dir, final=False)
 
+    log("8. the model axis")
+    result["scale"] = scale.measure_curve(
+        settings.scale_families,
+        scale.Settings(sizes=(), steps=settings.steps, min_time=settings.min_time,
+                       max_call_s=settings.max_call_s),
+        log=log,
+        allows=budget.allows,
+        sizes_for=lambda f: settings.scale_sizes.get(f.model, ()),
+    )  # fmt: skip
+    write(result, out_dir, final=False)
+
     for m in settings.family_sizes[1:]:
         log(f"2. families at M={m}")
         for fam in settings.families:
             family(fam, m)
         write(result, out_dir, final=False)
 
-    log("6. estimate of the paper grid")
-    for precision in ("highest", "default"):
-        try:
-            result["estimates"].append(estimate(families, precision))
-        except Exception as err:
-            result["estimates"].append({"precision": precision, "error": repr(err)[:300]})
+    log("9. the zoo against torch")
+    for fam in settings.families:
+        result["torch"].append(bench_torch(fam, settings, budget))
+        log(f"{family_label(fam)} torch: {_fmt(result['torch'][-1].get('rate'))} "
+            f"{_status(result['torch'][-1])}")  # fmt: skip
+
+    log("5. estimates of the classification presets")
+    for preset in ("paper", "paper-halving"):
+        for precision in ("highest", "default"):
+            try:
+                result["estimates"].append(estimate(families, precision, preset))
+            except Exception as err:
+                result["estimates"].append(
+                    {"preset": preset, "precision": precision, "error": repr(err)[:300]}
+                )
     md = write(result, out_dir, final=True)
     print(md.read_text())
     print(f"wrote {md} (+ .json, .png)")

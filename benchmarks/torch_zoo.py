@@ -15,9 +15,9 @@ from torch import nn
 CANVAS = 64
 
 
-def coord_maps(batch: int, size: int = CANVAS) -> torch.Tensor:
-    """``(B, 2, H, W)``: the column (xx) and row (yy) coordinates in [-1, 1]."""
-    line = torch.linspace(-1.0, 1.0, size)
+def coord_maps(batch: int, size: int = CANVAS, device=None) -> torch.Tensor:
+    """``(B, 2, H, W)``: the column (xx) and row (yy) coordinates in [-1, 1] (on ``device``)."""
+    line = torch.linspace(-1.0, 1.0, size, device=device)
     yy, xx = torch.meshgrid(line, line, indexing="ij")
     return torch.stack([xx, yy]).expand(batch, 2, size, size)
 
@@ -69,7 +69,7 @@ class CoordConvClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         tiled = x.view(b, 2, 1, 1).expand(b, 2, CANVAS, CANVAS)
-        return self.net(torch.cat([tiled, coord_maps(b)], dim=1))
+        return self.net(torch.cat([tiled, coord_maps(b, device=x.device)], dim=1))
 
 
 class CoordConvClassifierLinear(nn.Module):
@@ -83,7 +83,7 @@ class CoordConvClassifierLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         tiled = x.view(b, 1, 1, 2).expand(b, CANVAS, CANVAS, 2)
-        coords = coord_maps(b).permute(0, 2, 3, 1)
+        coords = coord_maps(b, device=x.device).permute(0, 2, 3, 1)
         return self.net(torch.cat([tiled, coords], dim=-1))  # (B, H, W, 1)
 
     def l2_kernels(self) -> list[torch.Tensor]:
@@ -179,7 +179,7 @@ class CoordConvRegressor(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([x, coord_maps(x.shape[0], x.shape[-1])], dim=1)
+        h = torch.cat([x, coord_maps(x.shape[0], x.shape[-1], x.device)], dim=1)
         return self.net(h).amax(dim=(2, 3))
 
 

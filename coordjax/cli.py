@@ -204,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--max-models", type=int, help="at most this many models per program")
     sweep.add_argument(
+        "--device-memory",
+        help="memory one device may hold (e.g. 80GiB, 16GB; or 'device': the limit the device "
+        "reports): each bucket's program is measured by XLA's memory analysis and run with a "
+        "smaller map batch or split into programs of fewer models until it fits",
+    )
+    sweep.add_argument(
         "--pad",
         default="",
         help="comma-separated shape axes (filter_size, channel_mult) to serve by padding: one "
@@ -547,7 +553,7 @@ def _sweep(args) -> int:
     import jax
 
     from coordjax import sweep as sw
-    from coordjax.sweep import dry_run, engine
+    from coordjax.sweep import dry_run, engine, memory
 
     slot = _task_slot(args)  # a fan-out, from the flags or the scheduler's environment
     if args.distributed:  # before anything touches a JAX backend
@@ -567,6 +573,7 @@ def _sweep(args) -> int:
             progress=not args.no_progress,
             pad=tuple(k.strip() for k in args.pad.split(",") if k.strip()),
             lowering=args.lowering,
+            device_memory=_device_memory(args.device_memory),
         )
         sw.plan(definition.expand(), experiment=definition.experiment,
                 max_models=options.max_models, pad=options.pad)  # fmt: skip
@@ -576,7 +583,10 @@ def _sweep(args) -> int:
         message = _flag_names(err, prune_flags=flagged)
         raise UsageError(f"{where}, preset {args.preset!r}: {message}") from err
     if args.dry_run:
-        print(dry_run.plan_text(definition, options))
+        try:
+            print(dry_run.plan_text(definition, options))
+        except memory.DoesNotFit as err:
+            raise UsageError(f"--device-memory: {err}") from err
         return 0
     if not args.workdir:
         raise UsageError("--workdir is required (unless --dry-run)")
@@ -594,6 +604,8 @@ def _sweep(args) -> int:
         )  # fmt: skip
     except sw.WorkdirError as err:
         raise UsageError(str(err)) from err
+    except memory.DoesNotFit as err:
+        raise UsageError(f"--device-memory: {err}") from err
     except OSError as err:  # the workdir's filesystem refused a write
         raise UsageError(f"workdir {args.workdir}: {err}") from err
     if jax.process_index() == 0:
@@ -620,6 +632,27 @@ def _sweep(args) -> int:
         print(_summary(definition, args.workdir, results, wall, path))
         print(f"results: {args.workdir}/results.csv")
     return 0
+
+
+def _device_memory(value: str | None) -> int | None:
+    """``--device-memory`` in bytes: a size with a unit, or ``device`` (the reported limit)."""
+    from coordjax.sweep import memory
+
+    if value is None:
+        return None
+    if value == "device":
+        import jax
+
+        limit = memory.device_limit()
+        if limit is None:
+            raise UsageError(f"--device-memory device: {jax.devices()[0].platform} reports no "
+                             "memory limit; give a size, e.g. 80GiB")  # fmt: skip
+        return limit
+    try:
+        return memory.parse_bytes(value, "--device-memory")
+    except ValueError as err:
+        raise UsageError(f"--device-memory must be a size with a unit ({', '.join(memory.UNITS)}; "
+                         f"e.g. 80GiB) or 'device'; got {value!r}") from err  # fmt: skip
 
 
 def _summary(definition, workdir, results, wall: float, report: str | None) -> str:

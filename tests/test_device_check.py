@@ -18,7 +18,7 @@ def test_device_check_smoke_writes_its_report(tmp_path):
     env["JAX_NUM_CPU_DEVICES"] = "1"  # the suite's fake devices would shard the model axis
     command = [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--smoke"]
     done = subprocess.run(
-        [*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=240
+        [*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=400
     )
     assert done.returncode == 0, done.stderr[-3000:]
     stems = {p.suffix: p for p in tmp_path.glob("device-*")}
@@ -44,12 +44,27 @@ def test_device_check_smoke_writes_its_report(tmp_path):
     assert {r["precision"] for r in result["families"]} == {"highest", "default"}
     assert {r["lowering"] for r in result["families"]} == {"matmul", "lax"}
     assert all("error" not in r for r in result["loop"])
-    assert [e["precision"] for e in result["estimates"]] == ["highest", "default"]
+    assert [(e["preset"], e["precision"]) for e in result["estimates"]] == [
+        ("paper", "highest"), ("paper", "default"),
+        ("paper-halving", "highest"), ("paper-halving", "default"),
+    ]  # fmt: skip
     assert "seconds" in result["estimates"][0], result["estimates"]
     # (the default-precision rate can be skipped by the time budget on a loaded machine)
     assert all("seconds" in e or e.get("skipped") for e in result["estimates"])
+    halving = [e for e in result["estimates"] if e["preset"] == "paper-halving" and "seconds" in e]
+    assert all(e["pruned_seconds"] < e["seconds"] for e in halving)
+    # The programs lowered for this platform, cuda and tpu: on the matmul rule's fast path.
+    checked = result["lowering_check"]
+    assert {r["platform"] for r in checked} == {"cpu", "cuda", "tpu"}
+    assert all(r.get("ok") for r in checked), checked
+    # Memory: the host's estimate (the device's own analysis on CPU is the same), the chunk run.
+    (mem,) = result["memory"]
+    assert mem["host_bytes"] == mem["device_analysis_bytes"] > 0 and mem["run_s"] > 0
+    assert [r["num_models"] for r in result["scale"] if "rate" in r] == [1, 2]
+    assert result["torch"]  # measured, or skipped because torch is not installed
     report = stems[".md"].read_text()
     for heading in ("## 1. Lowerings", "## 2. Fig S2", "## 3. Engine vs", "## 4. Precision",
-                    "## 5. Estimated time"):  # fmt: skip
+                    "## 5. Estimated time", "## 6. The programs", "## 7. Memory",
+                    "## 8. The model axis", "## 9. The zoo against torch"):  # fmt: skip
         assert heading in report
     assert "- command:" in report and "- versions:" in report

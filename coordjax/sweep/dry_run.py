@@ -6,7 +6,7 @@ FLOP count: a FLOP count says nothing about how fast a device runs these small c
 
 from __future__ import annotations
 
-from coordjax.sweep import pruning
+from coordjax.sweep import memory, pruning
 from coordjax.sweep.costs import bucket_costs
 from coordjax.sweep.durations import format_duration
 from coordjax.sweep.grid import Sweep
@@ -67,7 +67,21 @@ def plan_text(sweep: Sweep, options: EngineOptions) -> str:
     lines.append(estimate_text(estimate))
     if sweep.rules():
         lines.append(pruning_text(sweep, buckets, estimate))
+    if options.device_memory is not None:
+        lines.append(fit_text(sweep, options))
     return "\n".join(lines)
+
+
+def fit_text(sweep: Sweep, options: EngineOptions) -> str:
+    """Each bucket's program memory (XLA's analysis on this host's first device) and the split
+    that fits ``options.device_memory`` (raises :class:`~coordjax.sweep.memory.DoesNotFit`)."""
+    import jax
+
+    device = jax.devices()[0]
+    devices = len(jax.devices()) if options.shard else 1
+    unsplit = plan(sweep.expand(), experiment=sweep.experiment, pad=options.pad)
+    fits = memory.fit(unsplit, options.device_memory, options, devices=devices)
+    return memory.memory_text(fits, options.device_memory, device.platform, device.device_kind)
 
 
 def pruned_model_steps(sweep: Sweep, buckets: list[Bucket]) -> dict[str, float]:

@@ -34,7 +34,7 @@ import jax
 import pandas as pd
 
 from coordjax import conv
-from coordjax.sweep import fanout, growth, pruning
+from coordjax.sweep import fanout, growth, memory, pruning
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.callbacks import Callback, SweepStart, check_callbacks, notify
 from coordjax.sweep.callbacks import rung as rung_event
@@ -119,10 +119,19 @@ def run_sweep(
     buckets = plan(runs, experiment=experiment, max_models=options.max_models, pad=options.pad)
     rules = check_rules(sweep, runs)
     wd.check_usable(workdir)
+    map_batch_sizes = {}
+    if options.device_memory is not None:  # compiles each bucket's program twice to measure it
+        devices = len(jax.devices()) if options.shard else 1
+        fits = memory.fit(plan(runs, experiment=experiment, pad=options.pad),
+                          options.device_memory, options, devices=devices)  # fmt: skip
+        buckets = memory.fitted_buckets(fits)
+        map_batch_sizes = {b.bucket_id: f.map_batch_size for f in fits for b in f.buckets()}
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
-    if options.max_models is not None or options.pad:
+    if options.max_models is not None or options.pad or options.device_memory is not None:
         # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
         identity["planning"] = {"max_models": options.max_models, "pad": list(options.pad)}
+        if options.device_memory is not None:
+            identity["planning"]["device_memory"] = options.device_memory
     # With several processes (jax.distributed), process 0 alone owns the workdir's files; orbax
     # coordinates the checkpoint writes of all processes itself.
     lead = jax.process_index() == 0
@@ -165,7 +174,7 @@ def run_sweep(
         programs = Programs() if programs is None else programs
         trainer = BucketTrainer(workdir, options, make_mesh(options.shard), programs,
                                 make_progress(buckets, options.progress), buckets,
-                                callbacks)  # fmt: skip
+                                callbacks, map_batch_sizes)  # fmt: skip
         progress = trainer.progress
         with logs_through(progress.bar):
             try:
@@ -196,8 +205,11 @@ def run_sweep(
                             shared=task is not None, buckets=buckets, callbacks=callbacks,
                         )  # fmt: skip
                         for bucket in buckets:
-                            gone = [r for r in bucket.runs
-                                    if r["run_id"] in pruned and r["run_id"] not in before]
+                            gone = [
+                                r
+                                for r in bucket.runs
+                                if r["run_id"] in pruned and r["run_id"] not in before
+                            ]
                             progress.pruned(bucket, len(gone), stop)  # fmt: skip
                 notify(callbacks, "on_end", results)
             finally:

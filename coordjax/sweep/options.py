@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from coordjax import conv
-from coordjax._checks import check_choice
+from coordjax._checks import check_choice, positive_int
 from coordjax.sweep.planner import validate_pad
 
 STRATEGIES = ("auto", "vmap", "map", "tune")
@@ -43,6 +43,11 @@ class EngineOptions:
         ``coordjax.conv.resolve_lowering("auto", vmapped=True)`` (never a timing; one value
         for plain and transposed convolutions on every platform). The resolved lowering is
         recorded in the workdir's ``config.json`` (``"lowering"``) and reused on resume.
+      device_memory: bytes one device may hold, or None (default: no memory planning). Each
+        bucket's program is then measured by XLA's memory analysis
+        (:mod:`coordjax.sweep.memory`) and run with a smaller map batch or split into programs
+        of fewer models until it fits; a bucket of which one model does not fit is refused
+        before anything is written.
     """
 
     strategy: str = "auto"
@@ -52,6 +57,7 @@ class EngineOptions:
     progress: bool = True
     pad: tuple[str, ...] = ()
     lowering: str = "auto"
+    device_memory: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "pad", validate_pad(self.pad))
@@ -59,3 +65,5 @@ class EngineOptions:
         check_choice("strategy", self.strategy, STRATEGIES)
         if not isinstance(self.map_batch_size, int) or self.map_batch_size < 1:
             raise ValueError(f"map_batch_size must be a positive int; got {self.map_batch_size!r}")
+        if self.device_memory is not None:
+            positive_int("device_memory", self.device_memory)

@@ -55,6 +55,8 @@ class BucketTrainer:
     progress: Progress
     buckets: list[Bucket]
     callbacks: tuple[Callback, ...] = ()
+    map_batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    """bucket_id -> the map batch its memory plan picked (default: ``options.map_batch_size``)."""
 
     @property
     def devices(self) -> int:
@@ -190,15 +192,16 @@ class BucketTrainer:
                 )  # fmt: skip
             return choice
         per_device = -(-bucket.num_models // self.devices)
+        map_batch = self.map_batch_sizes.get(bucket.bucket_id, options.map_batch_size)
         if options.strategy in ("vmap", "map"):
-            choice, source = (options.strategy, options.map_batch_size), "option"
+            choice, source = (options.strategy, map_batch), "option"
         elif options.strategy == "tune" and jax.process_count() == 1:
-            choice = tune_strategy(setup, data, runs, state, self.mesh, options.map_batch_size,
+            choice = tune_strategy(setup, data, runs, state, self.mesh, map_batch,
                                    self.programs, bucket.experiment.recipe)  # fmt: skip
             source = "tune"
         else:  # processes must agree on the program, and timings differ between hosts
             platform = jax.devices()[0].platform
-            choice = default_strategy(platform, per_device, options.map_batch_size)
+            choice = default_strategy(platform, per_device, map_batch)
             source = "rule"
         if jax.process_index() == 0:
             wd.record_strategy(
