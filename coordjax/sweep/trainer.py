@@ -52,6 +52,9 @@ class BucketTrainer:
     programs: Programs
     progress: Progress
     buckets: list[Bucket]
+    # Buckets found finished on arrival: said once, although a sweep with rungs visits every
+    # bucket once per stage.
+    found_finished: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def devices(self) -> int:
@@ -94,8 +97,10 @@ class BucketTrainer:
                 checkpoints.quarantine(epoch, "results rows missing")
             start_epoch = 0
         if start_epoch >= last:
-            self.progress.restored(bucket, start_epoch)
-            logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
+            if bucket.bucket_id not in self.found_finished:
+                self.found_finished.add(bucket.bucket_id)
+                self.progress.restored(bucket, start_epoch)
+                logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
             return results
         if start_epoch >= end:
             return results  # at this rung already
