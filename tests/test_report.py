@@ -211,6 +211,25 @@ def test_a_rerun_keeps_the_hand_written_reading(golden, tmp_path, monkeypatch):
         assert rest.startswith("\n\nThe deconv models *memorise*") and "## Paper vs ours" in rest
 
 
+def test_the_time_axis_is_seconds_per_model(golden):
+    """Fig 4 / 6 draw each run's share of its bucket's seconds, by model-steps (or by runs in a
+    table without them), and say so."""
+    from coordjax.report.figures import model_seconds
+
+    rows = pd.DataFrame({
+        "bucket_id": ["a", "a", "a", "b"], "run_id": ["x", "y", "x", "z"],
+        "wall_time": [10.0, 10.0, 30.0, 8.0], "step": [100, 100, 300, 50],
+        "bucket_model_steps": [200, 200, 500, 0],
+    })  # fmt: skip
+    # x and y share 10 s at 100 steps each; then y is pruned: x has 300 of 500 model-steps.
+    np.testing.assert_allclose(model_seconds(rows), [5.0, 5.0, 18.0, 8.0])
+    np.testing.assert_allclose(
+        model_seconds(rows.drop(columns="bucket_model_steps")), [5.0, 5.0, 15.0, 8.0]
+    )
+    text = golden[2].read_text()
+    assert text.count("the time axis is training seconds per model") == 2  # Fig 4 and Fig 6
+
+
 def test_partial_sweep_says_so(tmp_path):
     results = synthetic_results()
     cut = (results["run_id"] == "coordconv_classifier-uniform-0.01-0") & (results["epoch"] == 30)

@@ -23,6 +23,13 @@ READING_FILE = "reading.md"
 """Hand-written Markdown in the report folder (e.g. a ``## Reading`` section): the report
 includes it after its header and never writes it."""
 RENDER_SAMPLES = 3
+TIME_AXIS = (
+    "the time axis is training seconds per model: each run's share of its bucket's training "
+    "and evaluation seconds (the models of a bucket train together; the share is by "
+    "model-steps), not the paper's one model alone. A sweep run with its progress bar (the "
+    "CLI's default) compiles before it times; without it, a bucket's first evaluation includes "
+    "its compile."
+)
 
 CAPTIONS = {
     "fig_s2": (
@@ -272,15 +279,14 @@ def _figure_sections(record: SweepRecord, out: pathlib.Path) -> list[str]:
         parts.append(_figure_md(path, "Fig S2: model size vs test accuracy", "fig_s2"))
         path = figures.test_vs_train(final, results, "classification", out / "fig_4.png")
         parts.append(
-            _figure_md(path, "Fig 4: test vs train accuracy; accuracy vs time", "fig_4",
-                       "wall time is the run's bucket's, shared by the models trained with it.")
+            _figure_md(path, "Fig 4: test vs train accuracy; accuracy vs time", "fig_4", TIME_AXIS)
         )  # fmt: skip
         parts.append(_fig5(record, out))
     if "rendering" in tasks:
         path = figures.size_vs_metric(final, "rendering", out / "fig_s2_rendering.png")
         parts.append(_figure_md(path, "Rendering: model size vs test IoU", "fig_s2_rendering"))
         path = figures.test_vs_train(final, results, "rendering", out / "fig_6.png")
-        parts.append(_figure_md(path, "Fig 6: test vs train IoU; IoU vs time", "fig_6"))
+        parts.append(_figure_md(path, "Fig 6: test vs train IoU; IoU vs time", "fig_6", TIME_AXIS))
         parts.append(_render_samples(record, out))
     if "regression" in tasks:
         parts.append(_regression(record, out))
