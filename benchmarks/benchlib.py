@@ -26,14 +26,23 @@ import jaxlib
 import optax
 
 
-def command_line() -> str:
-    """The command as run, with the JAX environment variables that change what it measures."""
-    env = [
-        f"{k}={shlex.quote(os.environ[k])}"
-        for k in ("JAX_PLATFORMS", "XLA_FLAGS")
-        if k in os.environ
-    ]
-    return " ".join([*env, shlex.join([sys.executable, *sys.argv])])
+def command_line(argv=None, environ=None, cwd=None) -> str:
+    """The command as a user would type it from the repository root, with the JAX environment
+    variables that change what it measures: ``python`` (not this interpreter's path) and the
+    script relative to the working directory (``argv``, ``environ``, ``cwd``: this process's by
+    default)."""
+    argv = list(sys.argv if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    script = pathlib.Path(argv[0]) if argv else pathlib.Path("-")
+    if script.is_absolute():
+        try:
+            script = script.relative_to(pathlib.Path.cwd() if cwd is None else cwd)
+        except ValueError:  # run from elsewhere: the path from the benchmarks folder on
+            parts = script.parts
+            if "benchmarks" in parts:
+                script = pathlib.Path(*parts[len(parts) - parts[::-1].index("benchmarks") - 1 :])
+    env = [f"{k}={shlex.quote(environ[k])}" for k in ("JAX_PLATFORMS", "XLA_FLAGS") if k in environ]
+    return " ".join([*env, shlex.join(["python", str(script), *argv[1:]])])
 
 
 def environment_lines(title: str) -> list[str]:

@@ -79,12 +79,23 @@ def _user_code_error(err: BaseException, filename: str, doing: str) -> UsageErro
     return UsageError(f"{where}: {doing}: {type(err).__name__}: {message}")
 
 
+def _check_sweep_name(name: str) -> None:
+    """A catalog sweep's name or an existing .py file (a one-line UsageError otherwise)."""
+    if name.endswith(".py"):
+        if not pathlib.Path(name).is_file():
+            raise UsageError(f"sweep file {name!r} does not exist")
+    elif name not in catalog.SWEEPS:
+        raise UsageError(
+            f"unknown sweep {name!r}; choose from {list(catalog.SWEEPS)} "
+            "or pass a path to a .py file defining PRESETS"
+        )
+
+
 def _load_sweep_module(name: str):
     """A catalog sweep by name, or a user's sweep file (a .py path defining PRESETS)."""
+    _check_sweep_name(name)
     if name.endswith(".py"):
         path = pathlib.Path(name)
-        if not path.is_file():
-            raise UsageError(f"sweep file {name!r} does not exist")
         spec = importlib.util.spec_from_file_location(f"coordjax_user_sweep_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         try:
@@ -98,18 +109,12 @@ def _load_sweep_module(name: str):
                 "a coordjax.sweep.Sweep)"
             )
         return module
-    if name not in catalog.SWEEPS:
-        raise UsageError(
-            f"unknown sweep {name!r}; choose from {list(catalog.SWEEPS)} "
-            "or pass a path to a .py file defining PRESETS"
-        )
     return importlib.import_module(f"coordjax.catalog.{name}")
 
 
-def _build_preset(module, sweep_name: str, preset: str):
-    """Calls the preset's function; a Sweep, or a one-line UsageError saying what is wrong."""
-    from coordjax import sweep as sw
-
+def _preset_function(module, sweep_name: str, preset: str):
+    """The preset's function, or a one-line UsageError (unknown, retired, not callable); reads
+    the module's ``PRESETS`` only (no JAX)."""
     presets = module.PRESETS
     retired = getattr(module, "RETIRED", {})
     if preset not in presets and preset in retired:
@@ -127,6 +132,14 @@ def _build_preset(module, sweep_name: str, preset: str):
             f"preset {preset!r} of {sweep_name!r} is a {type(make).__name__}, not a function; "
             "PRESETS maps names to functions returning a coordjax.sweep.Sweep"
         )
+    return make
+
+
+def _build_preset(module, sweep_name: str, preset: str):
+    """Calls the preset's function; a Sweep, or a one-line UsageError saying what is wrong."""
+    from coordjax import sweep as sw
+
+    make = _preset_function(module, sweep_name, preset)
     try:
         definition = make()
     except (Exception, SystemExit) as err:
@@ -433,6 +446,28 @@ def _estimated_time(definition) -> str | None:
     return f"{format_duration(pruned)} pruned ({format_duration(estimate.seconds)} unpruned)"
 
 
+def _long_run_warning(definition, options) -> str | None:
+    """A sentence when the sweep's estimate on this device (pruned, with rules) is long (more
+    than :data:`coordjax.sweep.rates.LONG_SECONDS`), else None."""
+    from coordjax.sweep.dry_run import pruned_estimate
+    from coordjax.sweep.planner import plan
+    from coordjax.sweep.rates import LONG_SECONDS, estimate_seconds, long_run_warning
+
+    try:
+        estimate = estimate_seconds(definition, options)
+    except ValueError:  # a sweep this device cannot estimate
+        return None
+    seconds, how = estimate.seconds, ""
+    if definition.rules():
+        buckets = plan(definition.expand(), experiment=definition.experiment,
+                       max_models=options.max_models, pad=options.pad)  # fmt: skip
+        *_, seconds = pruned_estimate(definition, buckets, estimate)
+        how = "with its pruning"
+    if seconds <= LONG_SECONDS:
+        return None
+    return f"{long_run_warning(seconds, estimate.device_kind, how)} (a rerun resumes)"
+
+
 def _lower(args) -> str:
     """Per bucket of the preset: its program's convolutions and dots on ``--platform``."""
     from coordjax import sweep as sw
@@ -550,17 +585,27 @@ def _report(workdir: str) -> str:
 
 
 def _sweep(args) -> int:
+    # Everything is checked before the workdir is touched; what needs no sweep (flags, the
+    # sweep file, the preset's name) before JAX is imported, which takes seconds.
+    _check_sweep_name(args.name)
+    _check_flag_values(args)
+    slot = _task_slot(args)  # a fan-out, from the flags or the scheduler's environment
+    if args.distributed:  # before anything touches a JAX backend
+        import jax
+
+        jax.distributed.initialize()
+    where = args.name if args.name.endswith(".py") else f"sweep {args.name!r}"
+    module = _load_sweep_module(args.name)
+    _preset_function(module, args.name, args.preset)
+    _check_prune_flags(args)
+    if not args.dry_run and not args.workdir:
+        raise UsageError("--workdir is required (unless --dry-run)")
+
     import jax
 
     from coordjax import sweep as sw
     from coordjax.sweep import dry_run, engine, memory
 
-    slot = _task_slot(args)  # a fan-out, from the flags or the scheduler's environment
-    if args.distributed:  # before anything touches a JAX backend
-        jax.distributed.initialize()
-    where = args.name if args.name.endswith(".py") else f"sweep {args.name!r}"
-    # Everything is checked before the workdir is touched.
-    module = _load_sweep_module(args.name)
     definition = _build_preset(module, args.name, args.preset)
     try:
         definition = sw.customize(definition, seeds=args.seeds, only=args.only)
@@ -588,14 +633,15 @@ def _sweep(args) -> int:
         except memory.DoesNotFit as err:
             raise UsageError(f"--device-memory: {err}") from err
         return 0
-    if not args.workdir:
-        raise UsageError("--workdir is required (unless --dry-run)")
     callbacks = _callbacks(args)
     fanned = {}
     if slot is not None:
         fanned = {"task": slot, "stale_after": _stale_after(args)}
         print(f"coordjax: task {slot.index} of {slot.count} (from {slot.source}) on workdir "
               f"{args.workdir}", file=sys.stderr)  # fmt: skip
+    warning = _long_run_warning(definition, options)
+    if warning:
+        print(f"coordjax: WARNING: {warning}", file=sys.stderr)
     start = time.perf_counter()
     try:
         results = sw.run_sweep(
@@ -671,6 +717,42 @@ def _summary(definition, workdir, results, wall: float, report: str | None) -> s
     return summary_text(results, scores, by=groups, wall_seconds=wall, report=report)
 
 
+def _check_flag_values(args) -> None:
+    """The sweep flags whose values are wrong whatever the sweep (a one-line UsageError)."""
+    for flag in ("seeds", "max_models", "map_batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive int; got {value!r}")
+    if args.no_prune and any(
+        f is not None for f in (args.prune_at, args.prune_keep, args.prune_metric)
+    ):
+        raise UsageError("--no-prune cannot be combined with --prune-at/-keep/-metric")
+    _prune_at(args)
+
+
+def _check_prune_flags(args) -> None:
+    """``--prune-at`` and ``--prune-keep`` as a rule would take them (whatever the sweep)."""
+    from coordjax.sweep.pruning import Prune  # pandas, not JAX
+
+    keep = 1 / 3 if args.prune_keep is None else args.prune_keep
+    try:
+        Prune(at=_prune_at(args) or (1,), keep=keep)
+    except ValueError as err:
+        raise UsageError(_flag_names(err, prune_flags=True)) from err
+
+
+def _prune_at(args) -> tuple[int, ...] | None:
+    """``--prune-at`` as epochs (None when absent)."""
+    if args.prune_at is None:
+        return None
+    try:
+        return tuple(int(e) for e in args.prune_at.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--prune-at must be comma-separated epochs, e.g. 25,50,100; got {args.prune_at!r}"
+        ) from None
+
+
 def _with_prune_flags(definition, args):
     """The sweep with the rule the ``--prune-*`` flags say (they override the sweep's)."""
     from coordjax import sweep as sw
@@ -678,20 +760,13 @@ def _with_prune_flags(definition, args):
 
     flags = (args.prune_at, args.prune_keep, args.prune_metric)
     if args.no_prune:
-        if any(f is not None for f in flags):
-            raise UsageError("--no-prune cannot be combined with --prune-at/-keep/-metric")
         return sw.customize(definition, prune=None)
     if all(f is None for f in flags):
         return definition
     rules = list(dict.fromkeys(definition.rules().values()))
     base = rules[0] if len(rules) == 1 else None
     if args.prune_at is not None:
-        try:
-            at = tuple(int(e) for e in args.prune_at.split(","))
-        except ValueError:
-            raise UsageError(
-                f"--prune-at must be comma-separated epochs, e.g. 25,50,100; got {args.prune_at!r}"
-            ) from None
+        at = _prune_at(args)
     elif base is not None:
         at = base.at
     else:

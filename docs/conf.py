@@ -24,7 +24,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# A report folder's reading.md is included in its report.md (coordjax report does it).
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "reports/*/reading.md"]
 templates_path = ["_templates"]
 
 # MyST: `{directive}` fences, $...$ maths not needed; heading anchors for [text](page.md#anchor).

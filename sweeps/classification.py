@@ -26,7 +26,7 @@ Presets:
              paper grid's lrs with unit inputs (l2 1e-3, batch 16, 10 epochs), both splits (the
              faithful raw-input CoordConv at 50 epochs is ``evidence``). Its report:
              docs/reports/classification-fig-s2-cpu.
-  smoke      a small real sweep for a 2-core CPU (74 s idle, measured): CoordConv (lr 5e-3,
+  smoke      a small real sweep for a 2-core CPU (75 s idle, measured): CoordConv (lr 5e-3,
              l2 1e-3, batch 16, seed 0, 3 epochs) with its inputs in the coordinate channels'
              range (``input_scale="unit"``), and a small deconv (fs 2, c 1, lr 2e-3, batch 32,
              3 epochs), both splits. Expected (matmul lowering, CPU): CoordConv 100 % train and

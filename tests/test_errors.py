@@ -522,3 +522,56 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"coordjax {cj.__version__}"
+
+
+def test_mistakes_in_flags_and_sweep_files_are_answered_before_jax_is_imported(tmp_path):
+    """Importing JAX takes seconds (10-40 on a loaded 2-core machine): a mistake that needs no
+    sweep is answered without it (one process for every case; each must exit 2, JAX unloaded)."""
+    empty = tmp_path / "empty.py"
+    empty.write_text("PRESETS = {}\n")
+    cases = [
+        ["sweep", "nosuch"],
+        ["sweep", str(tmp_path / "gone.py"), "--workdir", "w"],
+        ["sweep", str(empty), "--workdir", "w"],
+        ["sweep", "classification", "--preset", "huge"],
+        ["sweep", "classification", "--bogus"],
+        ["sweep", "classification"],
+        ["sweep", "classification", "--seeds", "0", "--workdir", "w"],
+        ["sweep", "classification", "--prune-at", "3,x", "--workdir", "w"],
+        ["sweep", "classification", "--prune-keep", "2", "--workdir", "w"],
+        ["sweep", "classification", "--task-index", "3", "--task-count", "2", "--workdir", "w"],
+    ]
+    script = textwrap.dedent(f"""
+        import sys
+        from coordjax import cli
+        for argv in {cases!r}:
+            assert cli.main(argv) == 2, argv
+            assert "jax" not in sys.modules, argv
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == len(cases) and all(line.startswith("coordjax: ") for line in lines)
+
+
+def test_a_long_sweep_says_so_before_it_trains(tmp_path, capsys, monkeypatch):
+    """The first line of a sweep estimated longer than LONG_SECONDS (here: any) is the estimate,
+    the device and what shortens it; the sweep itself is not run (a stand-in stops it)."""
+    from coordjax import sweep as sw
+    from coordjax.sweep import rates
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rates, "LONG_SECONDS", 0.0)
+    monkeypatch.setattr(sw, "run_sweep", stop)
+    argv = ["sweep", sweep_file(tmp_path), "--preset", "t", "--workdir", str(tmp_path / "w")]
+    status, _, err = run_cli(capsys, argv)
+    first = err.splitlines()[0]
+    assert status == 130 and first.startswith("coordjax: WARNING: estimated "), err
+    for part in (" on cpu: ", "--dry-run", "--prune-at", "GPU"):
+        assert part in first, (part, first)
+    monkeypatch.setattr(rates, "LONG_SECONDS", 1e9)
+    status, _, err = run_cli(capsys, argv)
+    assert status == 130 and "WARNING" not in err, err

@@ -189,6 +189,20 @@ def test_a_pruned_run_keeps_its_rows_and_its_last_checkpoint(straight):
     assert set(best["best_run"]) <= set(pruned.loc[pruned["status"] == "finished", "run_id"])
 
 
+def test_rerun_of_a_finished_pruned_sweep_says_each_bucket_once(pruned_run, tmp_path, caplog):
+    """A finished bucket is visited at every stage (each rung, then the end) but said once."""
+    import logging
+
+    root, pruned = pruned_run
+    shutil.copytree(root / "pruned", tmp_path / "w")
+    with caplog.at_level(logging.INFO, logger="coordjax"):
+        again = sweep_run(pruned_sweep(), tmp_path / "w")
+    said = [r.getMessage() for r in caplog.records if "finished, nothing to do" in r.getMessage()]
+    assert sorted(said) == sorted(f"bucket {b}: finished, nothing to do"
+                                  for b in pruned["bucket_id"].unique())  # fmt: skip
+    pd.testing.assert_frame_equal(again, pruned)
+
+
 @pytest.mark.slow
 def test_sharded_vmapped_survivors_equal_the_unpruned_runs_to_float_noise(tmp_path):
     """One vmapped program per bucket, sharded over the 4 test devices: a narrower stack rounds

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -189,6 +190,44 @@ def test_figures_are_drawn_and_not_blank(golden):
         assert image[..., :3].std() > 0.05, name  # not blank
     # Without checkpoints the figures needing model outputs say why they are missing.
     assert "Fig 5: summed predictions, quadrant split\n\nNot drawn" in text
+
+
+def test_a_rerun_keeps_the_hand_written_reading(golden, tmp_path, monkeypatch):
+    """report/reading.md is included after the header of every (re)written report and never
+    written (figures left out here: they do not touch it)."""
+    from coordjax.report import build
+
+    workdir, _, first = golden
+    assert "reading.md" not in first.read_text()
+    shutil.copytree(workdir, tmp_path / "w")  # with the report written once
+    reading = "## Reading\n\nThe deconv models *memorise*; see [Fig 4](fig_4.png).\n"
+    (tmp_path / "w" / "report" / "reading.md").write_text(reading)
+    monkeypatch.setattr(build, "_figure_sections", lambda record, out: [])
+    for _ in range(2):
+        text = report.write_report(tmp_path / "w").read_text()
+        assert (tmp_path / "w" / "report" / "reading.md").read_text() == reading
+        header, rest = text.split("## Reading", 1)
+        assert header.startswith("# Reproduction report") and "## Paper vs ours" not in header
+        assert rest.startswith("\n\nThe deconv models *memorise*") and "## Paper vs ours" in rest
+
+
+def test_the_time_axis_is_seconds_per_model(golden):
+    """Fig 4 / 6 draw each run's share of its bucket's seconds, by model-steps (or by runs in a
+    table without them), and say so."""
+    from coordjax.report.figures import model_seconds
+
+    rows = pd.DataFrame({
+        "bucket_id": ["a", "a", "a", "b"], "run_id": ["x", "y", "x", "z"],
+        "wall_time": [10.0, 10.0, 30.0, 8.0], "step": [100, 100, 300, 50],
+        "bucket_model_steps": [200, 200, 500, 0],
+    })  # fmt: skip
+    # x and y share 10 s at 100 steps each; then y is pruned: x has 300 of 500 model-steps.
+    np.testing.assert_allclose(model_seconds(rows), [5.0, 5.0, 18.0, 8.0])
+    np.testing.assert_allclose(
+        model_seconds(rows.drop(columns="bucket_model_steps")), [5.0, 5.0, 15.0, 8.0]
+    )
+    text = golden[2].read_text()
+    assert text.count("the time axis is training seconds per model") == 2  # Fig 4 and Fig 6
 
 
 def test_partial_sweep_says_so(tmp_path):

@@ -222,16 +222,58 @@ def test_fit_runs_and_reports_every_evaluation():
     assert result.history[-1]["train_loss"] < np.log(4096)
 
 
-def test_fit_is_deterministic_given_the_seed():
-    ds = datasets.not_so_clevr("uniform")
-    run = functools.partial(
-        fit, models.build("tiny"), TASK, ds, make_hparams(0.05), epochs=1, batch_size=512
+def _fit_and_one_run_sweep(tmp_path, model, epochs, **config):
+    """``fit`` and a sweep of the one run config (one device): ``(fit's result, the sweep's
+    results, the sweep's params)``."""
+    from coordjax.paper.run_config import RunConfig, make_setup
+    from coordjax.sweep import EngineOptions, Grid, load_run, run_sweep, union
+
+    run = RunConfig.of({"model": model, "epochs": epochs, "eval_every": 1, **config})
+    # One device: the tests' four CPU devices would shard the sweep, another program.
+    options = EngineOptions(progress=False, shard=False)
+    results = run_sweep(union("one", [Grid("one", base=dataclasses.asdict(run))]), tmp_path,
+                        options=options)  # fmt: skip
+    setup = make_setup(run.static(), steps_per_epoch=1)
+    alone = fit(
+        models.build(model), setup.task, datasets.not_so_clevr(run.split),
+        make_hparams(run.lr, run.l2), seed=run.seed, epochs=epochs, batch_size=run.batch_size,
+        eval_every=1, prepare=setup.prepare,
+    )  # fmt: skip
+    return alone, results, load_run(tmp_path, results["run_id"][0])["params"]
+
+
+def _assert_same_run(alone, results, swept_params):
+    """Params and every evaluation's metrics exactly equal."""
+    jax.tree.map(np.testing.assert_array_equal, swept_params, jax.device_get(alone.state.params))
+    rows = results.sort_values("epoch").iterrows()
+    for row, (_, swept) in zip(alone.history, rows, strict=True):
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                    "epoch_train_loss"):  # fmt: skip
+            assert row[key] == swept[key], (row["epoch"], key)
+
+
+def test_fit_equals_a_one_run_sweep_bit_for_bit(tmp_path):
+    """fit runs the sweep's program (a model axis of size 1), so a one-run sweep of the same
+    config gives the same numbers exactly; another seed gives others."""
+    alone, results, swept = _fit_and_one_run_sweep(
+        tmp_path, "tiny", 1, split="uniform", lr=0.05, batch_size=512, seed=3
     )
-    a, b, c = run(seed=3), run(seed=3), run(seed=4)
-    jax.tree.map(np.testing.assert_array_equal, a.state.params, b.state.params)
+    _assert_same_run(alone, results, swept)
+    other = fit(models.build("tiny"), TASK, datasets.not_so_clevr("uniform"), make_hparams(0.05),
+                seed=4, epochs=1, batch_size=512, eval_every=1)  # fmt: skip
     assert not np.array_equal(
-        a.state.params["logits"]["kernel"], c.state.params["logits"]["kernel"]
+        alone.state.params["logits"]["kernel"], other.state.params["logits"]["kernel"]
     )
+
+
+@pytest.mark.slow
+def test_fit_equals_a_one_run_sweep_bit_for_bit_on_the_coordconv_classifier(tmp_path):
+    """The README's fit example (unit inputs, seed 0, lr 5e-3, l2 1e-3, batch 16, quadrant),
+    one epoch: the same numbers as that run in a sweep (the smoke preset's)."""
+    _assert_same_run(*_fit_and_one_run_sweep(
+        tmp_path, "coordconv_classifier", 1, split="quadrant", lr=0.005, l2=0.001,
+        batch_size=16, input_scale="unit",
+    ))  # fmt: skip
 
 
 def _with(ds, side, **fields):

@@ -19,7 +19,17 @@ logger = logging.getLogger("coordjax.report")
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
+READING_FILE = "reading.md"
+"""Hand-written Markdown in the report folder (e.g. a ``## Reading`` section): the report
+includes it after its header and never writes it."""
 RENDER_SAMPLES = 3
+TIME_AXIS = (
+    "the time axis is training seconds per model: each run's share of its bucket's training "
+    "and evaluation seconds (the models of a bucket train together; the share is by "
+    "model-steps), not the paper's one model alone. A sweep run with its progress bar (the "
+    "CLI's default) compiles before it times; without it, a bucket's first evaluation includes "
+    "its compile."
+)
 
 CAPTIONS = {
     "fig_s2": (
@@ -78,10 +88,11 @@ CAPTIONS = {
 def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
     """Writes ``WORKDIR/report/report.md`` and its PNG figures; returns the Markdown's path.
 
-    Reads only the workdir (config.json, results.csv, checkpoints). Figures whose data the
-    workdir lacks are left out; figures that need model outputs (Fig 5, rendering samples,
-    regression centres) load parameters from the checkpoints and run the models on this
-    machine's first device.
+    Reads only the workdir (config.json, results.csv, checkpoints) and, when present, the
+    hand-written ``WORKDIR/report/reading.md`` (:data:`READING_FILE`), which the report
+    includes after its header and which is never written. Figures whose data the workdir lacks
+    are left out; figures that need model outputs (Fig 5, rendering samples, regression centres)
+    load parameters from the checkpoints and run the models on this machine's first device.
 
     Raises:
       ReportError: not a sweep workdir, or nothing evaluated yet.
@@ -93,12 +104,13 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):  # figures of an earlier report may no longer apply
         old.unlink()
+    reading = _reading(out)
     if record.config.get("experiment", "paper") == "paper":
-        sections = [_header(record), _paper_section(record)]
+        sections = [_header(record), reading, _paper_section(record)]
         sections += _figure_sections(record, out)
         sections += _table_sections(record)
     else:
-        sections = [generic.header(record), *generic.sections(record, out)]
+        sections = [generic.header(record), reading, *generic.sections(record, out)]
     path = out / REPORT_FILE
     text = "\n\n".join(s.strip() for s in sections if s.strip()) + "\n"
     tmp = path.with_suffix(".md.tmp")
@@ -108,6 +120,18 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
 
 
 # -- text sections ------------------------------------------------------------------------------
+
+
+def _reading(out: pathlib.Path) -> str:
+    """The hand-written reading (``out / READING_FILE``) as the report includes it, or ""."""
+    path = out / READING_FILE
+    if not path.is_file():
+        return ""
+    return (
+        f"<!-- {READING_FILE}: written by hand; `coordjax report` includes it here and never "
+        f"changes it -->\n{path.read_text().strip()}"
+    )
+
 
 
 def _header(record: SweepRecord) -> str:
@@ -255,15 +279,14 @@ def _figure_sections(record: SweepRecord, out: pathlib.Path) -> list[str]:
         parts.append(_figure_md(path, "Fig S2: model size vs test accuracy", "fig_s2"))
         path = figures.test_vs_train(final, results, "classification", out / "fig_4.png")
         parts.append(
-            _figure_md(path, "Fig 4: test vs train accuracy; accuracy vs time", "fig_4",
-                       "wall time is the run's bucket's, shared by the models trained with it.")
+            _figure_md(path, "Fig 4: test vs train accuracy; accuracy vs time", "fig_4", TIME_AXIS)
         )  # fmt: skip
         parts.append(_fig5(record, out))
     if "rendering" in tasks:
         path = figures.size_vs_metric(final, "rendering", out / "fig_s2_rendering.png")
         parts.append(_figure_md(path, "Rendering: model size vs test IoU", "fig_s2_rendering"))
         path = figures.test_vs_train(final, results, "rendering", out / "fig_6.png")
-        parts.append(_figure_md(path, "Fig 6: test vs train IoU; IoU vs time", "fig_6"))
+        parts.append(_figure_md(path, "Fig 6: test vs train IoU; IoU vs time", "fig_6", TIME_AXIS))
         parts.append(_render_samples(record, out))
     if "regression" in tasks:
         parts.append(_regression(record, out))

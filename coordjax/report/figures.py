@@ -214,12 +214,14 @@ def _time_panel(ax, table: pd.DataFrame, results: pd.DataFrame, task: str) -> No
         good = mine.loc[mine[metric] >= 0.8 * bar.low] if bar.larger_is_better else mine.iloc[:0]
         chosen += [(family, best["run_id"], True)]
         chosen += [(family, r, False) for r in good["run_id"] if r != best["run_id"]][:8]
+    seconds = model_seconds(results)
     for family, run_id, is_best in chosen:
-        history = results.loc[results["run_id"] == run_id].sort_values("epoch")
-        ax.plot(history["wall_time"], k * history[metric], "-o" if is_best else "-", ms=3,
+        mine = results["run_id"] == run_id
+        history = results.loc[mine].assign(seconds=seconds[mine]).sort_values("epoch")
+        ax.plot(history["seconds"], k * history[metric], "-o" if is_best else "-", ms=3,
                 lw=1.4 if is_best else 0.7, alpha=1.0 if is_best else 0.5, color=color(family),
                 label=f"{label(family)} best" if is_best else None)  # fmt: skip
-    _time_axis(ax, results.loc[results["run_id"].isin([c[1] for c in chosen]), "wall_time"])
+    _time_axis(ax, seconds[results["run_id"].isin([c[1] for c in chosen])])
     ax.set_title(f"{uniform['split'].iloc[0]} split: best runs over time")
     ax.set_ylabel(paper.METRIC_LABELS[metric])
     if bar.larger_is_better:
@@ -228,14 +230,32 @@ def _time_panel(ax, table: pd.DataFrame, results: pd.DataFrame, task: str) -> No
     ax.legend(loc="best")
 
 
+def model_seconds(results: pd.DataFrame) -> pd.Series:
+    """Each row's training seconds per model: its run's share of its bucket's ``wall_time``.
+
+    The models of a bucket train together (M at once), so a bucket's seconds are shared: the
+    share is the bucket's seconds x the run's ``step`` / the bucket's ``bucket_model_steps``
+    (its model-steps so far), or the bucket's seconds / its runs in a results table without that
+    column. A bucket that grows from 1 to M models divides its time by M: a model is not drawn
+    M times slower for the company it trained in.
+    """
+    wall = results["wall_time"].astype(float)
+    if "bucket_model_steps" in results:
+        spent = results["bucket_model_steps"].astype(float)
+        share = results["step"].astype(float) / spent.where(spent > 0)
+    else:
+        share = 1.0 / results.groupby("bucket_id")["run_id"].transform("nunique")
+    return (wall * share).fillna(wall)
+
+
 def _time_axis(ax, seconds: pd.Series) -> None:
     """Log scale when the times span more than a decade (the paper's Fig 4 / 6), else linear."""
     seconds = seconds[seconds > 0]
     if len(seconds) and seconds.max() / seconds.min() > 10:
         ax.set_xscale("log")
-        ax.set_xlabel("wall time of the run's bucket (s, log scale)")
+        ax.set_xlabel("training seconds per model (log scale)")
     else:
-        ax.set_xlabel("wall time of the run's bucket (s)")
+        ax.set_xlabel("training seconds per model")
 
 
 def training_curves(results: pd.DataFrame, best: pd.DataFrame, path: pathlib.Path):

@@ -49,8 +49,9 @@ ASSUMED_FLOP_RATE = {"cpu": 5e9, "gpu": 5e12, "tpu": 2e13}
 ASSUMED_COMPILE_S = {"cpu": 10.0, "gpu": 20.0, "tpu": 30.0}
 """Seconds per compiled program assumed when the table has no compile time."""
 
-LONG_SECONDS = 24 * 3600.0
-"""An estimate above this is flagged as long (:attr:`SweepEstimate.warning`)."""
+LONG_SECONDS = 3 * 3600.0
+"""An estimate above this is flagged as long (:attr:`SweepEstimate.warning`; the dry run, and
+``coordjax sweep`` before it trains)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,10 +308,17 @@ class SweepEstimate:
         """A sentence when the estimate exceeds :data:`LONG_SECONDS`, else None."""
         if self.seconds <= LONG_SECONDS:
             return None
-        return (
-            f"estimated {format_duration(self.seconds)} on {self.device_kind}: consider a "
-            "smaller preset, --only, or an accelerator"
-        )
+        return long_run_warning(self.seconds, self.device_kind)
+
+
+def long_run_warning(seconds: float, device_kind: str, how: str = "") -> str:
+    """The sentence a long estimate (``seconds`` on ``device_kind``; ``how``: e.g. "with its
+    pruning") is flagged with: what shortens it."""
+    return (
+        f"estimated {format_duration(seconds)}{f' {how}' if how else ''} on {device_kind}: "
+        "`--dry-run` shows the plan; --prune-at (successive halving), --only, a smaller preset "
+        "or a GPU shortens it"
+    )
 
 
 def _log_distance(a: float, b: float) -> float:

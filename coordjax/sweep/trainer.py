@@ -57,6 +57,9 @@ class BucketTrainer:
     callbacks: tuple[Callback, ...] = ()
     map_batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     """bucket_id -> the map batch its memory plan picked (default: ``options.map_batch_size``)."""
+    # Buckets found finished on arrival: said once, although a sweep with rungs visits every
+    # bucket once per stage.
+    found_finished: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def devices(self) -> int:
@@ -99,8 +102,10 @@ class BucketTrainer:
                 checkpoints.quarantine(epoch, "results rows missing")
             start_epoch = 0
         if start_epoch >= last:
-            self.progress.restored(bucket, start_epoch)
-            logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
+            if bucket.bucket_id not in self.found_finished:
+                self.found_finished.add(bucket.bucket_id)
+                self.progress.restored(bucket, start_epoch)
+                logger.info("bucket %s: finished, nothing to do", bucket.bucket_id)
             return results
         if start_epoch >= end:
             return results  # at this rung already
