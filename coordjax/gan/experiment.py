@@ -7,9 +7,12 @@ section 7.2, records it):
 * the non-saturating GAN loss on logits: the discriminator minimises
   ``softplus(-D(x)) + softplus(D(G(z)))``, the generator ``softplus(-D(G(z)))``;
 * ``z`` of dimension ``z_dim`` (256) uniform in [-1, 1], a fresh draw every iteration;
-* per iteration one discriminator step, then ``g_steps`` (2) generator steps on the same ``z``;
-  the discriminator sees a real batch and ``G(z)`` in training mode (BatchNorm on batch
-  statistics, each call its own), the generator's BatchNorm statistics move in its own steps;
+* per iteration one discriminator step, then ``g_steps`` (2) generator steps on the same ``z``
+  and real batch; the discriminator's BatchNorm normalises each training call over the real
+  batch and ``G(z)`` together (ours: separate calls would normalise away much of what tells
+  them apart, and at a 16 x 16 canvas, whose last feature map is 1 x 1, all of it: the mean
+  logit of a batch would not depend on its images); the generator's BatchNorm statistics move
+  in its own steps;
 * Adam for each network (beta1 0.9, beta2 0.99, the reference's), learning rates ``d_lr``
   (1e-4) and ``g_lr`` (5e-4), both vmapped keys; no weight penalty (the reference's L2 on the
   CoordConv generator has no recorded weight);
@@ -244,19 +247,22 @@ def train_step(setup: GanSetup, data: GanData, run: GanRun, state: GanState, idx
     fake, _ = _train_mode(setup.generator, state.g_params, state.g_stats, z)
     fake = jax.lax.stop_gradient(fake)
 
+    b = idx.shape[0]
+
     def d_loss_of(d_params):
-        on_real, stats = _train_mode(setup.discriminator, d_params, state.d_stats, real)
-        on_fake, stats = _train_mode(setup.discriminator, d_params, stats, fake)
-        loss = _masked_mean(jax.nn.softplus(-on_real), mask)
-        return loss + _masked_mean(jax.nn.softplus(on_fake), mask), stats
+        logits, stats = _train_mode(setup.discriminator, d_params, state.d_stats,
+                                    jnp.concatenate([real, fake]))  # fmt: skip
+        loss = _masked_mean(jax.nn.softplus(-logits[:b]), mask)
+        return loss + _masked_mean(jax.nn.softplus(logits[b:]), mask), stats
 
     (d_loss, d_stats), d_grads = jax.value_and_grad(d_loss_of, has_aux=True)(state.d_params)
     d_params, d_opt = _adam(setup, run.d_lr, state.d_params, d_grads, state.d_opt)
 
     def g_loss_of(g_params, g_stats):
         fake, g_stats = _train_mode(setup.generator, g_params, g_stats, z)
-        logits, _ = _train_mode(setup.discriminator, d_params, d_stats, fake)
-        return _masked_mean(jax.nn.softplus(-logits), mask), g_stats
+        logits, _ = _train_mode(setup.discriminator, d_params, d_stats,
+                                jnp.concatenate([real, fake]))  # fmt: skip
+        return _masked_mean(jax.nn.softplus(-logits[b:]), mask), g_stats
 
     def g_step(carry, _):
         g_params, g_stats, g_opt = carry
@@ -269,8 +275,10 @@ def train_step(setup: GanSetup, data: GanData, run: GanRun, state: GanState, idx
     )
     new = state._replace(g_params=g_params, g_stats=g_stats, d_params=d_params, d_stats=d_stats,
                          g_opt=g_opt, d_opt=d_opt, step=state.step + 1)  # fmt: skip
-    finite = jnp.isfinite(d_loss) & jnp.all(jnp.isfinite(g_losses)) & _finite(
-        (g_params, g_stats, d_params, d_stats)
+    finite = (
+        jnp.isfinite(d_loss)
+        & jnp.all(jnp.isfinite(g_losses))
+        & _finite((g_params, g_stats, d_params, d_stats))
     )
     active = jnp.any(mask) & ~state.diverged
     take = active & finite
