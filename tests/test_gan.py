@@ -209,16 +209,18 @@ def test_a_vmapped_step_of_m_gans_equals_m_single_gan_steps(generator, d_coords)
     for i in range(len(runs)):
         state, losses = single(jax.tree.map(lambda x, i=i: x[i], stacked))
         # Float noise only: vmapped convolutions sum in another order, and Adam's first steps
-        # divide a gradient by its own size, so a near-zero entry may move by up to an lr.
+        # divide a gradient by its own size, so a near-zero entry (a bias before BatchNorm has
+        # a zero true gradient) may move by up to an lr each step, either way.
         np.testing.assert_allclose(vmapped[1][i], losses, rtol=1e-4)
+        close = []
         for got, want in zip(jax.tree.leaves(vmapped[0]), jax.tree.leaves(state), strict=True):
             got, want = np.asarray(got[i]), np.asarray(want)
             if got.dtype.kind == "f":
-                close = np.isclose(got, want, rtol=1e-3, atol=1e-5)
-                assert close.mean() > 0.99, (got, want)
-                np.testing.assert_allclose(got, want, atol=2 * runs[i]["g_lr"] + 1e-4)
+                close.append(np.isclose(got, want, rtol=1e-3, atol=1e-5).ravel())
+                np.testing.assert_allclose(got, want, atol=4 * runs[i]["g_lr"] + 1e-4)
             else:
                 np.testing.assert_array_equal(got, want)
+        assert np.concatenate(close).mean() > 0.99
     # The runs differ: each trained with its own seed and learning rates.
     assert not np.allclose(vmapped[1][0], vmapped[1][1])
     assert int(vmapped[0].step[0]) == 2 and not bool(vmapped[0].diverged.any())
