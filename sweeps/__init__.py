@@ -7,4 +7,4 @@ returning a :class:`coordjax.sweep.Sweep`, and runs itself through the CLI when 
     python sweeps/classification.py --preset smoke --workdir runs/cls   # the same
 """
 
-SWEEPS = ("classification", "rendering", "regression", "digits")
+SWEEPS = ("classification", "rendering", "regression", "digits", "gan")

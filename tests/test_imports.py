@@ -25,8 +25,9 @@ def _module_files() -> dict[str, pathlib.Path]:
 
 
 PAPER = ("coordjax.paper", "coordjax.datasets", "coordjax.models", "coordjax.tasks",
-         "coordjax.handbuilt", "coordjax.report", "coordjax.catalog")  # fmt: skip
-"""The paper's experiment (and what only it uses): the tenant on the top floor."""
+         "coordjax.handbuilt", "coordjax.report", "coordjax.catalog", "coordjax.gan")  # fmt: skip
+"""The experiments (the paper's, and what only it uses; the GAN's): the tenants on the top
+floor."""
 
 
 def import_graph(files: dict[str, pathlib.Path]) -> dict[str, set[str]]:

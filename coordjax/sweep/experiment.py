@@ -23,7 +23,11 @@ The pieces:
 
 Shapes: ``run`` and ``state`` are one model's trees inside the recipe and carry a leading
 ``[M]`` axis outside it; ``train_chunk`` returns scalar metrics per model plus
-``epoch_train_loss`` ``(num_epochs,)``, ``diverged`` and ``diverged_step``.
+``epoch_train_loss`` ``(num_epochs,)``, ``diverged`` and ``diverged_step``. The state is any
+tree with ``epoch`` and ``step`` attributes (int32 scalars per model: epochs completed and
+updates applied), which the engine records in every results row; what else it holds (one
+network or several, one optimizer state or several) is the recipe's business
+(:mod:`coordjax.gan.experiment` holds two networks and two optimizers).
 """
 
 from __future__ import annotations
