@@ -189,6 +189,13 @@ def _tiny(generator, d_coords, runs):
     return setup, jax.device_put(gx.EXPERIMENT.data(setup)), gx.EXPERIMENT.stack(configs)
 
 
+def test_the_data_shapes_are_the_shapes_of_the_data():
+    static = {**TINY, "generator": "conv", "d_coords": False}
+    setup = gx.make_setup(static, gx.EXPERIMENT.steps_per_epoch(static, [static]))
+    made = jax.eval_shape(lambda: gx.EXPERIMENT.data(setup))
+    assert gx.EXPERIMENT.data_shapes(setup) == made
+
+
 @pytest.mark.slow  # the vmapped GAN step compiles for minutes on a loaded 2-core CPU
 @pytest.mark.parametrize("generator,d_coords", [
     pytest.param("conv", False, marks=pytest.mark.xfail(

@@ -396,6 +396,20 @@ def _data(setup: GanSetup) -> GanData:
     return make_data(*setup.data_spec)
 
 
+def _data_shapes(setup: GanSetup) -> GanData:
+    """What :func:`make_data` returns, as shapes (the images are not drawn)."""
+    images, canvas, _, eval_samples = setup.data_spec
+    reference = jax.eval_shape(
+        metrics.reference, jax.ShapeDtypeStruct((eval_samples, canvas, canvas, 3), jnp.float32)
+    )
+    return GanData(
+        jax.ShapeDtypeStruct((images, canvas, canvas, 3), jnp.uint8),
+        jax.ShapeDtypeStruct((eval_samples, canvas, canvas, 3), jnp.uint8),
+        reference,
+        reference,
+    )
+
+
 def stack(configs: Sequence[Mapping[str, Any]]) -> GanRun:
     """The runs' learning rates and seeds with a leading model axis."""
     return GanRun(
@@ -440,5 +454,6 @@ EXPERIMENT = Experiment(
     metrics=METRICS,
     count_params=count_params,
     ignored_keys=ignored_keys,
+    data_shapes=_data_shapes,
 )
 """The S7.1 GAN experiment (sweeps/gan.py)."""

@@ -13,6 +13,8 @@ from coordjax.sweep.planner import Bucket
 
 def abstract_data(bucket: Bucket, setup) -> object:
     """The shapes and dtypes of the bucket's device data (nothing materialised on a device)."""
+    if bucket.experiment.data_shapes is not None:
+        return bucket.experiment.data_shapes(setup)
     return jax.eval_shape(lambda: bucket.experiment.data(setup))
 
 

@@ -168,6 +168,10 @@ class Experiment(NamedTuple):
       check_bucket: ``check_bucket(static)`` raises ValueError (one line) when a bucket's
         setup cannot train (a model that does not build, outputs that do not fit the loss, a
         loss that is not per example); the planner calls it before anything is written.
+      data_shapes: ``data_shapes(setup) -> tree`` of ``jax.ShapeDtypeStruct``: the shapes
+        ``data(setup)`` returns, without making the data (the dry run and ``coordjax list``
+        read only shapes; None: ``data`` is called under ``jax.eval_shape``, which makes host
+        data that is generated in NumPy).
     """
 
     name: str
@@ -188,6 +192,7 @@ class Experiment(NamedTuple):
     padding: Padding | None = None
     model_steps: Callable | None = None
     check_bucket: Callable[[Mapping[str, Any]], None] | None = None
+    data_shapes: Callable | None = None
 
     def defaults(self) -> dict[str, Any]:
         """``{key: default}`` for every key, in order."""
