@@ -20,7 +20,10 @@ def test_help_is_for_users(capsys):
     assert "no logic lives here" not in out  # not the module's developer docstring
 
 
-def test_list_gives_description_model_count_and_grid_names(capsys):
+def test_list_gives_description_model_count_and_grid_names(capsys, monkeypatch):
+    # Each preset's time estimate (XLA's cost analysis of its buckets: most of the listing's
+    # time over the whole catalog) is checked on a sweep file by test_list_shows_a_sweep_file.
+    monkeypatch.setattr(cli, "_estimated_time", lambda definition: "9.9 min")
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -92,6 +95,7 @@ def test_list_shows_a_sweep_file(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{sweep_file}:" and lines[1].split()[:3] == ["t", "2", "models"]
     assert "--only: mine" in "\n".join(lines)
+    assert "estimated time here: " in "\n".join(lines)
 
 
 def test_a_log_line_under_the_bar_is_printed_once(capsys):
