@@ -312,6 +312,12 @@ def conv(
             "(*window, C_in / feature_group_count, C_out))"
         )
     if not matmul:
+        if isinstance(pads, str) and input_dilation != (1,) * n:
+            raise ValueError(
+                f"padding {pads!r} is not defined for input_dilation={input_dilation!r}; give "
+                "explicit padding ((lo, hi) per spatial dim), or use ConvTranspose / "
+                "CoordConvTranspose for a transposed convolution"
+            )
         y = _lax_conv(x2, kernel, strides, pads, dilation, input_dilation, groups, precision)
         return y.reshape(*batch, *y.shape[1:])
     unsupported = [

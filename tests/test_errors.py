@@ -373,6 +373,11 @@ LIBRARY_CASES = {
         ),
         "input_dilation",
     ),
+    "conv input_dilation with string padding": (
+        lambda: cj.conv.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), padding="SAME",
+                             input_dilation=2, lowering="lax"),  # fmt: skip
+        "padding 'SAME' is not defined for input_dilation",
+    ),
     "conv groups under matmul": (
         lambda: cj.conv.conv(
             jnp.ones((1, 4, 4, 2)),
