@@ -103,3 +103,30 @@ def test_extend_trains_the_added_runs_as_their_own_group_and_leaves_the_rest_unt
     assert_bitwise_equal(again, grown)
     assert _snapshot(tmp_path / "w") == snapshot
     assert_bitwise_equal(pd.read_csv(tmp_path / "w" / wd.RESULTS), grown)
+
+
+@pytest.mark.integration
+def test_a_sweep_file_edited_and_rerun_with_extend_grows_in_child_processes(tmp_path):
+    """The user's path: run a sweep file, add a learning rate to it, rerun with ``--extend``;
+    each a real ``coordjax sweep`` process."""
+    import subprocess
+    import sys
+
+    def run(lrs, *flags):
+        sweep_file = tiny_sweep_file(tmp_path, f'[Grid("tiny", base=BASE, axes={{"lr": {lrs}}})]')
+        command = [sys.executable, "-m", "coordjax.cli", "sweep", str(sweep_file), "--preset",
+                   "t", "--workdir", str(tmp_path / "w"), "--no-progress", "--no-report", *flags]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    assert run([0.05]).returncode == 0
+    first = pd.read_csv(tmp_path / "w" / wd.RESULTS)
+    before = _snapshot(tmp_path / "w")
+    refused = run([0.05, 0.01])
+    assert refused.returncode == 2 and "--extend" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    grown = run([0.05, 0.01], "--extend")
+    assert grown.returncode == 0, grown.stderr
+    results = pd.read_csv(tmp_path / "w" / wd.RESULTS)
+    assert_bitwise_equal(results.loc[results["run_id"].isin(first["run_id"])], first)
+    assert {k: v for k, v in _snapshot(tmp_path / "w").items() if k in before} == before
+    assert results["run_id"].nunique() == 2 and (results["lr"] == 0.01).any()
