@@ -423,16 +423,6 @@ def family_bucket(family, num_models: int, precision: str = "highest"):
     return bucket
 
 
-def engine_choice(num_models: int) -> tuple[str, int, str]:
-    """The engine's default ``(strategy, map_batch_size, lowering)`` for a bucket of M."""
-    options = EngineOptions()
-    devices = len(jax.local_devices()) if options.shard else 1
-    strategy, size = programs.default_strategy(
-        jax.devices()[0].platform, -(-num_models // devices), options.map_batch_size
-    )
-    return strategy, size, conv.resolve_lowering(options.lowering)
-
-
 def bench_family(
     family,
     m: int,
@@ -443,7 +433,7 @@ def bench_family(
     lowering: str | None = None,
 ) -> dict:
     """model-steps/s of the engine's ``compiled_steps`` program on an M-model bucket."""
-    strategy, map_size, default = engine_choice(m)
+    strategy, map_size, default = scale.engine_choice(m)
     lowering = lowering or default
     item = {
         "family": family_label(family),
@@ -525,7 +515,7 @@ def family_skip_reason(
 
 def bench_loop(family, settings: Settings, budget: Budget) -> dict:
     """A Python loop of ``steps`` calls of the jitted single-model ``train_step`` (M = 1)."""
-    *_, lowering = engine_choice(1)
+    *_, lowering = scale.engine_choice(1)
     item = {"family": family_label(family), "contender": "loop", "lowering": lowering}
 
     def run() -> dict:
@@ -611,7 +601,7 @@ def check_memory(settings: Settings, budget: Budget, out: list) -> None:
         host = None
     device = jax.devices()[0]
     for fam, m in settings.memory_items:
-        strategy, map_size, lowering = engine_choice(m)
+        strategy, map_size, lowering = scale.engine_choice(m)
         item = {"family": family_label(fam), "num_models": m, "strategy": strategy,
                 "lowering": lowering}  # fmt: skip
         if not budget.allows(compiles=3):

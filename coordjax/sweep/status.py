@@ -26,26 +26,19 @@ from coordjax.sweep.durations import format_duration
 STATES = ("done", "running", "stale", "dead", "pending")
 
 
-def _lock_held(workdir: pathlib.Path) -> bool:
-    """Whether any sweep process (one alone, or the tasks of a fan-out) holds the workdir's
-    lock now."""
+def _lock_held(workdir: pathlib.Path, *, exclusively: bool = False) -> bool:
+    """Whether a sweep process holds the workdir's lock now: any (one alone, or the tasks of a
+    fan-out), or with ``exclusively`` a single-process sweep (a fan-out's tasks share it)."""
     path = workdir / wd.LOCK
     if not path.exists():
         return False
     with open(path) as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if exclusively else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
-
-
-def _single_process_running(workdir: pathlib.Path) -> bool:
-    """Whether a single-process sweep holds the workdir's lock exclusively now."""
-    path = workdir / wd.LOCK
-    if not path.exists():
-        return False
     with open(path) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -148,7 +141,7 @@ def sweep_status(
     seconds = sum(b["wall_s"] for b in buckets)
     rate = done_steps / seconds if seconds > 0 else None
     running = sum(b["state"] == "running" for b in buckets)
-    single = _single_process_running(workdir)
+    single = _lock_held(workdir, exclusively=True)
     left = sum(
         b["planned_model_steps"] - b["model_steps"] for b in buckets if b["state"] != "done"
     )  # pruning only shortens this
@@ -177,7 +170,7 @@ def _starting(workdir: pathlib.Path, stale_after: float) -> dict[str, Any]:
         "starting": True,
         "sweep": None,
         "preset": None,
-        "single_process_running": _single_process_running(workdir),
+        "single_process_running": _lock_held(workdir, exclusively=True),
         "counts": dict.fromkeys(STATES, 0),
         "model_steps": 0,
         "planned_model_steps": 0,
