@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import user_experiments as ux
-from tiny_sweeps import QUIET, assert_bitwise_equal
+from tiny_sweeps import QUIET, assert_bitwise_equal, interrupted_then_resumed
 
 from coordjax import datasets, models, report, tasks
 from coordjax import sweep as sw
@@ -38,31 +38,6 @@ def test_the_user_module_uses_public_names_only():
         module = importlib.import_module(node.module)
         for alias in node.names:
             assert not alias.name.startswith("_") and alias.name in dir(module), alias.name
-
-
-def _interrupted_then_resumed(sweep, workdir, monkeypatch, programs, after_chunks=3):
-    """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end
-    (with ``programs``, compiled once for the module)."""
-    calls = {"n": 0}
-    build = Programs.chunk
-
-    def chunk(self, *args):
-        program = build(self, *args)
-
-        def counted(*inputs):
-            calls["n"] += 1
-            if calls["n"] == after_chunks:
-                raise KeyboardInterrupt
-            return program(*inputs)
-
-        return counted
-
-    with monkeypatch.context() as patched:
-        patched.setattr(Programs, "chunk", chunk)
-        with pytest.raises(KeyboardInterrupt):
-            sw.run_sweep(sweep, workdir, options=QUIET, programs=programs)
-    assert 0 < len(wd.read_results(workdir))
-    return sw.run_sweep(sweep, workdir, options=QUIET, programs=programs)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -94,7 +69,7 @@ def test_user_sweep_buckets_by_shape_and_prunes_on_its_score(trained):
 def test_user_sweep_resumed_equals_uninterrupted_bit_for_bit(trained, tmp_path, monkeypatch):
     kind, experiment, workdir, results, programs = trained
     sweep = ux.sweep(kind, experiment)
-    resumed = _interrupted_then_resumed(sweep, tmp_path / "w", monkeypatch, programs)
+    resumed = interrupted_then_resumed(sweep, tmp_path / "w", programs)
     assert_bitwise_equal(resumed, results)
 
 

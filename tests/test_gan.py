@@ -289,8 +289,7 @@ def _sweep_module():
 def test_the_smoke_sweep_resumed_equals_uninterrupted_and_its_metrics_equal_the_export(
     tmp_path, monkeypatch
 ):
-    from test_experiment import _interrupted_then_resumed
-    from tiny_sweeps import QUIET, assert_bitwise_equal
+    from tiny_sweeps import QUIET, assert_bitwise_equal, interrupted_then_resumed
 
     from coordjax import sweep as sw
     from coordjax.sweep.programs import Programs
@@ -299,8 +298,7 @@ def test_the_smoke_sweep_resumed_equals_uninterrupted_and_its_metrics_equal_the_
     programs = Programs()
     results = sw.run_sweep(sweep, tmp_path / "a", options=QUIET, programs=programs)
     assert len(results) == 3 * 2 and not results["diverged"].any()
-    resumed = _interrupted_then_resumed(sweep, tmp_path / "b", monkeypatch, programs,
-                                        after_chunks=4)  # fmt: skip
+    resumed = interrupted_then_resumed(sweep, tmp_path / "b", programs, after_chunks=4)
     assert_bitwise_equal(resumed, results)
 
     # The recorded test metrics are the exported generator's samples, measured on the host.

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import user_experiments as ux
 from tensorboardX.proto import event_pb2, plugin_hparams_pb2
-from tiny_sweeps import QUIET, assert_bitwise_equal, sweep_of_file
+from tiny_sweeps import QUIET, assert_bitwise_equal, interrupted_then_resumed, sweep_of_file
 
 from coordjax import cli
 from coordjax import sweep as sw
@@ -62,32 +62,6 @@ class Recorder(sw.Callback):
         return [e for k, e in self.events if k == kind]
 
 
-def _interrupted_then_resumed(sweep, workdir, programs, first, second):
-    """The sweep stopped by a Ctrl-C in its second chunk (after the rung) with callbacks
-    ``first``, then rerun to its end with callbacks ``second``."""
-    calls = {"n": 0}
-    build = Programs.chunk
-
-    def chunk(self, *args):
-        program = build(self, *args)
-
-        def counted(*inputs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-            return program(*inputs)
-
-        return counted
-
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(Programs, "chunk", chunk)
-        with pytest.raises(KeyboardInterrupt):
-            sw.run_sweep(sweep, workdir, preset="t", options=QUIET, programs=programs,
-                         callbacks=first)
-    return sw.run_sweep(sweep, workdir, preset="t", options=QUIET, programs=programs,
-                        callbacks=second)
-
-
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     """``(sweep file, plain workdir, watched workdir, its TensorBoard dir, the two processes'
@@ -100,8 +74,8 @@ def sweeps(tmp_path_factory):
     sw.run_sweep(sweep, plain, preset="t", options=QUIET, programs=programs)
     watched, tb = root / "watched", root / "tb"
     first, second = Recorder(), Recorder()
-    _interrupted_then_resumed(sweep, watched, programs, [first, sw.TensorBoard(tb)],
-                              [second, sw.TensorBoard(tb)])  # fmt: skip
+    callbacks = ([first, sw.TensorBoard(tb)], [second, sw.TensorBoard(tb)])
+    interrupted_then_resumed(sweep, watched, programs, 2, callbacks, preset="t")
     return path, plain, watched, tb, first, second
 
 

@@ -13,8 +13,12 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from coordjax import sweep as sw
 from coordjax.sweep import EngineOptions, Grid, union
+from coordjax.sweep import workdir as wd
+from coordjax.sweep.programs import Programs
 
 TINY = {"task": "classification", "model": "tiny", "batch_size": 256, "epochs": 2, "eval_every": 1}
 """The base of every tiny grid: two epochs, evaluated after each."""
@@ -82,3 +86,31 @@ def assert_same_metrics(a: pd.DataFrame, b: pd.DataFrame, rtol=1e-4, atol=1e-6):
     for col in METRICS:
         tol = (rtol, atol) if "loss" in col else (max(rtol, 1e-3), max(atol, 5e-3))
         np.testing.assert_allclose(a[col], b[col], rtol=tol[0], atol=tol[1], err_msg=col)
+
+
+def interrupted_then_resumed(sweep, workdir, programs, after_chunks=3, callbacks=((), ()),
+                             **run_kwargs) -> pd.DataFrame:  # fmt: skip
+    """The sweep stopped by a Ctrl-C in its ``after_chunks``-th chunk, then rerun to its end
+    (with ``programs``, compiled once per test module); ``callbacks``: the two processes'.
+    Returns the second run's results."""
+    calls = {"n": 0}
+    build = Programs.chunk
+
+    def chunk(self, *args):
+        program = build(self, *args)
+
+        def counted(*inputs):
+            calls["n"] += 1
+            if calls["n"] == after_chunks:
+                raise KeyboardInterrupt
+            return program(*inputs)
+
+        return counted
+
+    run = dict(options=QUIET, programs=programs, **run_kwargs)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(Programs, "chunk", chunk)
+        with pytest.raises(KeyboardInterrupt):
+            sw.run_sweep(sweep, workdir, callbacks=callbacks[0], **run)
+    assert 0 < len(wd.read_results(workdir))
+    return sw.run_sweep(sweep, workdir, callbacks=callbacks[1], **run)

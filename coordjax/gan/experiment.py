@@ -47,6 +47,7 @@ from coordjax._checks import check_choice, positive_int
 from coordjax.gan import data as shapes_data
 from coordjax.gan import metrics, models
 from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Recipe, Score
+from coordjax.train.guard import all_finite, keep_if_finite
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.99, 1e-8
 HELD_OUT_SEED = 1_000_003
@@ -232,10 +233,6 @@ def _train_mode(module, params, stats, x):
     return outputs, updates["batch_stats"]
 
 
-def _finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def train_step(setup: GanSetup, data: GanData, run: GanRun, state: GanState, idx, mask):
     """One iteration on the real images ``idx`` (B,) where ``mask`` (B,): a discriminator
     step, then ``g_steps`` generator steps on the same ``z``. Returns the new state and the
@@ -278,17 +275,10 @@ def train_step(setup: GanSetup, data: GanData, run: GanRun, state: GanState, idx
     finite = (
         jnp.isfinite(d_loss)
         & jnp.all(jnp.isfinite(g_losses))
-        & _finite((g_params, g_stats, d_params, d_stats))
+        & all_finite((g_params, g_stats, d_params, d_stats))
     )
-    active = jnp.any(mask) & ~state.diverged
-    take = active & finite
-    state = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, state)
-    diverges = active & ~finite
-    state = state._replace(
-        diverged=state.diverged | diverges,
-        diverged_step=jnp.where(diverges, state.step, state.diverged_step),
-    )
-    return state, jnp.where(take, d_loss, 0.0)
+    state, taken = keep_if_finite(state, new, mask, finite)
+    return state, jnp.where(taken, d_loss, 0.0)
 
 
 def train_epoch(setup: GanSetup, data: GanData, run: GanRun, state: GanState):

@@ -16,6 +16,8 @@ _NAMES = {
     "SplitIndices": "coordjax.train.data",
     "sides_indices": "coordjax.train.data",
     "stack_splits": "coordjax.train.data",
+    "all_finite": "coordjax.train.guard",
+    "keep_if_finite": "coordjax.train.guard",
     "FitResult": "coordjax.train.single",
     "fit": "coordjax.train.single",
     "Hparams": "coordjax.train.hparams",

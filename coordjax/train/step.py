@@ -38,6 +38,7 @@ import optax
 
 from coordjax._checks import check_choice
 from coordjax.train.data import DeviceData, SplitIndices
+from coordjax.train.guard import all_finite, keep_if_finite
 from coordjax.train.hparams import Hparams, learning_rate
 from coordjax.train.penalty import l2_mask
 from coordjax.train.task import Task
@@ -246,16 +247,9 @@ def train_step(
     new = state._replace(
         params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1
     )
-    finite = jnp.isfinite(data_loss) & _all_finite((params, batch_stats))
-    active = jnp.any(mask) & ~state.diverged
-    take = active & finite
-    state = jax.tree.map(lambda a, b: jnp.where(take, a, b), new, state)
-    diverges = active & ~finite
-    state = state._replace(
-        diverged=state.diverged | diverges,
-        diverged_step=jnp.where(diverges, state.step, state.diverged_step),
-    )
-    return state, jnp.where(take, data_loss, 0.0)
+    finite = jnp.isfinite(data_loss) & all_finite((params, batch_stats))
+    state, taken = keep_if_finite(state, new, mask, finite)
+    return state, jnp.where(taken, data_loss, 0.0)
 
 
 def scale_and_decay(
@@ -287,10 +281,6 @@ def apply_update(
     rest = scale_and_decay(hparams, epoch, l2_mask(params, setup.model))
     updates, _ = rest.update(moments, rest.init(params), params)
     return optax.apply_updates(params, updates), opt_state
-
-
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def epoch_order(
