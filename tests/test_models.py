@@ -662,3 +662,38 @@ def test_coordconv_regressor_pool_margin_is_the_max_over_the_inner_map():
         with pytest.raises(ValueError, match="pool_margin must be an int >= 0"):
             models.CoordConvRegressor(pool_margin=bad).apply({"params": params}, images,
                                                              train=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("window", [(2, 2), (2, 3)])
+def test_max_pool_equals_flax_max_pool_in_value_and_gradient_even_on_ties(window, getkey):
+    from coordjax.models.blocks import max_pool
+
+    def flax_pool(x):
+        return nn.max_pool(x, window, strides=window, padding="VALID")
+
+    cases = {
+        "distinct": jax.random.normal(getkey(), (3, 8, 12, 2)),
+        # A one-hot image's flat regions: many windows hold several equal maxima.
+        "ties": jax.random.randint(getkey(), (3, 8, 12, 2), 0, 2).astype(jnp.float32),
+        "zeros": jnp.zeros((2, 4, 6, 1)),
+    }
+    for name, x in cases.items():
+        out, back = jax.vjp(lambda x: max_pool(x, window), x)
+        want, want_back = jax.vjp(flax_pool, x)
+        g = jax.random.normal(getkey(), want.shape)
+        np.testing.assert_array_equal(out, want, err_msg=name)
+        np.testing.assert_array_equal(back(g)[0], want_back(g)[0], err_msg=name)
+    # Under a model vmap too.
+    xs = jax.random.randint(getkey(), (4, 2, 8, 12, 2), 0, 3).astype(jnp.float32)
+
+    def loss(pool):
+        return jax.vmap(jax.grad(lambda x: jnp.sum(pool(x) ** 3)))(xs)
+
+    np.testing.assert_array_equal(loss(lambda x: max_pool(x, window)), loss(flax_pool))
+
+
+def test_max_pool_refuses_a_window_that_does_not_divide_the_map():
+    from coordjax.models.blocks import max_pool
+
+    with pytest.raises(ValueError, match=r"window \(2, 2\) must divide the spatial shape \(5, 4\)"):
+        max_pool(jnp.ones((1, 5, 4, 1)), (2, 2))

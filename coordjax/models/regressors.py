@@ -20,6 +20,7 @@ from coordjax.models.blocks import (
     _image_input,
     _pointwise,
     coord_1x1,
+    max_pool,
 )
 
 
@@ -59,7 +60,7 @@ class ConvRegressorUniform(nn.Module):
         for i in range(4):
             h = nn.relu(_conv(c, 3, f"conv_{i}", self.lowering)(h))
             if i < 3:
-                h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+                h = max_pool(h, (2, 2))
         h = h.reshape(h.shape[0], -1)
         head_hidden, head_out = self.l2_exempt  # the Dense head is named by its L2 exemption
         h = nn.relu(nn.Dense(64, kernel_init=GLOROT_UNIFORM, name=head_hidden)(h))
