@@ -21,6 +21,12 @@ Presets:
              the classifier's raw-input slowness), sigmoid loss, 20 epochs, evaluated every 2,
              both splits (578 s measured). Expected: test IoU 1.000 on uniform from epoch 12,
              0.94 on quadrant (train 1.000). Its report: docs/reports/rendering-cpu-unit.
+  renderer-interventions
+             why the faithful CoordConv renderer paints nothing, and whether the unit-input fix
+             holds across seeds: the ``cpu`` CoordConv renderer (sigmoid, batch 16), 20 epochs,
+             evaluated every 2: raw inputs on uniform at lr {5e-3, 1e-3, 2e-4} (``raw-lr``), and
+             unit inputs on quadrant at seeds {1, 2, 3} (``unit-seeds``; seed 0 is
+             ``cpu-unit``'s). Its report: docs/reports/rendering-interventions.
   smoke      a few epochs of CoordConv and a small deconv, both splits.
 Runtime: ``coordjax list`` prints an estimate for this machine (smoke: minutes on a 2-core CPU);
 the verdicts are on docs/science/reproductions.md.
@@ -138,14 +144,24 @@ def cpu_unit():
     return union("rendering", [coordconv], "the CoordConv renderer with unit inputs, 20 epochs")
 
 
+def renderer_interventions():
+    short = {**CPU_COORDCONV, "epochs": 20, "eval_every": 2}
+    raw = Grid("raw-lr", base={**short, "split": "uniform"}, axes={"lr": [0.005, 0.001, 0.0002]})
+    unit = Grid("unit-seeds", base={**short, "input_scale": "unit", "split": "quadrant"},
+                axes={"seed": [1, 2, 3]})  # fmt: skip
+    return union("rendering", [raw, unit],
+                 "the CoordConv renderer: raw inputs across lr, unit inputs across seeds")  # fmt: skip
+
+
 PRESETS = {"paper": paper, "reference": reference, "smoke": smoke, "cpu": cpu,
-           "cpu-unit": cpu_unit}  # fmt: skip
+           "cpu-unit": cpu_unit, "renderer-interventions": renderer_interventions}  # fmt: skip
 
 # What each preset is for (``coordjax list`` prints the presets under these headings).
 PURPOSES = {
     "see it work in minutes": ["smoke"],
     "the paper's grids (days on a CPU: a GPU or successive halving)": ["paper", "reference"],
     "the paper's lengths on one CPU (hours)": ["cpu", "cpu-unit"],
+    "open questions, by intervention": ["renderer-interventions"],
 }
 
 if __name__ == "__main__":
