@@ -41,7 +41,8 @@ def command_line(argv=None, environ=None, cwd=None) -> str:
             parts = script.parts
             if "benchmarks" in parts:
                 script = pathlib.Path(*parts[len(parts) - parts[::-1].index("benchmarks") - 1 :])
-    env = [f"{k}={shlex.quote(environ[k])}" for k in ("JAX_PLATFORMS", "XLA_FLAGS") if k in environ]
+    recorded = ("JAX_PLATFORMS", "XLA_FLAGS", "GLIBC_TUNABLES", "LD_PRELOAD")
+    env = [f"{k}={shlex.quote(environ[k])}" for k in recorded if k in environ]
     return " ".join([*env, shlex.join(["python", str(script), *argv[1:]])])
 
 
