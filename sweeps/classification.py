@@ -26,6 +26,10 @@ Presets:
              paper grid's lrs with unit inputs (l2 1e-3, batch 16, 10 epochs), both splits (the
              faithful raw-input CoordConv at 50 epochs is ``evidence``). Its report:
              docs/reports/classification-fig-s2-cpu.
+  fig-s2-sizes  Fig S2's size axis: the deconv painters at all nine sizes (fs {2, 3, 4} x
+             c {1, 2, 3}), lr 2e-3, l2 1e-3, batch 32, 100 epochs, evaluated every 10, one grid
+             per split (``--only sizes-uniform`` / ``--only sizes-quadrant``, each sized for one
+             session on an idle 2-core CPU; see the dry run).
   smoke      a small real sweep for a 2-core CPU (75 s idle, measured): CoordConv (lr 5e-3,
              l2 1e-3, batch 16, seed 0, 3 epochs) with its inputs in the coordinate channels'
              range (``input_scale="unit"``), and a small deconv (fs 2, c 1, lr 2e-3, batch 32,
@@ -257,6 +261,16 @@ def painter_interventions():
     return union("classification", grids, "the uniform deconv painter: BatchNorm on/off x l2")
 
 
+# Fig S2's size axis: every deconv size of the paper's grid at fig-s2-cpu's recipe (lr 2e-3, the
+# best lr it found; l2 1e-3, batch 32), 100 epochs, one grid per split so each fits a session.
+def fig_s2_sizes():
+    base = {**FIG_S2_CPU_DECONV, "lr": 0.002, "epochs": 100}
+    grids = [Grid(f"sizes-{split}", base={**base, "split": split},
+                  axes={"filter_size": [2, 3, 4], "channel_mult": [1, 2, 3]})
+             for split in SPLITS]  # fmt: skip
+    return union("classification", grids, "Fig S2's nine deconv sizes, 100 epochs, both splits")
+
+
 def robustness_quick():
     grids = robustness_grids(range(3), [0.01, 0.005], {"unit": 2, "faithful": 4, "decay": 4})
     return union("classification", grids, "CoordConv robustness, reduced for a shared CPU")
@@ -274,6 +288,7 @@ PRESETS = {
     "robustness-quick": robustness_quick,
     "quadrant-robustness": quadrant_robustness,
     "painter-interventions": painter_interventions,
+    "fig-s2-sizes": fig_s2_sizes,
 }
 
 # What each preset is for (``coordjax list`` prints the presets under these headings).
@@ -281,7 +296,7 @@ PURPOSES = {
     "see it work in minutes": ["smoke"],
     "the paper's grids (days on a CPU: a GPU or successive halving)": [
         "paper", "paper-halving", "reference"],
-    "the paper's lengths on one CPU (hours)": ["fig-s2-cpu"],
+    "the paper's lengths on one CPU (hours)": ["fig-s2-cpu", "fig-s2-sizes"],
     "evidence for one claim": ["evidence", "painter-interventions"],
     "robustness across seeds and recipe variants": [
         "robustness", "robustness-quick", "robustness-full", "quadrant-robustness"],

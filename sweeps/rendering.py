@@ -149,8 +149,8 @@ def renderer_interventions():
     raw = Grid("raw-lr", base={**short, "split": "uniform"}, axes={"lr": [0.005, 0.001, 0.0002]})
     unit = Grid("unit-seeds", base={**short, "input_scale": "unit", "split": "quadrant"},
                 axes={"seed": [1, 2, 3]})  # fmt: skip
-    return union("rendering", [raw, unit],
-                 "the CoordConv renderer: raw inputs across lr, unit inputs across seeds")  # fmt: skip
+    about = "the CoordConv renderer: raw inputs across lr, unit inputs across seeds"
+    return union("rendering", [raw, unit], about)
 
 
 PRESETS = {"paper": paper, "reference": reference, "smoke": smoke, "cpu": cpu,
