@@ -92,3 +92,29 @@ def test_a_sweep_split_to_fit_a_tiny_memory_equals_the_unsplit_sweep(tmp_path):
 
     with pytest.raises(memory.DoesNotFit, match="one model needs .* more than the device memory"):
         memory.fit(buckets, 1024, OPTIONS, models=[model])
+
+
+def test_runs_added_by_extend_are_split_to_fit_like_the_first_ones(tmp_path, monkeypatch):
+    from tiny_sweeps import tiny_sweep
+
+    # Programs of 2 models fit 1700 bytes, of 3 do not (as above), whatever the bucket.
+    measured = (
+        memory.ChunkMemory(2, 1200, 400, 300, 300),
+        memory.ChunkMemory(4, 1800, 700, 600, 300),
+    )
+    model = memory.MemoryModel("map", 1, measured)
+    monkeypatch.setattr(memory, "measure", lambda buckets, *args, **kw: [model] * len(buckets))
+    options = dataclasses.replace(OPTIONS, device_memory=1700)
+    workdir = tmp_path / "w"
+    first = sw.run_sweep(tiny_sweep(lrs=(0.01, 0.002, 0.005), splits=("uniform",)), workdir,
+                         options=options)  # fmt: skip
+    (bucket,) = {b.rsplit("-p", 1)[0] for b in first["bucket_id"]}
+    assert set(first["bucket_id"]) == {f"{bucket}-p0", f"{bucket}-p1"}
+    grown = tiny_sweep(lrs=(0.01, 0.002, 0.005, 0.003, 0.004, 0.006), splits=("uniform",))
+    results = sw.run_sweep(grown, workdir, options=options, extend=True)
+    added = results[~results["run_id"].isin(first["run_id"])]
+    assert set(added["bucket_id"]) == {f"{bucket}-x1-p0", f"{bucket}-x1-p1"}
+    assert added.groupby("bucket_id")["run_id"].nunique().max() == 2
+    # The first runs were not retrained.
+    kept = results[results["run_id"].isin(first["run_id"])]
+    pd.testing.assert_frame_equal(by_run(kept), by_run(first), check_exact=True)

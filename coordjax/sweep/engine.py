@@ -120,12 +120,18 @@ def run_sweep(
     rules = check_rules(sweep, runs)
     wd.check_usable(workdir)
     map_batch_sizes = {}
+    fit_to_memory = None
     if options.device_memory is not None:  # compiles each bucket's program twice to measure it
         devices = len(jax.devices()) if options.shard else 1
-        fits = memory.fit(plan(runs, experiment=experiment, pad=options.pad),
-                          options.device_memory, options, devices=devices)  # fmt: skip
-        buckets = memory.fitted_buckets(fits)
-        map_batch_sizes = {b.bucket_id: f.map_batch_size for f in fits for b in f.buckets()}
+
+        def fit_to_memory(unsplit: list) -> list:
+            fits = memory.fit(unsplit, options.device_memory, options, devices=devices)
+            map_batch_sizes.update(
+                {b.bucket_id: f.map_batch_size for f in fits for b in f.buckets()}
+            )
+            return memory.fitted_buckets(fits)
+
+        buckets = fit_to_memory(plan(runs, experiment=experiment, pad=options.pad))
     identity = {"sweep": sweep.name, "preset": preset, "definition": sweep.to_json()}
     if options.max_models is not None or options.pad or options.device_memory is not None:
         # They change the buckets, hence the checkpoints' layout: part of the workdir's identity.
@@ -153,7 +159,8 @@ def run_sweep(
         elif workdir.joinpath(wd.CONFIG).exists():  # its plan never changes under these
             held = wd.read_config(workdir)
         buckets = growth.layout(held, runs, buckets, experiment=experiment,
-                                max_models=options.max_models, pad=options.pad)  # fmt: skip
+                                max_models=options.max_models, pad=options.pad,
+                                fit=fit_to_memory)  # fmt: skip
         added = growth.added_runs(held, runs) if held is not None else 0
         if extend and added:
             logger.info(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from coordjax.sweep.planner import Bucket, plan
@@ -95,6 +95,7 @@ def layout(
     experiment,
     max_models: int | None,
     pad: Sequence[str],
+    fit: Callable[[list[Bucket]], list[Bucket]] | None = None,
 ) -> list[Bucket]:
     """The buckets to train: ``fresh`` (the sweep planned from scratch) on a new workdir or one
     that never grew; else the recorded buckets with their runs, then the runs no recorded
@@ -104,6 +105,8 @@ def layout(
       held: the workdir's ``config.json`` (None: none yet), already checked
         (:func:`check_growth` or the same identity).
       runs: the sweep's runs; fresh: ``plan(runs, ...)``.
+      fit: what fits buckets into a device's memory (``--device-memory``): given the added
+        runs' unsplit buckets, already named for their extension, the buckets to train.
     """
     if not held or "plan" not in held:
         return fresh
@@ -121,9 +124,11 @@ def layout(
                                            extension=extension_of(entry)))  # fmt: skip
     if added:
         number = 1 + max((extension_of(entry) for entry in recorded), default=0)
-        for bucket in plan(added, experiment=experiment, max_models=max_models, pad=pad):
-            buckets.append(dataclasses.replace(bucket, bucket_id=f"{bucket.bucket_id}-x{number}",
-                                               extension=number))  # fmt: skip
+        cap = max_models if fit is None else None  # the fit splits by memory and by the cap
+        unsplit = plan(added, experiment=experiment, max_models=cap, pad=pad)
+        new = [dataclasses.replace(b, bucket_id=f"{b.bucket_id}-x{number}", extension=number)
+               for b in unsplit]  # fmt: skip
+        buckets += new if fit is None else fit(new)
     return buckets
 
 
