@@ -59,8 +59,8 @@ Presets:
   painter-interventions  why the uniform deconv painter stays at 37 % test accuracy at 200
              epochs (the Keras tutorial reached 85.8 %): fs 2, c 3, lr 2e-3, batch 32, uniform,
              200 epochs, BatchNorm on (``deconv_painter``; l2 {0, 2e-3}: 1e-3 is fig-s2-cpu's
-             run) / off (``deconv_painter_nobn``; l2 {0, 1e-3, 2e-3}), seed 0 (5 models). Its
-             report:
+             run) / off (``deconv_painter_nobn``; l2 {0, 1e-3, 2e-3}), seed 0, and the two best
+             no-BatchNorm settings at seed 1 (``painter-nobn-seed1``; 7 models). Its report:
              docs/reports/classification-painter-interventions.
 Retired presets and what replaces each: ``RETIRED`` below (the CLI names the replacement).
 Expected (paper): deconv test accuracy ≤ ~86 % on uniform and ~0 on quadrant; CoordConv 100 %
@@ -258,6 +258,10 @@ def painter_interventions():
              for name, model, l2s in (("painter-bn", "deconv_painter", [0.0, 0.002]),
                                       ("painter-nobn", "deconv_painter_nobn",
                                        [0.0, 0.001, 0.002]))]  # fmt: skip
+    # The two best no-BatchNorm settings of the first pass (seed 0), at a second seed.
+    grids.append(Grid("painter-nobn-seed1",
+                      base={**PAINTER_INTERVENTION, "model": "deconv_painter_nobn", "seed": 1},
+                      axes={"l2": [0.001, 0.002]}))  # fmt: skip
     return union("classification", grids, "the uniform deconv painter: BatchNorm on/off x l2")
 
 
