@@ -94,6 +94,7 @@ def test_a_sweep_split_to_fit_a_tiny_memory_equals_the_unsplit_sweep(tmp_path):
         memory.fit(buckets, 1024, OPTIONS, models=[model])
 
 
+@pytest.mark.slow  # two sweeps end to end (12 s), like the split's equality test above
 def test_runs_added_by_extend_are_split_to_fit_like_the_first_ones(tmp_path, monkeypatch):
     from tiny_sweeps import tiny_sweep
 
@@ -105,13 +106,13 @@ def test_runs_added_by_extend_are_split_to_fit_like_the_first_ones(tmp_path, mon
     model = memory.MemoryModel("map", 1, measured)
     monkeypatch.setattr(memory, "measure", lambda buckets, *args, **kw: [model] * len(buckets))
     options = dataclasses.replace(OPTIONS, device_memory=1700)
-    workdir = tmp_path / "w"
+    workdir, programs = tmp_path / "w", Programs()
     first = sw.run_sweep(tiny_sweep(lrs=(0.01, 0.002, 0.005), splits=("uniform",)), workdir,
-                         options=options)  # fmt: skip
+                         options=options, programs=programs)  # fmt: skip
     (bucket,) = {b.rsplit("-p", 1)[0] for b in first["bucket_id"]}
     assert set(first["bucket_id"]) == {f"{bucket}-p0", f"{bucket}-p1"}
     grown = tiny_sweep(lrs=(0.01, 0.002, 0.005, 0.003, 0.004, 0.006), splits=("uniform",))
-    results = sw.run_sweep(grown, workdir, options=options, extend=True)
+    results = sw.run_sweep(grown, workdir, options=options, extend=True, programs=programs)
     added = results[~results["run_id"].isin(first["run_id"])]
     assert set(added["bucket_id"]) == {f"{bucket}-x1-p0", f"{bucket}-x1-p1"}
     assert added.groupby("bucket_id")["run_id"].nunique().max() == 2

@@ -664,7 +664,7 @@ def test_coordconv_regressor_pool_margin_is_the_max_over_the_inner_map():
                                                              train=False)  # fmt: skip
 
 
-@pytest.mark.parametrize("window", [(2, 2), (2, 3)])
+@pytest.mark.parametrize("window", [(2, 2), pytest.param((2, 3), marks=pytest.mark.slow)])
 def test_max_pool_equals_flax_max_pool_in_value_and_gradient_even_on_ties(window, getkey):
     from coordjax.models.blocks import max_pool
 
