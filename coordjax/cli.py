@@ -408,8 +408,11 @@ def _list_text(names: list[str] | None = None) -> str:
                 details.append(f"estimated time here: {estimate}")
             if len(indent) + len("   ".join(details)) <= 100:
                 lines.append(indent + "   ".join(details))
-            else:
-                lines.extend(indent + detail for detail in details)
+            else:  # a long list of grids wraps under its first name
+                lines.extend(textwrap.wrap(details[0], 100, initial_indent=indent,
+                                           subsequent_indent=indent + " " * len("--only: "),
+                                           break_on_hyphens=False))  # fmt: skip
+                lines.extend(indent + detail for detail in details[1:])
     return "\n".join(lines)
 
 

@@ -27,9 +27,10 @@ Presets:
              faithful raw-input CoordConv at 50 epochs is ``evidence``). Its report:
              docs/reports/classification-fig-s2-cpu.
   fig-s2-sizes  Fig S2's size axis: the deconv painters at all nine sizes (fs {2, 3, 4} x
-             c {1, 2, 3}), lr 2e-3, l2 1e-3, batch 32, 100 epochs, evaluated every 10, one grid
-             per split (``--only sizes-uniform`` / ``--only sizes-quadrant``, each sized for one
-             session on an idle 2-core CPU; see the dry run).
+             c {1, 2, 3}), lr 2e-3, l2 1e-3, batch 32, 100 epochs, evaluated every 10, against
+             fig-s2-cpu's CoordConv (unit inputs, lr {1e-2, 5e-3, 1e-3}, 10 epochs); per split
+             (``--only uniform`` / ``--only quadrant``, each sized for one session on an idle
+             2-core CPU; see the dry run).
   smoke      a small real sweep for a 2-core CPU (75 s idle, measured): CoordConv (lr 5e-3,
              l2 1e-3, batch 16, seed 0, 3 epochs) with its inputs in the coordinate channels'
              range (``input_scale="unit"``), and a small deconv (fs 2, c 1, lr 2e-3, batch 32,
@@ -178,13 +179,15 @@ FIG_S2_CPU_DECONV = {**DECONV, "filter_size": 2, "batch_size": 32, "l2": 0.001, 
 FIG_S2_CPU_RULE = Prune(at=(50, 100), keep=1 / 2)
 
 
+FIG_S2_CPU_COORDCONV = {**COORDCONV, "l2": 0.001, "input_scale": "unit", "epochs": 10,
+                        "eval_every": 1}  # fmt: skip
+
+
 def fig_s2_cpu():
     deconv = Grid("deconv", base=FIG_S2_CPU_DECONV,
                   axes={"channel_mult": [2, 3], "lr": [0.002, 0.005], "split": SPLITS},
                   prune=FIG_S2_CPU_RULE)  # fmt: skip
-    coordconv_unit = Grid("coordconv-unit",
-                          base={**COORDCONV, "l2": 0.001, "input_scale": "unit", "epochs": 10,
-                                "eval_every": 1},
+    coordconv_unit = Grid("coordconv-unit", base=FIG_S2_CPU_COORDCONV,
                           axes={"lr": [0.01, 0.005, 0.001], "split": SPLITS})  # fmt: skip
     about = "Fig S2 at the paper's lengths for one CPU: deconv 200 epochs, halved"
     return union("classification", [deconv, coordconv_unit], about)
@@ -268,11 +271,16 @@ def painter_interventions():
 # Fig S2's size axis: every deconv size of the paper's grid at fig-s2-cpu's recipe (lr 2e-3, the
 # best lr it found; l2 1e-3, batch 32), 100 epochs, one grid per split so each fits a session.
 def fig_s2_sizes():
-    base = {**FIG_S2_CPU_DECONV, "lr": 0.002, "epochs": 100}
-    grids = [Grid(f"sizes-{split}", base={**base, "split": split},
-                  axes={"filter_size": [2, 3, 4], "channel_mult": [1, 2, 3]})
-             for split in SPLITS]  # fmt: skip
-    return union("classification", grids, "Fig S2's nine deconv sizes, 100 epochs, both splits")
+    # Named so that ``--only uniform`` selects one split's deconv and CoordConv grids.
+    deconv = {**FIG_S2_CPU_DECONV, "lr": 0.002, "epochs": 100}
+    grids = [grid for split in SPLITS for grid in (
+        Grid(f"sizes-{split}", base={**deconv, "split": split},
+             axes={"filter_size": [2, 3, 4], "channel_mult": [1, 2, 3]}),
+        Grid(f"sizes-{split}-coordconv", base={**FIG_S2_CPU_COORDCONV, "split": split},
+             axes={"lr": [0.01, 0.005, 0.001]}),
+    )]  # fmt: skip
+    about = "Fig S2's nine deconv sizes (100 epochs) against CoordConv, both splits"
+    return union("classification", grids, about)
 
 
 def robustness_quick():

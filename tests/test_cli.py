@@ -1,6 +1,7 @@
 """What a user reads from the command line: --help, `coordjax list`, and the progress bar."""
 
 import importlib
+import itertools
 
 import pytest
 from tiny_sweeps import tiny_sweep_file
@@ -38,7 +39,10 @@ def test_list_gives_description_model_count_and_grid_names(capsys, monkeypatch):
             only = next(i for i in range(line + 1, len(section)) if "--only: " in section[i])
             wrapped = " ".join(t.strip() for t in section[line:only])  # long ones wrap
             assert sweep.description in wrapped
-            grids = section[only].split("--only: ")[1].split("   ")[0].split(", ")
+            # A long list of grids wraps, indented under its first name.
+            under = itertools.takewhile(lambda t: t.startswith(" " * 41), section[only + 1 :])
+            grids = " ".join(t.strip() for t in [section[only], *under])
+            grids = grids.split("--only: ")[1].split("   ")[0].split(", ")
             assert grids == list(dict.fromkeys(g.name for g in sweep.grids))
         # Presets come under their purpose's heading; every purpose names real presets.
         for purpose, presets in module.PURPOSES.items():
