@@ -27,6 +27,20 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_seed(name: str, value) -> None:
+    """ValueError naming ``name`` unless ``value`` is an int in [0, 2**31) (an int32 key)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
+
+
+def check_order_seed(name: str, value) -> None:
+    """As :func:`check_seed`, or -1: a run config's "the run's own seed"."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < 2**31:
+        raise ValueError(
+            f"{name} must be -1 (the run's seed) or an int in [0, 2**31); got {value!r}"
+        )
+
+
 def per_dim(name: str, value, ndim: int, *, where: str = "spatial dim") -> tuple[int, ...]:
     """``ndim`` positive ints from ``None`` (all 1), one positive int, or one per dim.
 

@@ -17,6 +17,7 @@ from tiny_sweeps import QUIET, assert_bitwise_equal, interrupted_then_resumed
 
 from coordjax import datasets, models, report, tasks
 from coordjax import sweep as sw
+from coordjax.paper.run_config import stack_runs
 from coordjax.sweep import workdir as wd
 from coordjax.sweep.programs import Programs
 
@@ -205,6 +206,22 @@ def test_a_paper_model_as_a_user_experiment_equals_the_builtin_sweep(tmp_path, t
     sweep = sw.union("wrapped", [grid], experiment=experiment)
     wrapped = sw.run_sweep(sweep, tmp_path / "w", options=QUIET)
     _same_numbers(builtin, workdir, wrapped, tmp_path / "w")
+
+
+def test_a_user_experiment_resolves_the_order_seed_as_the_paper_does():
+    experiment = _paper_as_user_experiment("tiny", "auto", batch_size=256, epochs=2)
+    configs = [{**experiment.defaults(), "seed": 3},
+               {**experiment.defaults(), "seed": 3, "order_seed": 8}]  # fmt: skip
+    for config in configs:
+        experiment.validate(config)
+    with pytest.raises(ValueError, match=r"^order_seed must be -1 \(the run's seed\)"):
+        experiment.validate({**configs[0], "order_seed": -2})
+    paper = {"task": "classification", "model": "tiny", "split": "uniform"}
+    builtin = stack_runs([{**paper, "seed": c["seed"], "order_seed": c["order_seed"]}
+                          for c in configs])  # fmt: skip
+    for stacked in (experiment.stack(configs), builtin):
+        np.testing.assert_array_equal(stacked.seed, [3, 3])
+        np.testing.assert_array_equal(stacked.order_seed, [3, 8])
 
 
 @pytest.mark.slow

@@ -222,11 +222,12 @@ def test_precision_does_not_change_cpu_numbers(data):
 def test_new_keys_at_their_defaults_keep_old_run_ids():
     """Run ids of configs without the new options are those of the code before them."""
     config = {**DEFAULTS, "lr": 0.005}
-    old = {k: v for k, v in config.items() if k not in ("input_scale", "precision")}
+    old = {k: v for k, v in config.items() if k not in ("input_scale", "precision", "order_seed")}
     digest = hashlib.sha1(json.dumps(old, sort_keys=True).encode()).hexdigest()[:10]
     assert run_id(config) == f"{config['model']}-{digest}"
     assert run_id({**config, "input_scale": "unit"}) != run_id(config)
     assert run_id({**config, "precision": "default"}) != run_id(config)
+    assert run_id({**config, "order_seed": 3}) != run_id(config)
 
 
 def test_input_scale_and_precision_split_buckets_schedule_does_not():

@@ -40,11 +40,19 @@ def test_lr_decay_is_a_factor_in_0_1(value):
 
 
 def test_stacked_runs_are_numpy_and_equal_the_single_model_hparams():
-    configs = [RunConfig(schedule="step", lr=0.01), RunConfig(split="quadrant", seed=3)]
+    configs = [RunConfig(schedule="step", lr=0.01), RunConfig(split="quadrant", seed=3),
+               RunConfig(seed=3, order_seed=8)]  # fmt: skip
     runs = stack_runs(configs)
-    for leaf in (*runs.hparams, runs.seed, *runs.split):
-        assert isinstance(leaf, np.ndarray) and leaf.shape[0] == 2
+    for leaf in (*runs.hparams, runs.seed, runs.order_seed, *runs.split):
+        assert isinstance(leaf, np.ndarray) and leaf.shape[0] == 3
     one = make_hparams(0.01, schedule="step")
     for stacked, single in zip(runs.hparams, one, strict=True):
         assert stacked[0] == np.asarray(single)
-    np.testing.assert_array_equal(runs.seed, [0, 3])
+    np.testing.assert_array_equal(runs.seed, [0, 3, 3])
+    np.testing.assert_array_equal(runs.order_seed, [0, 3, 8])  # -1, the default: the run's seed
+
+
+@pytest.mark.parametrize("value", [-2, 2**31, 1.0, True])
+def test_order_seed_is_minus_one_or_a_seed(value):
+    with pytest.raises(ValueError, match=r"^order_seed must be -1 \(the run's seed\) or an int"):
+        RunConfig(order_seed=value)

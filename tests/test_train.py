@@ -206,6 +206,25 @@ def test_epoch_order_ignores_padding_slots():
     np.testing.assert_array_equal(a, b)
 
 
+def test_order_seed_draws_the_order_from_another_seed_and_keeps_the_initial_weights(data):
+    """With ``order_seed`` the epochs' order is that of the run seeded ``order_seed``; the initial
+    weights stay ``seed``'s; ``order_seed == seed`` is the run without one."""
+    run, setup = _run(seed=2), _setup()
+    moved, reseeded = run._replace(order_seed=np.int32(7)), run._replace(seed=np.int32(7))
+
+    def order(r):
+        return np.asarray(epoch_order(r, jnp.int32(3), 2432, 3136)[0])
+
+    np.testing.assert_array_equal(order(moved), order(reseeded))
+    assert not np.array_equal(order(moved), order(run))
+    np.testing.assert_array_equal(order(run._replace(order_seed=np.int32(2))), order(run))
+    weights = {name: jit_init(setup, data, r).params for name, r in
+               (("run", run), ("moved", moved), ("reseeded", reseeded))}  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, weights["moved"], weights["run"])
+    assert not np.array_equal(weights["reseeded"]["logits"]["kernel"],
+                              weights["run"]["logits"]["kernel"])  # fmt: skip
+
+
 # -- fit --------------------------------------------------------------------------------------
 
 
@@ -238,6 +257,7 @@ def _fit_and_one_run_sweep(tmp_path, model, epochs, **config):
         models.build(model), setup.task, datasets.not_so_clevr(run.split),
         make_hparams(run.lr, run.l2), seed=run.seed, epochs=epochs, batch_size=run.batch_size,
         eval_every=1, prepare=setup.prepare,
+        order_seed=None if run.order_seed == -1 else run.order_seed,
     )  # fmt: skip
     return alone, results, load_run(tmp_path, results["run_id"][0])["params"]
 
@@ -252,18 +272,22 @@ def _assert_same_run(alone, results, swept_params):
             assert row[key] == swept[key], (row["epoch"], key)
 
 
-def test_fit_equals_a_one_run_sweep_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("order_seed", [-1, 5])
+def test_fit_equals_a_one_run_sweep_bit_for_bit(tmp_path, order_seed):
     """fit runs the sweep's program (a model axis of size 1), so a one-run sweep of the same
-    config gives the same numbers exactly; another seed gives others."""
+    config gives the same numbers exactly, with or without an order seed; another seed, or
+    another order seed, gives others."""
     alone, results, swept = _fit_and_one_run_sweep(
-        tmp_path, "tiny", 1, split="uniform", lr=0.05, batch_size=512, seed=3
+        tmp_path, "tiny", 1, split="uniform", lr=0.05, batch_size=512, seed=3, order_seed=order_seed
     )
     _assert_same_run(alone, results, swept)
-    other = fit(models.build("tiny"), TASK, datasets.not_so_clevr("uniform"), make_hparams(0.05),
-                seed=4, epochs=1, batch_size=512, eval_every=1)  # fmt: skip
-    assert not np.array_equal(
-        alone.state.params["logits"]["kernel"], other.state.params["logits"]["kernel"]
-    )
+    for other_seeds in ({"seed": 4}, {"seed": 3, "order_seed": 6}):
+        other = fit(models.build("tiny"), TASK, datasets.not_so_clevr("uniform"),
+                    make_hparams(0.05), epochs=1, batch_size=512, eval_every=1,
+                    **other_seeds)  # fmt: skip
+        assert not np.array_equal(
+            alone.state.params["logits"]["kernel"], other.state.params["logits"]["kernel"]
+        )
 
 
 @pytest.mark.slow

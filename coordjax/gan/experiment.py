@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from coordjax._checks import check_choice, positive_int
+from coordjax._checks import check_choice, check_seed, positive_int
 from coordjax.gan import data as shapes_data
 from coordjax.gan import metrics, models
 from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Recipe, Score
@@ -63,11 +63,6 @@ def _positive_float(name: str, value: Any) -> None:
 def _bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false; got {value!r}")
-
-
-def _seed(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
 
 
 def _generator(name: str, value: Any) -> None:
@@ -92,11 +87,11 @@ KEYS = {
     "z_dim": Key(STATIC, 256, positive_int),
     "g_steps": Key(STATIC, 2, positive_int),
     "images": Key(STATIC, shapes_data.PAPER_IMAGES, positive_int),
-    "data_seed": Key(STATIC, 0, _seed),
+    "data_seed": Key(STATIC, 0, check_seed),
     "eval_samples": Key(STATIC, 1000, positive_int),
     "g_lr": Key(VMAPPED, 5e-4, _positive_float),
     "d_lr": Key(VMAPPED, 1e-4, _positive_float),
-    "seed": Key(VMAPPED, 0, _seed),
+    "seed": Key(VMAPPED, 0, check_seed),
 }
 """The experiment's run-config keys: the static ones fix the models and the data, the
 learning rates and the seed are vmapped."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from coordjax import datasets, models, tasks
-from coordjax._checks import check_choice
+from coordjax._checks import check_choice, check_order_seed, check_seed
 from coordjax.datasets.not_so_clevr import check_input_scale, input_transform
 from coordjax.train.data import SplitIndices, stack_splits
 from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
@@ -67,11 +67,6 @@ def _one_of(allowed: Callable[[], Sequence[str]]) -> Check:
     return lambda name, value: check_choice(name, value, allowed())
 
 
-def _seed(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
-
-
 # The dataset field a task feeds its models, and what a model must produce, by ModelSpec kinds.
 _INPUT_KIND = {"centers": "coords", "onehots": "onehot"}
 _OUTPUT_KIND = {"onehots": "map", "images": "map", "normalized_centers": "vector"}
@@ -101,7 +96,9 @@ class RunConfig:
     lr_decay: float = _key(0.1, VMAPPED, RANGES["lr_decay"], hparam=True)
     lr_decay_every: float = _key(200, VMAPPED, RANGES["lr_decay_every"], hparam=True)
     lr_max_decays: float = _key(4, VMAPPED, RANGES["lr_max_decays"], hparam=True)
-    seed: int = _key(0, VMAPPED, _seed)
+    seed: int = _key(0, VMAPPED, check_seed)
+    # the epochs' example order from another seed than the initial weights; -1: from ``seed``
+    order_seed: int = _key(-1, VMAPPED, check_order_seed, neutral=True)
     # "raw" (the paper) | "unit": coordinate inputs as 2x/63 - 1
     input_scale: str = _key("raw", STATIC, None, neutral=True)
     precision: str = _key("highest", STATIC, None, neutral=True)
@@ -217,15 +214,18 @@ def make_setup(
 def stack_runs(configs: Sequence[Mapping[str, Any] | RunConfig]) -> RunSpec:
     """The runs' vmapped values stacked along a leading model axis (M,), as NumPy arrays.
 
-    Each config is checked (:class:`RunConfig`). Hyperparameters are float32 (M,) leaves,
-    seeds int32 (M,), and the splits' index arrays are padded to common lengths,
-    ``(M, P_train)`` / ``(M, P_test)`` int32. Nothing is on a device yet: the caller places the
-    whole tree in one transfer.
+    Each config is checked (:class:`RunConfig`). Hyperparameters are float32 (M,) leaves, seeds
+    and order seeds (``-1`` resolved to the seed) int32 (M,), and the splits' index arrays are
+    padded to common lengths, ``(M, P_train)`` / ``(M, P_test)`` int32. Nothing is on a device
+    yet: the caller places the whole tree in one transfer.
     """
     runs = [c if isinstance(c, RunConfig) else RunConfig.of(c) for c in configs]
     per_model = [r.hparams() for r in runs]
     hparams = Hparams(*(np.stack(leaves) for leaves in zip(*per_model, strict=True)))
     seeds = np.asarray([r.seed for r in runs], dtype=np.int32)
+    order_seeds = np.asarray(
+        [r.seed if r.order_seed == -1 else r.order_seed for r in runs], np.int32
+    )
     pairs = [datasets.split_indices(r.split) for r in runs]
     splits = [SplitIndices(train, len(train), test, len(test)) for train, test in pairs]
-    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits))
+    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits), order_seed=order_seeds)

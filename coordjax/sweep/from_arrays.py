@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coordjax._checks import check_choice, positive_int
+from coordjax._checks import check_choice, check_order_seed, check_seed, positive_int
 from coordjax.sweep.experiment import STATIC, VMAPPED, Experiment, Key, Score
 from coordjax.sweep.programs import SUPERVISED
 from coordjax.train import step
@@ -46,11 +46,6 @@ from coordjax.train.task import Task
 
 DIRECTIONS = {"max": True, "min": False}
 SIDES = ("train", "test")
-
-
-def _seed(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise ValueError(f"{name} must be an int in [0, 2**31); got {value!r}")
 
 
 def _one_of(allowed: Sequence[str]) -> Callable[[str, Any], None]:
@@ -67,7 +62,7 @@ def recipe_keys(**defaults: Any) -> dict[str, Key]:
     values = {"batch_size": 32, "epochs": 10, "eval_every": 1, "lr": 1e-3, "l2": 0.0,
               "weight_decay": 0.0, "schedule": "constant", "lr_decay": 0.1,
               "lr_decay_every": 200, "lr_max_decays": 4, "seed": 0,
-              "precision": "highest"}  # fmt: skip
+              "order_seed": -1, "precision": "highest"}  # fmt: skip
     unknown = sorted(set(defaults) - set(values))
     if unknown:
         raise ValueError(f"defaults may set {sorted(values)}; got {unknown}")
@@ -80,7 +75,9 @@ def recipe_keys(**defaults: Any) -> dict[str, Key]:
         **{k: Key(VMAPPED, values[k], RANGES[k]) for k in
            ("lr", "l2", "weight_decay", "lr_decay", "lr_decay_every", "lr_max_decays")},
         "schedule": Key(VMAPPED, values["schedule"], _one_of(SCHEDULES)),
-        "seed": Key(VMAPPED, values["seed"], _seed),
+        "seed": Key(VMAPPED, values["seed"], check_seed),
+        # the epochs' example order from another seed than the initial weights; -1: ``seed``
+        "order_seed": Key(VMAPPED, values["order_seed"], check_order_seed, neutral=True),
     }  # fmt: skip
 
 
@@ -356,7 +353,10 @@ class _Spec:
             train, test = self.arrays.splits[c[self.data_key]]
             splits.append(SplitIndices(train, len(train), test, len(test)))
         seeds = np.asarray([c["seed"] for c in configs], np.int32)
-        return step.RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits))
+        order_seeds = np.asarray([c["seed"] if c["order_seed"] == -1 else c["order_seed"]
+                                 for c in configs], np.int32)  # fmt: skip
+        return step.RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits),
+                            order_seed=order_seeds)  # fmt: skip
 
     def count_params(self, state) -> int:
         return int(sum(np.size(x) for x in jax.tree.leaves(state.params)))

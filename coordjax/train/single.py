@@ -47,6 +47,7 @@ def fit(
     hparams: Hparams,
     *,
     seed: int,
+    order_seed: int | None = None,
     epochs: int,
     batch_size: int,
     eval_every: int | None = None,
@@ -71,6 +72,8 @@ def fit(
         changed: the model sees them as given).
       hparams: from :func:`coordjax.train.make_hparams`.
       seed: the model's seed (init and data order derive from ``jax.random.key(seed)``).
+      order_seed: draw the epochs' example order from this seed instead (the initial weights
+        stay ``seed``'s); None: ``seed``.
       epochs: number of epochs, >= 1.
       batch_size: minibatch size, >= 1.
       eval_every: evaluate on the full train and test splits every this many epochs (and after
@@ -102,8 +105,9 @@ def fit(
             f"batch_size must be in [1, {len(data.train)}] (the training examples of "
             f"{getattr(data, 'split', 'data')!r}); got {batch_size!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    for name, value in (("seed", seed), ("order_seed", seed if order_seed is None else order_seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int; got {value!r}")
     eval_every = epochs if eval_every is None else eval_every
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int; got {eval_every!r}")
@@ -116,7 +120,8 @@ def fit(
         precision=precision,
     )
     device = device_split_data(task, data)
-    run = RunSpec(hparams=hparams, seed=np.int32(seed), split=sides_indices(data))
+    run = RunSpec(hparams=hparams, seed=np.int32(seed), split=sides_indices(data),
+                  order_seed=np.int32(seed if order_seed is None else order_seed))  # fmt: skip
     # A model axis of size 1: the sweep engine vmaps every model (each alone, or a bucket at a
     # time), and a vmapped program rounds differently from an unbatched one (batched matmuls);
     # this recipe amplifies a rounding difference into another run within a few dozen steps.

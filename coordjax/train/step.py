@@ -117,12 +117,17 @@ class RunSpec(NamedTuple):
     ``param_mask``: None, or a float32 tree shaped like the params when this model is a smaller
     one embedded in the setup's larger model (the sweep engine's padding); the model then
     computes with ``params * param_mask`` (:func:`apply_mask`).
+
+    ``order_seed``: None, or int32 () to draw the epochs' example order from another seed than
+    the initial weights (the order is then that of a run seeded ``order_seed``); None (and
+    ``order_seed == seed``) gives both from ``seed``.
     """
 
     hparams: Hparams
     seed: jax.Array  # int32 (): the model's root key is jax.random.key(seed)
     split: SplitIndices
     param_mask: Any = None
+    order_seed: Any = None
 
 
 class TrainState(NamedTuple):
@@ -155,9 +160,14 @@ def chunk_lengths(epochs: int, eval_every: int) -> list[int]:
 
 
 def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(init_key, data_key), split once from the model's root key."""
+    """(init_key, data_key), split once from the root key ``jax.random.key(seed)``."""
     init_key, data_key = jax.random.split(jax.random.key(seed))
     return init_key, data_key
+
+
+def _data_key(run: RunSpec) -> jax.Array:
+    """The key of the model's example order: ``order_seed``'s data key, else ``seed``'s."""
+    return _keys(run.seed if run.order_seed is None else run.order_seed)[1]
 
 
 def init_state(setup: TrainSetup, data: DeviceData, run: RunSpec) -> TrainState:
@@ -290,13 +300,14 @@ def epoch_order(
 
     Each of the ``num_examples`` examples of the dataset draws a uniform key from
     ``fold_in(data_key, epoch)``; the model's train examples are sorted by it. The order thus
-    depends only on the seed, the epoch and the split's membership, not on how the split's index
-    array is stored or padded (a model trains identically alone or in any bucket).
+    depends only on the seed (``order_seed`` where given), the epoch and the split's membership,
+    not on how the split's index array is stored or padded (a model trains identically alone or
+    in any bucket).
 
     Returns (idx, valid): (padded_size,) example indices and a mask; the valid entries are a
     uniformly random permutation of the model's ``n_train`` examples.
     """
-    _, data_key = _keys(run.seed)
+    data_key = _data_key(run)
     slots = run.split.train_idx.shape[0]
     if padded_size < slots:
         raise ValueError(
