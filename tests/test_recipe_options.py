@@ -17,6 +17,7 @@ from jitted_recipe import jit_init
 import coordjax as cj
 from coordjax import datasets, models, tasks
 from coordjax.datasets.not_so_clevr import input_transform
+from coordjax.paper import robustness
 from coordjax.paper.data import device_data, split_indices
 from coordjax.paper.experiment import EXPERIMENT
 from coordjax.paper.robustness import robustness_table
@@ -315,6 +316,17 @@ def test_robustness_table_counts_runs_at_the_bar():
     assert np.isnan(quadrant["median_first_epoch"])
     by_lr = robustness_table(results, by=("lr",))
     assert len(by_lr) == 4 and list(by_lr.columns[:4]) == ["task", "variant", "split", "lr"]
+
+
+def test_robustness_command_splits_by_the_columns_it_is_given(tmp_path, capsys):
+    results = _results([("a", "g", "quadrant", 0.01, 1, 1.0), ("b", "g", "quadrant", 0.01, 1, 0.5)])
+    results.assign(seed=[0, 0], order_seed=[3, 4]).to_csv(tmp_path / "results.csv", index=False)
+    assert robustness.main([str(tmp_path), "--by", "seed,order_seed"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split()[:5] == ["task", "variant", "split", "seed", "order_seed"]
+    assert [r.split()[4:7] for r in rows[1:3]] == [["3", "1", "1"], ["4", "1", "0"]]
+    assert robustness.main([str(tmp_path), "--by", "seed,colour"]) == 2
+    assert "--by must name columns of" in capsys.readouterr().err
 
 
 # -- the claim the unit variant supports (slow) -----------------------------------------------

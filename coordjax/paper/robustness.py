@@ -6,7 +6,7 @@ module counts, per grid (variant), split and learning rate, how many runs met th
 (:data:`coordjax.paper.BARS`) at any evaluation and at the last one, the mean share of
 evaluations at the bar, and the median first epoch at the bar. Pure pandas, no JAX.
 
-    python -m coordjax.paper.robustness WORKDIR [--by-lr]
+    python -m coordjax.paper.robustness WORKDIR [--by-lr | --by KEY[,KEY...]]
 """
 
 from __future__ import annotations
@@ -76,14 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         description="runs at the paper's bar per variant and split",
     )
     parser.add_argument("workdir", type=pathlib.Path)
-    parser.add_argument("--by-lr", action="store_true", help="also split by learning rate")
+    split_on = parser.add_mutually_exclusive_group()
+    split_on.add_argument("--by-lr", action="store_true", help="also split by learning rate")
+    split_on.add_argument(
+        "--by", default="", metavar="KEYS",
+        help="also split by these run-config columns, comma-separated (e.g. seed,order_seed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     path = args.workdir / "results.csv"
     if not path.is_file():
         print(f"coordjax: no results.csv in {args.workdir}", file=sys.stderr)  # noqa: T201
         return 2
-    by = ("lr",) if args.by_lr else ()
-    print(robustness_text(pd.read_csv(path), by=by))  # noqa: T201
+    results = pd.read_csv(path)
+    by = ("lr",) if args.by_lr else tuple(k for k in args.by.split(",") if k)
+    unknown = [k for k in by if k not in results.columns]
+    if unknown:
+        print(f"coordjax: --by must name columns of {path}; got {unknown}",  # noqa: T201
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(robustness_text(results, by=by))  # noqa: T201
     return 0
 
 
