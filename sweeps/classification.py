@@ -62,7 +62,8 @@ Presets:
              example order (``order_seed``): the unit-input recipe (lr 5e-3, 6 epochs) with the
              weights of seeds 0-14 in one order (``init``), and the weights of seed 0 (which
              reached 100 %) or seed 1 (which did not) in 15 orders (``order-init0``,
-             ``order-init1``); 45 models.
+             ``order-init1``); 43 models (two runs are in two grids). Its report:
+             docs/reports/classification-quadrant-init-vs-order.
   painter-interventions  why the uniform deconv painter stays at 37 % test accuracy at 200
              epochs (the Keras tutorial reached 85.8 %): fs 2, c 3, lr 2e-3, batch 32, uniform,
              200 epochs, BatchNorm on (``deconv_painter``; l2 {0, 2e-3}: 1e-3 is fig-s2-cpu's
@@ -289,9 +290,9 @@ def painter_interventions():
 
 
 # Fig S2's size axis: every deconv size of the paper's grid at fig-s2-cpu's recipe (lr 2e-3, the
-# best lr it found; l2 1e-3, batch 32), 100 epochs, one grid per split so each fits a session.
+# best lr it found; l2 1e-3, batch 32), 100 epochs, against fig-s2-cpu's CoordConv; each split's
+# grids are named so that ``--only uniform`` / ``--only quadrant`` select them (a session each).
 def fig_s2_sizes():
-    # Named so that ``--only uniform`` selects one split's deconv and CoordConv grids.
     deconv = {**FIG_S2_CPU_DECONV, "lr": 0.002, "epochs": 100}
     grids = [grid for split in SPLITS for grid in (
         Grid(f"sizes-{split}", base={**deconv, "split": split},
