@@ -26,7 +26,7 @@ from coordjax._checks import check_choice, check_order_seed, check_seed
 from coordjax.datasets.not_so_clevr import check_input_scale, input_transform
 from coordjax.train.data import SplitIndices, stack_splits
 from coordjax.train.hparams import RANGES, SCHEDULES, Hparams, hparams_from
-from coordjax.train.step import RunSpec, TrainSetup, check_precision
+from coordjax.train.step import RunSpec, TrainSetup, check_precision, order_seeds
 
 STATIC = "static"
 VMAPPED = "vmapped"
@@ -223,9 +223,7 @@ def stack_runs(configs: Sequence[Mapping[str, Any] | RunConfig]) -> RunSpec:
     per_model = [r.hparams() for r in runs]
     hparams = Hparams(*(np.stack(leaves) for leaves in zip(*per_model, strict=True)))
     seeds = np.asarray([r.seed for r in runs], dtype=np.int32)
-    order_seeds = np.asarray(
-        [r.seed if r.order_seed == -1 else r.order_seed for r in runs], np.int32
-    )
     pairs = [datasets.split_indices(r.split) for r in runs]
     splits = [SplitIndices(train, len(train), test, len(test)) for train, test in pairs]
-    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits), order_seed=order_seeds)
+    return RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits),
+                   order_seed=order_seeds(seeds, [r.order_seed for r in runs]))  # fmt: skip

@@ -353,8 +353,7 @@ class _Spec:
             train, test = self.arrays.splits[c[self.data_key]]
             splits.append(SplitIndices(train, len(train), test, len(test)))
         seeds = np.asarray([c["seed"] for c in configs], np.int32)
-        order_seeds = np.asarray([c["seed"] if c["order_seed"] == -1 else c["order_seed"]
-                                 for c in configs], np.int32)  # fmt: skip
+        order_seeds = step.order_seeds(seeds, [c["order_seed"] for c in configs])
         return step.RunSpec(hparams=hparams, seed=seeds, split=stack_splits(splits),
                             order_seed=order_seeds)  # fmt: skip
 

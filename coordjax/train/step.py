@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from coordjax._checks import check_choice
@@ -128,6 +129,13 @@ class RunSpec(NamedTuple):
     split: SplitIndices
     param_mask: Any = None
     order_seed: Any = None
+
+
+def order_seeds(seeds: Any, order_seeds: Any) -> np.ndarray:
+    """A stack's ``RunSpec.order_seed`` (M,) int32 from run configs' seeds and order seeds,
+    where an order seed of -1 (the configs' default) means the run's own seed."""
+    seeds, order_seeds = np.asarray(seeds, np.int32), np.asarray(order_seeds, np.int32)
+    return np.where(order_seeds == -1, seeds, order_seeds)
 
 
 class TrainState(NamedTuple):
