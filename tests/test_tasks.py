@@ -49,16 +49,21 @@ def np_sigmoid_xent(logits, targets):
     return (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).mean(axis=1)
 
 
-def np_rendering_metrics(logits, targets):
-    ious, accs = [], []
+def np_iou(painted, truth):
+    union = np.logical_or(painted, truth).sum()
+    return 1.0 if union == 0 else np.logical_and(painted, truth).sum() / union
+
+
+def np_rendering_metrics(logits, targets, loss="sigmoid"):
+    out = {"iou": [], "pixel_accuracy": []} | ({"output_iou": []} if loss == "mse" else {})
     for z, t in zip(logits, targets, strict=True):
         painted = (1 / (1 + np.exp(-z.astype(np.float64)))) > 0.5
         truth = t > 0
-        union = np.logical_or(painted, truth).sum()
-        inter = np.logical_and(painted, truth).sum()
-        ious.append(1.0 if union == 0 else inter / union)
-        accs.append((painted == truth).mean())
-    return {"iou": np.array(ious), "pixel_accuracy": np.array(accs)}
+        out["iou"].append(np_iou(painted, truth))
+        out["pixel_accuracy"].append((painted == truth).mean())
+        if loss == "mse":
+            out["output_iou"].append(np_iou(z > 0.5, truth))
+    return {k: np.array(v) for k, v in out.items()}
 
 
 # ---- classification -----------------------------------------------------------------------
@@ -147,7 +152,7 @@ def test_rendering_against_numpy(loss, rng):
         ref = ((logits.astype(np.float64) - targets) ** 2).reshape(b, -1).mean(axis=1)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     metrics = task.metrics(jnp.asarray(logits), jnp.asarray(targets))
-    ref_m = np_rendering_metrics(logits, targets)
+    ref_m = np_rendering_metrics(logits, targets, loss)
     assert set(metrics) == set(ref_m)
     for k in ref_m:
         assert metrics[k].shape == (b,) and metrics[k].dtype == jnp.float32
@@ -161,6 +166,18 @@ def test_rendering_default_loss_is_sigmoid():
     np.testing.assert_allclose(
         tasks.get("rendering").loss(logits, targets), [np.log1p(np.exp(-2.0))], rtol=1e-6
     )
+
+
+def test_rendering_mse_output_iou_ignores_background_noise():
+    """An MSE fit leaves the background at 0 +- noise: the faithful ``iou`` (output > 0) paints
+    the positive half of it, ``output_iou`` (output > 0.5) only the square."""
+    target = _squares([30], [30])
+    noise = np.random.default_rng(0).normal(scale=1e-3, size=target.shape)
+    fitted = jnp.asarray((target + noise).astype(np.float32))
+    m = tasks.get("rendering", loss="mse").metrics(fitted, jnp.asarray(target))
+    assert float(m["output_iou"][0]) == 1.0
+    assert float(m["iou"][0]) < 0.1
+    assert "output_iou" not in tasks.get("rendering").metrics(fitted, jnp.asarray(target))
 
 
 def test_rendering_iou_edge_cases():

@@ -27,6 +27,7 @@ METRIC_LARGER_IS_BETTER = {
     "eucl_dist": False,
     "manh_dist": False,
     "iou": True,
+    "output_iou": True,
     "pixel_accuracy": True,
     "pixel_error": False,
     "mse": False,
