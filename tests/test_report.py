@@ -211,6 +211,23 @@ def test_a_rerun_keeps_the_hand_written_reading(golden, tmp_path, monkeypatch):
         assert rest.startswith("\n\nThe deconv models *memorise*") and "## Paper vs ours" in rest
 
 
+def test_a_rerun_replaces_its_own_figures_only(golden, tmp_path, monkeypatch):
+    """A rewrite removes the earlier report's figures it no longer draws, and keeps every other
+    file of the folder: a figure of one's own, and a report figure the reading links to."""
+    from coordjax.report import build
+
+    workdir, _, _ = golden
+    shutil.copytree(workdir, tmp_path / "w")  # with the report written once
+    out = tmp_path / "w" / "report"
+    assert {"fig_4.png", "fig_6.png"} <= {p.name for p in out.glob("*.png")}
+    (out / "mine.png").write_bytes(b"a figure of one's own")
+    (out / "reading.md").write_text("## Reading\n\n![a](mine.png) and [Fig 4](fig_4.png).\n")
+    monkeypatch.setattr(build, "_figure_sections", lambda record, out: [])  # draws none
+    report.write_report(tmp_path / "w")
+    assert sorted(p.name for p in out.glob("*.png")) == ["fig_4.png", "mine.png"]
+    assert (out / "mine.png").read_bytes() == b"a figure of one's own"
+
+
 def test_the_time_axis_is_seconds_per_model(golden):
     """Fig 4 / 6 draw each run's share of its bucket's seconds, by model-steps (or by runs in a
     table without them), and say so."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,7 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out} is a file: move it aside (the report is written there)")
     out.mkdir(exist_ok=True)
-    for old in out.glob("*.png"):  # figures of an earlier report may no longer apply
+    for old in _stale_figures(out):
         old.unlink()
     reading = _reading(out)
     if record.config.get("experiment", "paper") == "paper":
@@ -120,6 +121,21 @@ def write_report(workdir: str | pathlib.Path) -> pathlib.Path:
 
 
 # -- text sections ------------------------------------------------------------------------------
+
+
+def _linked_figures(markdown: pathlib.Path) -> set[str]:
+    """The PNG files of ``markdown``'s folder that it links to, by name."""
+    if not markdown.is_file():
+        return set()
+    return set(re.findall(r"\]\(([^)/\\]+\.png)\)", markdown.read_text()))
+
+
+def _stale_figures(out: pathlib.Path) -> list[pathlib.Path]:
+    """The earlier report's figures, which may no longer apply: those its ``report.md`` links
+    to, less those the reading links to. Any other file in the folder (a figure of one's own)
+    is left alone."""
+    stale = _linked_figures(out / REPORT_FILE) - _linked_figures(out / READING_FILE)
+    return [out / name for name in sorted(stale) if (out / name).is_file()]
 
 
 def _reading(out: pathlib.Path) -> str:
