@@ -4,9 +4,9 @@
         runs/quadrant-init-vs-order
 
 For the ``init`` grid's runs (initial weights from seeds 0-14, every run in seed 0's example
-order), from each run's last checkpoint, on all 784 held-out centres: the test accuracy by how
-deep the centre lies in the held-out quadrant (``min(x, y) - 32`` pixels past the train
-quadrants' edge), the mean signed error of the wrong predictions along x and y, the largest error
+order), from each run's last checkpoint, on all 729 held-out centres: the test accuracy by how
+deep the centre lies in the held-out quadrant (``min(x, y) - 32``: its distance in pixels from
+the nearest train centre's row or column, 1-27), the mean signed error of the wrong predictions along x and y, the largest error
 along either axis, and the ReLU units of each layer that are dead (never positive) on every
 train example, at initialisation and at the end.
 """
@@ -21,7 +21,7 @@ import pandas as pd
 from coordjax import datasets, models
 from coordjax.sweep import load_run
 
-DEPTH_BINS = (0, 4, 8, 12, 16, 20, 28)
+DEPTH_BINS = (1, 4, 8, 12, 16, 20, 28)
 LAYERS = ("coord_1x1", "conv1x1_1", "conv1x1_2", "conv1x1_3")
 
 
